@@ -1,0 +1,227 @@
+"""The model catalog: every model wanserve serves, with its official defaults and where its weights live."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from wanserve.engine.requests import TaskKind
+from wanserve.errors import UnknownModelError
+
+T = TaskKind
+
+
+@dataclass(frozen=True)
+class HubIds:
+    """Repositories that hold a model's weights. `None` where that layout is not published."""
+
+    hf_diffusers: str | None = None
+    hf_original: str | None = None
+    modelscope_diffusers: str | None = None
+    modelscope_original: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One servable model and its official defaults (from the Wan repositories' generation configs)."""
+
+    name: str
+    family: str
+    """`wan2.1`, `wan2.2` or `tiny`."""
+    tasks: tuple[TaskKind, ...]
+    pipeline: str
+    """The diffusers pipeline class that runs it."""
+    num_inference_steps: int
+    guidance_scale: float
+    flow_shift: float
+    fps: int
+    num_frames: int
+    sizes: tuple[tuple[int, int], ...]
+    """Trained resolutions as (width, height)."""
+    solver: str = "unipc"
+    guidance_scale_2: float | None = None
+    """Guidance of the low-noise expert (two-expert A14B models)."""
+    boundary_ratio: float | None = None
+    """Expert switch point (two-expert A14B models)."""
+    spatial_factor: int = 16
+    """Width and height must be multiples of this (VAE stride x patch size)."""
+    temporal_factor: int = 4
+    """`num_frames` must be `temporal_factor * k + 1`."""
+    max_frames: int = 161
+    max_side: int = 1920
+    hub: HubIds = field(default_factory=HubIds)
+    memory_gb: float = 0.0
+    """Peak accelerator memory in GiB for one default-size generation in bf16, no offload (estimate)."""
+    params_b: float = 0.0
+    """Transformer parameters in billions (per expert)."""
+    experts: int = 1
+    image_encoder: bool = False
+    """Wan2.1 I2V / FLF2V / Animate use a CLIP image encoder."""
+    vae: str = "wan2.1"
+    """`wan2.1` (z 16, stride 8) or `wan2.2` (z 48, stride 16)."""
+    tiny: bool = False
+    """Built offline from seeded random weights; never a real model."""
+    real_counterpart: str | None = None
+    default_negative_prompt: str = ""
+
+    @property
+    def default_size(self) -> tuple[int, int]:
+        return self.sizes[0]
+
+    @property
+    def default_task(self) -> TaskKind:
+        return self.tasks[0]
+
+    @property
+    def random_weights(self) -> bool:
+        return self.tiny
+
+
+# The official negative prompt of the Wan repositories (Chinese, as the models were trained with it).
+WAN_NEGATIVE_PROMPT = (
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，丑陋的，"
+    "残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，"
+    "三条腿，背景人很多，倒着走"
+)
+
+_480 = ((832, 480), (480, 832))
+_720 = ((1280, 720), (720, 1280))
+_ALL = _480 + _720
+_ALL_720_FIRST = _720 + _480
+
+_REAL: tuple[ModelSpec, ...] = (
+    ModelSpec(
+        name="wan2.1-t2v-1.3b", family="wan2.1", tasks=(T.T2V, T.V2V), pipeline="WanPipeline",
+        num_inference_steps=50, guidance_scale=5.0, flow_shift=5.0, fps=16, num_frames=81, sizes=_480,
+        hub=HubIds("Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "Wan-AI/Wan2.1-T2V-1.3B",
+                   "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "Wan-AI/Wan2.1-T2V-1.3B"),
+        memory_gb=18.0, params_b=1.3,
+    ),
+    ModelSpec(
+        name="wan2.1-t2v-14b", family="wan2.1", tasks=(T.T2V, T.V2V), pipeline="WanPipeline",
+        num_inference_steps=50, guidance_scale=5.0, flow_shift=5.0, fps=16, num_frames=81, sizes=_ALL_720_FIRST,
+        hub=HubIds("Wan-AI/Wan2.1-T2V-14B-Diffusers", "Wan-AI/Wan2.1-T2V-14B",
+                   "Wan-AI/Wan2.1-T2V-14B-Diffusers", "Wan-AI/Wan2.1-T2V-14B"),
+        memory_gb=60.0, params_b=14.0,
+    ),
+    ModelSpec(
+        name="wan2.1-i2v-14b-480p", family="wan2.1", tasks=(T.I2V,), pipeline="WanImageToVideoPipeline",
+        num_inference_steps=40, guidance_scale=5.0, flow_shift=3.0, fps=16, num_frames=81, sizes=_480,
+        hub=HubIds("Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", "Wan-AI/Wan2.1-I2V-14B-480P",
+                   "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", "Wan-AI/Wan2.1-I2V-14B-480P"),
+        memory_gb=55.0, params_b=14.0, image_encoder=True,
+    ),
+    ModelSpec(
+        name="wan2.1-i2v-14b-720p", family="wan2.1", tasks=(T.I2V,), pipeline="WanImageToVideoPipeline",
+        num_inference_steps=40, guidance_scale=5.0, flow_shift=5.0, fps=16, num_frames=81, sizes=_720,
+        hub=HubIds("Wan-AI/Wan2.1-I2V-14B-720P-Diffusers", "Wan-AI/Wan2.1-I2V-14B-720P",
+                   "Wan-AI/Wan2.1-I2V-14B-720P-Diffusers", "Wan-AI/Wan2.1-I2V-14B-720P"),
+        memory_gb=76.0, params_b=14.0, image_encoder=True,
+    ),
+    ModelSpec(
+        name="wan2.1-flf2v-14b-720p", family="wan2.1", tasks=(T.FLF2V,), pipeline="WanImageToVideoPipeline",
+        num_inference_steps=50, guidance_scale=5.0, flow_shift=16.0, fps=16, num_frames=81, sizes=_ALL_720_FIRST,
+        hub=HubIds("Wan-AI/Wan2.1-FLF2V-14B-720P-diffusers", "Wan-AI/Wan2.1-FLF2V-14B-720P",
+                   None, "Wan-AI/Wan2.1-FLF2V-14B-720P"),
+        memory_gb=76.0, params_b=14.0, image_encoder=True,
+    ),
+    ModelSpec(
+        name="wan2.2-t2v-a14b", family="wan2.2", tasks=(T.T2V, T.V2V), pipeline="WanPipeline",
+        num_inference_steps=40, guidance_scale=4.0, guidance_scale_2=3.0, boundary_ratio=0.875, flow_shift=12.0,
+        fps=16, num_frames=81, sizes=_ALL_720_FIRST,
+        hub=HubIds("Wan-AI/Wan2.2-T2V-A14B-Diffusers", "Wan-AI/Wan2.2-T2V-A14B",
+                   "Wan-AI/Wan2.2-T2V-A14B-Diffusers", "Wan-AI/Wan2.2-T2V-A14B"),
+        memory_gb=80.0, params_b=14.0, experts=2,
+    ),
+    ModelSpec(
+        name="wan2.2-i2v-a14b", family="wan2.2", tasks=(T.I2V,), pipeline="WanImageToVideoPipeline",
+        num_inference_steps=40, guidance_scale=3.5, guidance_scale_2=3.5, boundary_ratio=0.9, flow_shift=5.0,
+        fps=16, num_frames=81, sizes=_ALL_720_FIRST,
+        hub=HubIds("Wan-AI/Wan2.2-I2V-A14B-Diffusers", "Wan-AI/Wan2.2-I2V-A14B",
+                   "Wan-AI/Wan2.2-I2V-A14B-Diffusers", "Wan-AI/Wan2.2-I2V-A14B"),
+        memory_gb=80.0, params_b=14.0, experts=2,
+    ),
+    ModelSpec(
+        name="wan2.2-ti2v-5b", family="wan2.2", tasks=(T.TI2V, T.T2V, T.I2V), pipeline="WanPipeline",
+        num_inference_steps=50, guidance_scale=5.0, flow_shift=5.0, fps=24, num_frames=121,
+        sizes=((1280, 704), (704, 1280)), spatial_factor=32, max_frames=241,
+        hub=HubIds("Wan-AI/Wan2.2-TI2V-5B-Diffusers", "Wan-AI/Wan2.2-TI2V-5B",
+                   "Wan-AI/Wan2.2-TI2V-5B-Diffusers", "Wan-AI/Wan2.2-TI2V-5B"),
+        memory_gb=24.0, params_b=5.0, vae="wan2.2",
+    ),
+    ModelSpec(
+        name="wan2.2-animate-14b", family="wan2.2", tasks=(T.ANIMATE,), pipeline="WanAnimatePipeline",
+        num_inference_steps=20, guidance_scale=1.0, flow_shift=5.0, fps=30, num_frames=77, sizes=_720 + _480,
+        max_frames=1001,
+        hub=HubIds("Wan-AI/Wan2.2-Animate-14B-Diffusers", "Wan-AI/Wan2.2-Animate-14B",
+                   None, "Wan-AI/Wan2.2-Animate-14B"),
+        memory_gb=76.0, params_b=14.0, image_encoder=True,
+    ),
+    ModelSpec(
+        name="wan2.1-vace-1.3b", family="wan2.1", tasks=(T.VACE, T.T2V), pipeline="WanVACEPipeline",
+        num_inference_steps=50, guidance_scale=5.0, flow_shift=16.0, fps=16, num_frames=81, sizes=_480,
+        hub=HubIds("Wan-AI/Wan2.1-VACE-1.3B-diffusers", "Wan-AI/Wan2.1-VACE-1.3B",
+                   None, "Wan-AI/Wan2.1-VACE-1.3B"),
+        memory_gb=20.0, params_b=1.3,
+    ),
+    ModelSpec(
+        name="wan2.1-vace-14b", family="wan2.1", tasks=(T.VACE, T.T2V), pipeline="WanVACEPipeline",
+        num_inference_steps=50, guidance_scale=5.0, flow_shift=16.0, fps=16, num_frames=81, sizes=_ALL_720_FIRST,
+        hub=HubIds("Wan-AI/Wan2.1-VACE-14B-diffusers", "Wan-AI/Wan2.1-VACE-14B",
+                   None, "Wan-AI/Wan2.1-VACE-14B"),
+        memory_gb=76.0, params_b=14.0,
+    ),
+    ModelSpec(
+        name="wan2.2-vace-fun-a14b", family="wan2.2", tasks=(T.VACE, T.T2V), pipeline="WanVACEPipeline",
+        num_inference_steps=40, guidance_scale=4.0, guidance_scale_2=3.0, boundary_ratio=0.875, flow_shift=12.0,
+        fps=16, num_frames=81, sizes=_ALL_720_FIRST,
+        hub=HubIds(None, "alibaba-pai/Wan2.2-VACE-Fun-A14B", None, "PAI/Wan2.2-VACE-Fun-A14B"),
+        memory_gb=80.0, params_b=14.0, experts=2,
+    ),
+)
+
+# Tiny counterparts: 2 layers, 2 heads, seeded random weights, built offline. Sizes are small multiples of the
+# spatial factor so a CPU runs them in well under a second.
+_TINY_SIZES = ((64, 64), (96, 64), (64, 96))
+
+
+def _tiny(name: str, real: str, tasks: tuple[TaskKind, ...], pipeline: str, **kw) -> ModelSpec:
+    base = dict(
+        family="tiny", num_inference_steps=2, guidance_scale=5.0, flow_shift=5.0, fps=8, num_frames=9,
+        sizes=_TINY_SIZES, max_frames=33, max_side=256, memory_gb=0.1, params_b=0.0, tiny=True,
+    )
+    base.update(kw)
+    return ModelSpec(name=name, tasks=tasks, pipeline=pipeline, real_counterpart=real, **base)
+
+
+_TINY: tuple[ModelSpec, ...] = (
+    _tiny("tiny-t2v", "wan2.1-t2v-1.3b", (T.T2V, T.V2V), "WanPipeline"),
+    _tiny("tiny-t2v-moe", "wan2.2-t2v-a14b", (T.T2V, T.V2V), "WanPipeline",
+          guidance_scale=4.0, guidance_scale_2=3.0, boundary_ratio=0.875, flow_shift=12.0, experts=2),
+    _tiny("tiny-i2v", "wan2.1-i2v-14b-480p", (T.I2V,), "WanImageToVideoPipeline", image_encoder=True,
+          flow_shift=3.0),
+    _tiny("tiny-flf2v", "wan2.1-flf2v-14b-720p", (T.FLF2V, T.I2V), "WanImageToVideoPipeline",
+          image_encoder=True, flow_shift=16.0),
+    _tiny("tiny-ti2v", "wan2.2-ti2v-5b", (T.TI2V, T.T2V, T.I2V), "WanPipeline", vae="wan2.2",
+          spatial_factor=32, sizes=((64, 64), (96, 64), (64, 96)), fps=12),
+    _tiny("tiny-vace", "wan2.1-vace-1.3b", (T.VACE, T.T2V), "WanVACEPipeline", flow_shift=16.0),
+    _tiny("tiny-animate", "wan2.2-animate-14b", (T.ANIMATE,), "WanAnimatePipeline", image_encoder=True,
+          guidance_scale=1.0, num_frames=9),
+)
+
+CATALOG: dict[str, ModelSpec] = {spec.name: spec for spec in _REAL + _TINY}
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec for `name`; raises `UnknownModelError` naming the known models."""
+    try:
+        return CATALOG[name]
+    except KeyError:
+        raise UnknownModelError(name, list(CATALOG)) from None
+
+
+def real_models() -> list[ModelSpec]:
+    return list(_REAL)
+
+
+def tiny_models() -> list[ModelSpec]:
+    return list(_TINY)

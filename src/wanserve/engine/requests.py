@@ -1,0 +1,112 @@
+"""The only types that cross from `worker/` into `engine/` and between ranks: frozen, picklable dataclasses."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+class TaskKind(str, enum.Enum):
+    """What a generation does with its inputs."""
+
+    T2V = "t2v"  # text to video
+    I2V = "i2v"  # first frame (image) to video
+    FLF2V = "flf2v"  # first and last frame to video
+    TI2V = "ti2v"  # Wan2.2 TI2V-5B: text, optionally with a first frame
+    V2V = "v2v"  # video to video with `strength`
+    VACE = "vace"  # control video, mask and reference images
+    ANIMATE = "animate"  # Wan2.2-Animate: reference image + pose/face videos
+
+
+class Stage(str, enum.Enum):
+    """The stages one generation passes through, in order."""
+
+    LOADING = "loading"
+    ENCODING_TEXT = "encoding_text"
+    ENCODING_IMAGE = "encoding_image"
+    DENOISING = "denoising"
+    DECODING = "decoding"
+    WRITING = "writing"
+
+
+# A media input is the file's bytes, a local path, or a `data:` URL. http(s) URLs are fetched (with limits) by the
+# layer that accepted them, never by the engine.
+MediaInput = bytes | str
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One generation, with every parameter resolved (no `None` where the model has a default)."""
+
+    model: str
+    task: TaskKind
+    prompt: str
+    output_path: str
+    """Where the MP4 goes; the JPEG thumbnail is written beside it (same stem, `.jpg`)."""
+    negative_prompt: str = ""
+    width: int = 832
+    height: int = 480
+    num_frames: int = 81
+    num_inference_steps: int = 50
+    guidance_scale: float = 5.0
+    guidance_scale_2: float | None = None
+    """Guidance of the low-noise expert (Wan2.2 A14B only)."""
+    boundary_ratio: float | None = None
+    """Switch from the high-noise to the low-noise expert at t >= boundary_ratio * 1000 (Wan2.2 A14B only)."""
+    flow_shift: float = 5.0
+    solver: str = "unipc"
+    seed: int = 0
+    fps: int = 16
+    crf: int = 18
+    """H.264 constant rate factor of the output (0 lossless .. 51 worst)."""
+    strength: float = 0.8
+    """v2v only: how much of the input video is replaced by noise (0..1)."""
+    image: MediaInput | None = None
+    last_image: MediaInput | None = None
+    video: MediaInput | None = None
+    mask: MediaInput | None = None
+    reference_images: tuple[MediaInput, ...] = ()
+    animate_mode: str = "animate"
+    """animate only: `animate` (move the reference) or `replace` (put the reference into the video)."""
+    pose_video: MediaInput | None = None
+    face_video: MediaInput | None = None
+    background_video: MediaInput | None = None
+    max_sequence_length: int = 512
+
+    def replace(self, **changes) -> GenerationRequest:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """Sent to `on_progress` at every stage change and after every denoising step."""
+
+    stage: Stage
+    step: int = 0
+    """Denoising steps completed so far (0..steps)."""
+    steps: int = 0
+    step_time_s: float | None = None
+    """Seconds the last denoising step took, when this event reports a step."""
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """What one finished generation produced."""
+
+    video_path: str
+    thumbnail_path: str
+    width: int
+    height: int
+    num_frames: int
+    fps: int
+    seed: int
+    random_weights: bool
+    """True when the model that produced this has random (tiny or untrained) weights."""
+    stage_times_s: dict[str, float] = field(default_factory=dict)
+    step_times_s: tuple[float, ...] = ()
+
+
+ProgressCallback = Callable[[ProgressEvent], None]
+StopCallback = Callable[[], bool]

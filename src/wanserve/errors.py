@@ -1,0 +1,88 @@
+"""The project's exception types. One handler in `api/` maps them to HTTP status codes."""
+
+from __future__ import annotations
+
+
+class WanserveError(Exception):
+    """Base class for every error wanserve raises on purpose."""
+
+    http_status = 500
+    error_type = "internal_error"
+
+
+class InvalidRequestError(WanserveError, ValueError):
+    """A request field is invalid. The message names the field and the bad value."""
+
+    http_status = 422
+    error_type = "invalid_request"
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(message)
+
+
+class UnknownModelError(InvalidRequestError):
+    """The request names a model that is not in the catalog."""
+
+    error_type = "unknown_model"
+
+    def __init__(self, name: str, known: list[str] | tuple[str, ...]):
+        super().__init__("model", f"`model` {name!r} is not a known model; known models: {', '.join(known)}")
+
+
+class WeightsNotFoundError(WanserveError):
+    """A model's weights are not on disk where wanserve looked."""
+
+    http_status = 503
+    error_type = "weights_not_found"
+
+
+class CheckpointError(WanserveError):
+    """A checkpoint is present but malformed: missing files, unexpected keys, wrong shapes."""
+
+    error_type = "checkpoint_error"
+
+
+class DownloadError(WanserveError):
+    """A model download failed or is impossible (offline)."""
+
+    error_type = "download_failed"
+
+
+class GenerationCancelled(WanserveError):
+    """`should_stop` asked the engine to stop between denoising steps."""
+
+    http_status = 409
+    error_type = "cancelled"
+
+
+class DeviceError(WanserveError):
+    """A requested device is not available or ran out of memory."""
+
+    error_type = "device_error"
+
+
+class JobNotFoundError(WanserveError):
+    http_status = 404
+    error_type = "not_found"
+
+
+class JobStateError(WanserveError):
+    """The job is in a state that does not allow the operation (for example cancelling a finished job)."""
+
+    http_status = 409
+    error_type = "invalid_state"
+
+
+class PayloadTooLargeError(InvalidRequestError):
+    http_status = 413
+    error_type = "payload_too_large"
+
+
+class QueueFullError(WanserveError):
+    http_status = 429
+    error_type = "queue_full"
+
+    def __init__(self, message: str, retry_after_s: int = 5):
+        self.retry_after_s = retry_after_s
+        super().__init__(message)
