@@ -1,0 +1,1 @@
+"""Model code diffusers lacks: checkpoint converters for the original Wan layouts, FlashVSR."""
