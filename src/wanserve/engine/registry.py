@@ -300,9 +300,7 @@ _REAL: tuple[ModelSpec, ...] = (
         fps=16,
         num_frames=81,
         sizes=_480,
-        hub=HubIds(
-            "Wan-AI/Wan2.1-VACE-1.3B-diffusers", "Wan-AI/Wan2.1-VACE-1.3B", None, "Wan-AI/Wan2.1-VACE-1.3B"
-        ),
+        hub=HubIds("Wan-AI/Wan2.1-VACE-1.3B-diffusers", "Wan-AI/Wan2.1-VACE-1.3B", None, "Wan-AI/Wan2.1-VACE-1.3B"),
         memory_gb=20.0,
         params_b=1.3,
     ),
@@ -317,9 +315,7 @@ _REAL: tuple[ModelSpec, ...] = (
         fps=16,
         num_frames=81,
         sizes=_ALL_720_FIRST,
-        hub=HubIds(
-            "Wan-AI/Wan2.1-VACE-14B-diffusers", "Wan-AI/Wan2.1-VACE-14B", None, "Wan-AI/Wan2.1-VACE-14B"
-        ),
+        hub=HubIds("Wan-AI/Wan2.1-VACE-14B-diffusers", "Wan-AI/Wan2.1-VACE-14B", None, "Wan-AI/Wan2.1-VACE-14B"),
         memory_gb=76.0,
         params_b=14.0,
     ),

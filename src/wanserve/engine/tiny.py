@@ -29,9 +29,7 @@ def build_tiny_tokenizer():
     pieces += ["▁" + w for w in ("a", "the", "cat", "dog", "video", "of", "in", "on", "and", "with")]
     pieces += ["▁"] + list(string.ascii_lowercase + string.ascii_uppercase + string.digits + ".,!?'-")
     vocab = [(p, 0.0 if i < 3 else -float(i) / 10) for i, p in enumerate(pieces)]
-    return T5Tokenizer(
-        vocab=vocab, extra_ids=0, unk_id=2, eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
-    )
+    return T5Tokenizer(vocab=vocab, extra_ids=0, unk_id=2, eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
 
 
 def build_tiny_text_encoder(vocab_size: int):

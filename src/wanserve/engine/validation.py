@@ -106,9 +106,7 @@ def _check_size(spec: ModelSpec, field: str, value: int) -> None:
             field, f"`{field}` must be between {factor} and {spec.max_side} for {spec.name}, got {value}"
         )
     if value % factor:
-        raise InvalidRequestError(
-            field, f"`{field}` must be a multiple of {factor} for {spec.name}, got {value}"
-        )
+        raise InvalidRequestError(field, f"`{field}` must be a multiple of {factor} for {spec.name}, got {value}")
 
 
 def _check_frames(spec: ModelSpec, value: int) -> None:
@@ -135,16 +133,12 @@ def resolve_request(model: str, params: Mapping[str, Any], output_path: str = ""
             task = TaskKind(given["task"])
         except ValueError:
             choices = ", ".join(t.value for t in TaskKind)
-            raise InvalidRequestError(
-                "task", f"`task` must be one of {choices}, got {given['task']!r}"
-            ) from None
+            raise InvalidRequestError("task", f"`task` must be one of {choices}, got {given['task']!r}") from None
     else:
         task = infer_task(spec, given)
     if task not in spec.tasks:
         served = ", ".join(t.value for t in spec.tasks)
-        raise InvalidRequestError(
-            "task", f"`task` {task.value!r} is not served by {spec.name} (serves: {served})"
-        )
+        raise InvalidRequestError("task", f"`task` {task.value!r} is not served by {spec.name} (serves: {served})")
     required, allowed = _TASK_INPUTS[task]
     present = {name for name in MEDIA_FIELDS if given.get(name)}
     for name in sorted(required - present):
@@ -218,9 +212,7 @@ def resolve_request(model: str, params: Mapping[str, Any], output_path: str = ""
     if mode not in ANIMATE_MODES:
         raise InvalidRequestError("animate_mode", f"`animate_mode` must be animate or replace, got {mode!r}")
     if task == TaskKind.ANIMATE and mode == "replace" and not {"background_video", "mask"} <= present:
-        raise InvalidRequestError(
-            "background_video", "animate_mode 'replace' needs `background_video` and `mask`"
-        )
+        raise InvalidRequestError("background_video", "animate_mode 'replace' needs `background_video` and `mask`")
     refs = given.get("reference_images", ())
     if not isinstance(refs, list | tuple):
         raise InvalidRequestError("reference_images", "`reference_images` must be a list")
