@@ -65,10 +65,7 @@ def test_load_image_text_file_names_field(tmp_path):
         load_image(str(path), "image")
 
     assert err.value.field == "image"
-    assert (
-        str(err.value)
-        == "`image` must be a PNG, JPEG, WebP, BMP or GIF image, got text, not an image or video"
-    )
+    assert str(err.value) == "`image` must be a PNG, JPEG, WebP, BMP or GIF image, got text, not an image or video"
 
 
 def test_load_image_truncated_png_names_field():

@@ -33,9 +33,7 @@ def test_sniff_media_type_non_media_is_none(data):
 
 
 def test_decode_data_url_base64():
-    declared, data = decode_data_url(
-        "data:image/png;base64," + base64.b64encode(b"\x89PNG").decode(), "image"
-    )
+    declared, data = decode_data_url("data:image/png;base64," + base64.b64encode(b"\x89PNG").decode(), "image")
 
     assert (declared, data) == ("image/png", b"\x89PNG")
 

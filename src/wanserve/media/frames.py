@@ -15,9 +15,7 @@ def frame_to_uint8(frame: np.ndarray, field: str = "frames") -> np.ndarray:
     """
     array = np.asarray(frame)
     if array.ndim != 3 or array.shape[-1] != 3:
-        raise InvalidRequestError(
-            field, f"`{field}` must be [height, width, 3] RGB frames, got shape {array.shape}"
-        )
+        raise InvalidRequestError(field, f"`{field}` must be [height, width, 3] RGB frames, got shape {array.shape}")
     if array.dtype == np.uint8:
         return np.ascontiguousarray(array)
     if np.issubdtype(array.dtype, np.floating):
@@ -26,9 +24,7 @@ def frame_to_uint8(frame: np.ndarray, field: str = "frames") -> np.ndarray:
         scaled = np.clip(array, 0.0, 1.0) * 255.0
         return np.ascontiguousarray(np.rint(scaled).astype(np.uint8))
     if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
-        raise InvalidRequestError(
-            field, f"`{field}` must be uint8 or float (0..1) values, got dtype {array.dtype}"
-        )
+        raise InvalidRequestError(field, f"`{field}` must be uint8 or float (0..1) values, got dtype {array.dtype}")
     if array.min(initial=0) < 0 or array.max(initial=0) > 255:
         raise InvalidRequestError(
             field, f"`{field}` integer values must be in 0..255, got {array.min()}..{array.max()}"

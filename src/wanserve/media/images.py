@@ -44,9 +44,7 @@ def load_image(
     mime = sniff_media_type(data)
     if mime not in IMAGE_MIME_TYPES:
         found = mime or describe_bytes(data)
-        raise InvalidRequestError(
-            field, f"`{field}` must be a PNG, JPEG, WebP, BMP or GIF image, got {found}"
-        )
+        raise InvalidRequestError(field, f"`{field}` must be a PNG, JPEG, WebP, BMP or GIF image, got {found}")
 
     # 2. Check the size from the header before decoding any pixels
     try:
@@ -56,8 +54,7 @@ def load_image(
         if width * height > max_pixels:
             raise InvalidRequestError(
                 field,
-                f"`{field}` is {width}x{height} = {width * height} pixels, "
-                f"more than the limit of {max_pixels}",
+                f"`{field}` is {width}x{height} = {width * height} pixels, more than the limit of {max_pixels}",
             )
         if width < 1 or height < 1:
             raise InvalidRequestError(field, f"`{field}` has an empty size {width}x{height}")

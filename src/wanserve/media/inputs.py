@@ -22,9 +22,7 @@ from wanserve.errors import InvalidRequestError, PayloadTooLargeError
 
 logger = logging.getLogger(__name__)
 
-IMAGE_MIME_TYPES = frozenset(
-    {"image/png", "image/apng", "image/jpeg", "image/webp", "image/bmp", "image/gif"}
-)
+IMAGE_MIME_TYPES = frozenset({"image/png", "image/apng", "image/jpeg", "image/webp", "image/bmp", "image/gif"})
 """Image types `load_image` accepts (an animated PNG or GIF gives its first frame)."""
 
 VIDEO_MIME_TYPES = frozenset(
@@ -85,9 +83,7 @@ def decode_data_url(url: str, field: str, max_bytes: int | None = None) -> tuple
     decoded payload would exceed `max_bytes`. The declared type is returned as given; callers sniff the bytes.
     """
     if not url.startswith("data:"):
-        raise InvalidRequestError(
-            field, f"`{field}` is not a data URL (it must start with `data:`), got {url[:40]!r}"
-        )
+        raise InvalidRequestError(field, f"`{field}` is not a data URL (it must start with `data:`), got {url[:40]!r}")
     header, sep, payload = url[5:].partition(",")
     if not sep:
         raise InvalidRequestError(field, f"`{field}` data URL has no `,` between its header and its payload")
@@ -106,9 +102,7 @@ def decode_data_url(url: str, field: str, max_bytes: int | None = None) -> tuple
         try:
             data = base64.b64decode("".join(payload.split()), validate=True)
         except (binascii.Error, ValueError) as exc:
-            raise InvalidRequestError(
-                field, f"`{field}` data URL has an invalid base64 payload: {exc}"
-            ) from None
+            raise InvalidRequestError(field, f"`{field}` data URL has an invalid base64 payload: {exc}") from None
     else:
         data = urllib.parse.unquote_to_bytes(payload)
     if max_bytes is not None and len(data) > max_bytes:
@@ -128,9 +122,7 @@ def resolve_local_path(source: str | os.PathLike, field: str, max_bytes: int | N
     except FileNotFoundError:
         raise InvalidRequestError(field, f"`{field}` file {str(path)!r} does not exist") from None
     except OSError as exc:
-        raise InvalidRequestError(
-            field, f"`{field}` file {str(path)!r} cannot be read: {exc.strerror}"
-        ) from None
+        raise InvalidRequestError(field, f"`{field}` file {str(path)!r} cannot be read: {exc.strerror}") from None
     if not path.is_file():
         raise InvalidRequestError(field, f"`{field}` path {str(path)!r} is not a regular file")
     if max_bytes is not None and stat.st_size > max_bytes:
@@ -183,9 +175,7 @@ def open_source(source: MediaInput, field: str, max_bytes: int | None = None) ->
 
     A local path stays a path so a large video is streamed from disk instead of read into memory.
     """
-    if isinstance(source, (str, os.PathLike)) and not (
-        isinstance(source, str) and source.startswith("data:")
-    ):
+    if isinstance(source, (str, os.PathLike)) and not (isinstance(source, str) and source.startswith("data:")):
         if isinstance(source, str):
             _check_string_source(source, field)
         path = resolve_local_path(source, field, max_bytes)

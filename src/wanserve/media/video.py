@@ -71,9 +71,7 @@ def encode_mp4(
     if isinstance(crf, bool) or not isinstance(crf, int) or not 0 <= crf <= 51:
         raise InvalidRequestError("crf", f"`crf` must be an integer in 0..51, got {crf!r}")
     if isinstance(frames, np.ndarray) and frames.ndim != 4:
-        raise InvalidRequestError(
-            "frames", f"`frames` must be [frames, height, width, 3], got shape {frames.shape}"
-        )
+        raise InvalidRequestError("frames", f"`frames` must be [frames, height, width, 3], got shape {frames.shape}")
     iterator = iter(frames)
     first = next(iterator, None)
     if first is None:
@@ -159,16 +157,12 @@ def load_video(
     """
     # 1. Check the cap and sniff the container
     if isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1:
-        raise InvalidRequestError(
-            "max_frames", f"`max_frames` must be a positive integer, got {max_frames!r}"
-        )
+        raise InvalidRequestError("max_frames", f"`max_frames` must be a positive integer, got {max_frames!r}")
     opened, head = open_source(source, field, max_bytes)
     mime = sniff_media_type(head)
     if mime not in VIDEO_MIME_TYPES:
         found = mime or describe_bytes(head)
-        raise InvalidRequestError(
-            field, f"`{field}` must be an MP4, MOV, WebM, MKV, AVI or GIF video, got {found}"
-        )
+        raise InvalidRequestError(field, f"`{field}` must be an MP4, MOV, WebM, MKV, AVI or GIF video, got {found}")
 
     # 2. Decode frame by frame up to the cap
     images: list[Image.Image] = []
