@@ -51,7 +51,9 @@ class Settings(BaseSettings):
     # Models and devices
     models: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias=_env("MODELS"))
     """Models to load and warm at start-up (comma-separated). Empty: the tiny models when no weights are set."""
-    checkpoint_dir: Path | None = Field(None, validation_alias=_env("CHECKPOINT_DIR", "WAN_CHECKPOINT_DIR", "MODEL_CKPT_DIR"))
+    checkpoint_dir: Path | None = Field(
+        None, validation_alias=_env("CHECKPOINT_DIR", "WANSERVE_MODELS_DIR", "WAN_CHECKPOINT_DIR", "MODEL_CKPT_DIR")
+    )
     """Directory holding model weights (one sub-directory per model)."""
     t5_cpu: bool = Field(False, validation_alias=_env("T5_CPU", "T5_CPU"))
     """Keep the text encoder on the CPU."""
@@ -71,6 +73,8 @@ class Settings(BaseSettings):
     """Largest media input (upload, data URL or fetched URL), per file."""
     max_request_mb: float = Field(300.0, gt=0, validation_alias=_env("MAX_REQUEST_MB"))
     """Largest request body."""
+    allow_private_urls: bool = Field(False, validation_alias=_env("ALLOW_PRIVATE_URLS"))
+    """Let http(s) media inputs point at loopback/private addresses (tests, intranets)."""
     max_attempts: int = Field(3, ge=1, validation_alias=_env("MAX_ATTEMPTS"))
     """Runs of one job before a lost lease fails it with `worker_lost`."""
     lease_s: float = Field(30.0, gt=0, validation_alias=_env("LEASE_S"))
@@ -104,7 +108,9 @@ class Settings(BaseSettings):
             if "*" in self.cors_origins:
                 raise ValueError("`WANSERVE_CORS_ORIGINS` must not be `*` when `WANSERVE_ENV` is production")
             if self.hold_dir is not None:
-                raise ValueError("`WANSERVE_TEST_HOLD_DIR` is a test hook; not allowed when `WANSERVE_ENV` is production")
+                raise ValueError(
+                    "`WANSERVE_TEST_HOLD_DIR` is a test hook; not allowed when `WANSERVE_ENV` is production"
+                )
         return self
 
     @property
