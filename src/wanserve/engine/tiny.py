@@ -36,9 +36,19 @@ def build_tiny_text_encoder(vocab_size: int):
     from transformers import UMT5Config, UMT5EncoderModel
 
     config = UMT5Config(
-        vocab_size=vocab_size, d_model=TEXT_DIM, d_kv=8, d_ff=32, num_layers=2, num_heads=4,
-        relative_attention_num_buckets=8, relative_attention_max_distance=16, feed_forward_proj="gated-gelu",
-        dropout_rate=0.0, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+        vocab_size=vocab_size,
+        d_model=TEXT_DIM,
+        d_kv=8,
+        d_ff=32,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        relative_attention_max_distance=16,
+        feed_forward_proj="gated-gelu",
+        dropout_rate=0.0,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
     )
     # Dropout would make outputs vary between calls.
     return UMT5EncoderModel(config).eval()
@@ -49,13 +59,27 @@ def build_tiny_vae(kind: str):
 
     if kind == "wan2.2":
         return AutoencoderKLWan(
-            base_dim=4, decoder_base_dim=4, z_dim=48, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-            temperal_downsample=[False, True, True], is_residual=True, patch_size=2, in_channels=12,
-            out_channels=12, scale_factor_spatial=16, scale_factor_temporal=4,
-            latents_mean=[0.0] * 48, latents_std=[1.0] * 48,
+            base_dim=4,
+            decoder_base_dim=4,
+            z_dim=48,
+            dim_mult=[1, 1, 1, 1],
+            num_res_blocks=1,
+            temperal_downsample=[False, True, True],
+            is_residual=True,
+            patch_size=2,
+            in_channels=12,
+            out_channels=12,
+            scale_factor_spatial=16,
+            scale_factor_temporal=4,
+            latents_mean=[0.0] * 48,
+            latents_std=[1.0] * 48,
         ).eval()
     return AutoencoderKLWan(
-        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True],
+        base_dim=3,
+        z_dim=16,
+        dim_mult=[1, 1, 1, 1],
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],
     ).eval()
 
 
@@ -63,11 +87,17 @@ def build_tiny_clip():
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
 
     config = CLIPVisionConfig(
-        hidden_size=CLIP_HIDDEN, projection_dim=CLIP_HIDDEN, num_hidden_layers=3, num_attention_heads=2,
-        intermediate_size=37, image_size=CLIP_IMAGE_SIZE, patch_size=CLIP_PATCH,
+        hidden_size=CLIP_HIDDEN,
+        projection_dim=CLIP_HIDDEN,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=37,
+        image_size=CLIP_IMAGE_SIZE,
+        patch_size=CLIP_PATCH,
     )
     processor = CLIPImageProcessor(
-        crop_size=CLIP_IMAGE_SIZE, size={"shortest_edge": CLIP_IMAGE_SIZE},
+        crop_size=CLIP_IMAGE_SIZE,
+        size={"shortest_edge": CLIP_IMAGE_SIZE},
     )
     return CLIPVisionModel(config).eval(), processor
 
@@ -80,9 +110,19 @@ def tiny_transformer_config(spec: ModelSpec) -> dict:
     """The diffusers config of a tiny spec's transformer (also written into tiny checkpoints by the tests)."""
     z = 48 if spec.vae == "wan2.2" else 16
     config = dict(
-        patch_size=(1, 2, 2), num_attention_heads=HEADS, attention_head_dim=HEAD_DIM, in_channels=z,
-        out_channels=z, text_dim=TEXT_DIM, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=32,
+        patch_size=(1, 2, 2),
+        num_attention_heads=HEADS,
+        attention_head_dim=HEAD_DIM,
+        in_channels=z,
+        out_channels=z,
+        text_dim=TEXT_DIM,
+        freq_dim=256,
+        ffn_dim=32,
+        num_layers=2,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        eps=1e-6,
+        rope_max_seq_len=32,
     )
     if spec.image_encoder and spec.pipeline == "WanImageToVideoPipeline":
         config.update(in_channels=2 * z + 4, image_dim=CLIP_HIDDEN, added_kv_proj_dim=HEADS * HEAD_DIM)
@@ -94,11 +134,27 @@ def tiny_transformer_config(spec: ModelSpec) -> dict:
         config.update(vace_layers=[0], vace_in_channels=2 * z + 64)
     if spec.pipeline == "WanAnimatePipeline":
         config.update(
-            in_channels=2 * z + 4, latent_channels=z, image_dim=CLIP_HIDDEN, added_kv_proj_dim=HEADS * HEAD_DIM,
-            motion_encoder_channel_sizes={"4": 16, "8": 16, "16": 16, "32": 16, "64": 16, "128": 16, "256": 16,
-                                          "512": 16},
-            motion_encoder_size=16, motion_style_dim=16, motion_dim=4, motion_encoder_dim=16,
-            face_encoder_hidden_dim=16, face_encoder_num_heads=2, inject_face_latents_blocks=1,
+            in_channels=2 * z + 4,
+            latent_channels=z,
+            image_dim=CLIP_HIDDEN,
+            added_kv_proj_dim=HEADS * HEAD_DIM,
+            motion_encoder_channel_sizes={
+                "4": 16,
+                "8": 16,
+                "16": 16,
+                "32": 16,
+                "64": 16,
+                "128": 16,
+                "256": 16,
+                "512": 16,
+            },
+            motion_encoder_size=16,
+            motion_style_dim=16,
+            motion_dim=4,
+            motion_encoder_dim=16,
+            face_encoder_hidden_dim=16,
+            face_encoder_num_heads=2,
+            inject_face_latents_blocks=1,
             motion_encoder_batch_size=4,
         )
     return config
@@ -130,9 +186,14 @@ def build_tiny_components(spec: ModelSpec, seed: int = TINY_SEED) -> dict:
     torch.manual_seed(seed + 2)
     transformer = cls(**config).eval()
     components = dict(
-        tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=vae,
+        transformer=transformer,
         scheduler=UniPCMultistepScheduler(
-            prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000,
+            prediction_type="flow_prediction",
+            use_flow_sigmas=True,
+            num_train_timesteps=1000,
             flow_shift=spec.flow_shift,
         ),
     )

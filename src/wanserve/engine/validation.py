@@ -1,0 +1,274 @@
+"""Turning user-supplied generation parameters into a fully resolved, validated `GenerationRequest`.
+
+Every check names the field and the bad value. Nothing is rounded or clamped: a value the model cannot take is
+rejected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from wanserve.engine.registry import ModelSpec, get_spec
+from wanserve.engine.requests import GenerationRequest, TaskKind
+from wanserve.errors import InvalidRequestError
+
+MAX_STEPS = 200
+MAX_PROMPT_CHARS = 10_000
+MAX_SEED = 2**32 - 1
+SOLVERS = ("unipc", "dpm++", "euler")
+ANIMATE_MODES = ("animate", "replace")
+
+MEDIA_FIELDS = (
+    "image",
+    "last_image",
+    "video",
+    "mask",
+    "reference_images",
+    "pose_video",
+    "face_video",
+    "background_video",
+)
+_REQUEST_FIELDS = {f.name for f in dataclasses.fields(GenerationRequest)}
+USER_FIELDS = frozenset(_REQUEST_FIELDS - {"model", "output_path"})
+
+# Which inputs each task needs and which it accepts. Anything else given is an error, not silently ignored.
+_TASK_INPUTS: dict[TaskKind, tuple[frozenset[str], frozenset[str]]] = {
+    TaskKind.T2V: (frozenset(), frozenset()),
+    TaskKind.I2V: (frozenset({"image"}), frozenset({"image"})),
+    TaskKind.FLF2V: (frozenset({"image", "last_image"}), frozenset({"image", "last_image"})),
+    TaskKind.TI2V: (frozenset(), frozenset({"image"})),
+    TaskKind.V2V: (frozenset({"video"}), frozenset({"video"})),
+    TaskKind.VACE: (frozenset(), frozenset({"video", "mask", "reference_images"})),
+    TaskKind.ANIMATE: (
+        frozenset({"image", "pose_video", "face_video"}),
+        frozenset({"image", "pose_video", "face_video", "background_video", "mask"}),
+    ),
+}
+
+
+def infer_task(spec: ModelSpec, given: Mapping[str, Any]) -> TaskKind:
+    """The task implied by the inputs given, when the request does not name one."""
+    has = {name for name in MEDIA_FIELDS if given.get(name)}
+    candidates: list[TaskKind] = []
+    if spec.pipeline == "WanAnimatePipeline":
+        candidates.append(TaskKind.ANIMATE)
+    if "last_image" in has:
+        candidates.append(TaskKind.FLF2V)
+    if has & {"mask", "reference_images"} or ("video" in has and TaskKind.VACE in spec.tasks):
+        candidates.append(TaskKind.VACE)
+    if "video" in has:
+        candidates.append(TaskKind.V2V)
+    if "image" in has:
+        candidates += [TaskKind.TI2V, TaskKind.I2V]
+    candidates.append(spec.default_task)
+    for task in candidates:
+        if task in spec.tasks:
+            return task
+    return spec.default_task
+
+
+def _int(field: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise InvalidRequestError(field, f"`{field}` must be an integer, got {value!r}")
+    try:
+        as_float = float(value)
+    except ValueError:
+        raise InvalidRequestError(field, f"`{field}` must be an integer, got {value!r}") from None
+    if not as_float.is_integer():
+        raise InvalidRequestError(field, f"`{field}` must be an integer, got {value!r}")
+    return int(as_float)
+
+
+def _float(field: str, value: Any) -> float:
+    if isinstance(value, bool):
+        raise InvalidRequestError(field, f"`{field}` must be a number, got {value!r}")
+    try:
+        result = float(value)
+    except (TypeError, ValueError):
+        raise InvalidRequestError(field, f"`{field}` must be a number, got {value!r}") from None
+    if result != result or result in (float("inf"), float("-inf")):
+        raise InvalidRequestError(field, f"`{field}` must be a finite number, got {value!r}")
+    return result
+
+
+def _in_range(field: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise InvalidRequestError(field, f"`{field}` must be between {low:g} and {high:g}, got {value:g}")
+
+
+def _check_size(spec: ModelSpec, field: str, value: int) -> None:
+    factor = spec.spatial_factor
+    if value < factor or value > spec.max_side:
+        raise InvalidRequestError(
+            field, f"`{field}` must be between {factor} and {spec.max_side} for {spec.name}, got {value}"
+        )
+    if value % factor:
+        raise InvalidRequestError(field, f"`{field}` must be a multiple of {factor} for {spec.name}, got {value}")
+
+
+def _check_frames(spec: ModelSpec, value: int) -> None:
+    k = spec.temporal_factor
+    if value < 1 or value > spec.max_frames:
+        raise InvalidRequestError(
+            "num_frames", f"`num_frames` must be between 1 and {spec.max_frames} for {spec.name}, got {value}"
+        )
+    if (value - 1) % k:
+        raise InvalidRequestError("num_frames", f"`num_frames` must be {k}k+1 (for example 81), got {value}")
+
+
+def resolve_request(model: str, params: Mapping[str, Any], output_path: str = "") -> GenerationRequest:
+    """Validates `params` against the model's spec and fills every default. Raises `InvalidRequestError`."""
+    spec = get_spec(model)
+    unknown = sorted(set(params) - USER_FIELDS)
+    if unknown:
+        raise InvalidRequestError(unknown[0], f"unknown field(s): {', '.join(f'`{u}`' for u in unknown)}")
+    given = {key: value for key, value in params.items() if value is not None}
+
+    # 1. Task and its inputs
+    if "task" in given:
+        try:
+            task = TaskKind(given["task"])
+        except ValueError:
+            choices = ", ".join(t.value for t in TaskKind)
+            raise InvalidRequestError("task", f"`task` must be one of {choices}, got {given['task']!r}") from None
+    else:
+        task = infer_task(spec, given)
+    if task not in spec.tasks:
+        served = ", ".join(t.value for t in spec.tasks)
+        raise InvalidRequestError("task", f"`task` {task.value!r} is not served by {spec.name} (serves: {served})")
+    required, allowed = _TASK_INPUTS[task]
+    present = {name for name in MEDIA_FIELDS if given.get(name)}
+    for name in sorted(required - present):
+        raise InvalidRequestError(name, f"`{name}` is required for task {task.value!r} ({spec.name})")
+    for name in sorted(present - allowed):
+        raise InvalidRequestError(name, f"`{name}` is not used by task {task.value!r}; remove it")
+    if task == TaskKind.VACE and not present:
+        raise InvalidRequestError("video", "task 'vace' needs a control `video` or `reference_images`")
+
+    # 2. Text
+    prompt = given.get("prompt", "")
+    if not isinstance(prompt, str):
+        raise InvalidRequestError("prompt", f"`prompt` must be a string, got {type(prompt).__name__}")
+    if not prompt.strip() and task in (TaskKind.T2V, TaskKind.V2V, TaskKind.VACE):
+        raise InvalidRequestError("prompt", f"`prompt` must not be empty for task {task.value!r}")
+    negative = given.get("negative_prompt", spec.default_negative_prompt)
+    if not isinstance(negative, str):
+        raise InvalidRequestError("negative_prompt", f"`negative_prompt` must be a string, got {negative!r}")
+    for field, text in (("prompt", prompt), ("negative_prompt", negative)):
+        if len(text) > MAX_PROMPT_CHARS:
+            raise InvalidRequestError(
+                field, f"`{field}` must be at most {MAX_PROMPT_CHARS} characters, got {len(text)}"
+            )
+
+    # 3. Shape
+    default_w, default_h = spec.default_size
+    width = _int("width", given.get("width", default_w))
+    height = _int("height", given.get("height", default_h))
+    _check_size(spec, "width", width)
+    _check_size(spec, "height", height)
+    num_frames = _int("num_frames", given.get("num_frames", spec.num_frames))
+    _check_frames(spec, num_frames)
+
+    # 4. Sampling
+    steps = _int("num_inference_steps", given.get("num_inference_steps", spec.num_inference_steps))
+    _in_range("num_inference_steps", steps, 1, MAX_STEPS)
+    guidance = _float("guidance_scale", given.get("guidance_scale", spec.guidance_scale))
+    _in_range("guidance_scale", guidance, 0.0, 50.0)
+    guidance_2 = given.get("guidance_scale_2", spec.guidance_scale_2)
+    boundary = given.get("boundary_ratio", spec.boundary_ratio)
+    if spec.experts == 1:
+        for field in ("guidance_scale_2", "boundary_ratio"):
+            if field in given:
+                raise InvalidRequestError(
+                    field, f"`{field}` applies to two-expert (A14B) models only; {spec.name} has one"
+                )
+    else:
+        guidance_2 = _float("guidance_scale_2", guidance_2)
+        _in_range("guidance_scale_2", guidance_2, 0.0, 50.0)
+        boundary = _float("boundary_ratio", boundary)
+        _in_range("boundary_ratio", boundary, 0.0, 1.0)
+    flow_shift = _float("flow_shift", given.get("flow_shift", spec.flow_shift))
+    _in_range("flow_shift", flow_shift, 0.01, 100.0)
+    solver = given.get("solver", spec.solver)
+    if solver not in SOLVERS:
+        raise InvalidRequestError("solver", f"`solver` must be one of {', '.join(SOLVERS)}, got {solver!r}")
+    seed = _int("seed", given["seed"]) if "seed" in given else secrets.randbelow(MAX_SEED + 1)
+    _in_range("seed", seed, 0, MAX_SEED)
+    strength = _float("strength", given.get("strength", 0.8))
+    if not 0.0 < strength <= 1.0:
+        raise InvalidRequestError("strength", f"`strength` must be in (0, 1], got {strength:g}")
+
+    # 5. Output
+    fps = _int("fps", given.get("fps", spec.fps))
+    _in_range("fps", fps, 1, 120)
+    crf = _int("crf", given.get("crf", 18))
+    _in_range("crf", crf, 0, 51)
+    max_len = _int("max_sequence_length", given.get("max_sequence_length", 512))
+    _in_range("max_sequence_length", max_len, 1, 512)
+    mode = given.get("animate_mode", "animate")
+    if mode not in ANIMATE_MODES:
+        raise InvalidRequestError("animate_mode", f"`animate_mode` must be animate or replace, got {mode!r}")
+    if task == TaskKind.ANIMATE and mode == "replace" and not {"background_video", "mask"} <= present:
+        raise InvalidRequestError("background_video", "animate_mode 'replace' needs `background_video` and `mask`")
+    refs = given.get("reference_images", ())
+    if not isinstance(refs, list | tuple):
+        raise InvalidRequestError("reference_images", "`reference_images` must be a list")
+
+    return GenerationRequest(
+        model=spec.name,
+        task=task,
+        prompt=prompt,
+        output_path=output_path,
+        negative_prompt=negative,
+        width=width,
+        height=height,
+        num_frames=num_frames,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        guidance_scale_2=guidance_2,
+        boundary_ratio=boundary,
+        flow_shift=flow_shift,
+        solver=solver,
+        seed=seed,
+        fps=fps,
+        crf=crf,
+        strength=strength,
+        max_sequence_length=max_len,
+        animate_mode=mode,
+        image=given.get("image"),
+        last_image=given.get("last_image"),
+        video=given.get("video"),
+        mask=given.get("mask"),
+        reference_images=tuple(refs),
+        pose_video=given.get("pose_video"),
+        face_video=given.get("face_video"),
+        background_video=given.get("background_video"),
+    )
+
+
+def request_params(request: GenerationRequest) -> dict[str, Any]:
+    """The resolved parameters as plain JSON values; media inputs are replaced by a short description."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(request):
+        value = getattr(request, f.name)
+        if f.name in MEDIA_FIELDS:
+            if f.name == "reference_images":
+                out[f.name] = [_describe(v) for v in value]
+            else:
+                out[f.name] = None if value is None else _describe(value)
+        elif isinstance(value, TaskKind):
+            out[f.name] = value.value
+        elif f.name != "output_path":
+            out[f.name] = value
+    return out
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bytes):
+        return f"<{len(value)} bytes>"
+    if isinstance(value, str) and value.startswith("data:"):
+        return f"<data URL, {len(value)} chars>"
+    return str(value)
