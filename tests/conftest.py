@@ -47,6 +47,12 @@ def new_postgres_database(postgres_url: str) -> str:
     return url.set(database=name).render_as_string(hide_password=False)
 
 
+@pytest.fixture
+def fresh_postgres_url(postgres_url: str):
+    """Makes another empty database on the test server: `fresh_postgres_url()` returns its URL."""
+    return lambda: new_postgres_database(postgres_url)
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request, tmp_path: Path) -> str:
     """An empty, migrated-on-demand database: SQLite in `tmp_path`, or the run's PostgreSQL database emptied."""
@@ -148,3 +154,176 @@ def make_service(tmp_path: Path):
     yield build
     for engine in engines:
         engine.dispose()
+
+
+# Real servers (uvicorn subprocesses) for the integration tests ------------------------------------------------------
+
+SRC_DIR = Path(__file__).resolve().parents[1] / "src"
+
+
+class ServerProcess:
+    """`wanserve serve` in a subprocess on a free port. Waits for its log to say the workers are ready."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str], name: str = "server"):
+        self.data_dir, self.env, self.name = data_dir, env, name
+        self.proc = None
+        self.url = ""
+        self.log_lines: list[str] = []
+
+    def start(self, timeout_s: float = 120.0) -> ServerProcess:
+        import re
+        import subprocess
+        import sys
+
+        env = {**os.environ, **self.env, "WANSERVE_DATA_DIR": str(self.data_dir), "WANSERVE_PORT": "0"}
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC_DIR), env.get("PYTHONPATH", "")) if p)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "wanserve", "serve"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
+        listening, ready = threading.Event(), threading.Event()
+
+        def read() -> None:
+            for line in self.proc.stdout:
+                self.log_lines.append(line)
+                match = re.search(r"listening on (http://\S+)", line)
+                if match:
+                    self.url = match.group(1).replace("0.0.0.0", "127.0.0.1")
+                    listening.set()
+                if "workers ready" in line or re.search(r"worker \S+ stopped", line):
+                    ready.set()
+            listening.set()
+            ready.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        started = ready.wait(timeout_s) and any("workers ready" in line for line in self.log_lines)
+        if not started or self.proc.poll() is not None or not self.url:
+            self.kill()
+            raise RuntimeError(f"{self.name} did not start:\n{''.join(self.log_lines[-40:])}")
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL, then reap (a zombie would still look alive to the next server)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+        if self.proc is not None:
+            self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(60)
+            except Exception:
+                self.proc.kill()
+                self.proc.wait(30)
+
+
+def read_events(base_url: str, job_id: str, until=None, headers: dict | None = None) -> list[dict]:
+    """Reads the job's SSE stream until it ends (or `until(event)` is true). Events: {event, id, data}."""
+    import json
+
+    import httpx
+
+    events: list[dict] = []
+    current: dict = {}
+    with httpx.stream("GET", f"{base_url}/v1/jobs/{job_id}/events", timeout=120, headers=headers or {}) as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if line.startswith(":"):
+                continue
+            if not line:
+                if "data" in current:
+                    current["data"] = json.loads(current["data"])
+                    events.append(current)
+                    if until is not None and until(current):
+                        return events
+                current = {}
+                continue
+            key, _, value = line.partition(":")
+            current[key] = value[1:] if value.startswith(" ") else value
+    return events
+
+
+@pytest.fixture(scope="session")
+def start_server(tmp_path_factory):
+    """Starts a server: `start_server(env={...}, data_dir=None)`; every server is stopped at the end of the run."""
+    servers: list[ServerProcess] = []
+
+    def start(env: dict[str, str] | None = None, data_dir: Path | None = None, name: str = "server") -> ServerProcess:
+        hold_dir = tmp_path_factory.mktemp(f"{name}-hold")
+        base = {
+            "WANSERVE_MODELS": "tiny-t2v",
+            "WANSERVE_CONCURRENCY": "1",
+            "WANSERVE_POLL_INTERVAL_S": "0.5",
+            "WANSERVE_TEST_HOLD_DIR": str(hold_dir),
+        }
+        server = ServerProcess(data_dir or tmp_path_factory.mktemp(name), {**base, **(env or {})}, name)
+        server.hold_dir = hold_dir
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def sqlite_server(start_server) -> ServerProcess:
+    """One shared server over SQLite for the integration tests that need no special settings."""
+    return start_server(name="shared-sqlite")
+
+
+@pytest.fixture(scope="session")
+def postgres_server(start_server, postgres_url) -> ServerProcess:
+    """One shared server over PostgreSQL."""
+    return start_server({"WANSERVE_DATABASE_URL": new_postgres_database(postgres_url)}, name="shared-postgres")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def server(request) -> ServerProcess:
+    """The shared server of each database backend."""
+    return request.getfixturevalue(f"{request.param}_server")
+
+
+@pytest.fixture
+def sse():
+    """`sse(base_url, job_id, until=None, headers=None)`: the job's events as a list (see `read_events`)."""
+    return read_events
+
+
+class Hold:
+    """The test hold hook of one server: while on, jobs stop after step 1 until released."""
+
+    def __init__(self, hold_dir: Path):
+        self.dir = hold_dir
+        self.held: list[str] = []
+
+    def on(self) -> None:
+        (self.dir / "hold").touch()
+
+    def off(self) -> None:
+        (self.dir / "hold").unlink(missing_ok=True)
+
+    def release(self, job_id: str) -> None:
+        (self.dir / job_id).touch()
+
+
+@pytest.fixture
+def hold_for():
+    """`hold_for(server)` turns the server's hold on for this test; it is turned off at the end."""
+    holds: list[Hold] = []
+
+    def make(server: ServerProcess) -> Hold:
+        hold = Hold(server.hold_dir)
+        hold.on()
+        holds.append(hold)
+        return hold
+
+    yield make
+    for hold in holds:
+        hold.off()

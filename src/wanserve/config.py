@@ -84,8 +84,9 @@ class Settings(BaseSettings):
     poll_interval_s: float = Field(2.0, gt=0, validation_alias=_env("POLL_INTERVAL_S"))
     """Idle workers look for jobs made by other processes this often (in-process jobs wake them at once)."""
 
-    # Test-only hook (refused in production): every job blocks after denoising step `hold_step` until the file
-    # `<hold_dir>/<job id>` exists. Lets tests kill or cancel a job at a known step without sleeping.
+    # Test-only hook (refused in production): while the file `<hold_dir>/hold` exists, a job that completes denoising
+    # step `hold_step` blocks until the file `<hold_dir>/<job id>` exists. Lets tests kill or cancel a job at a known
+    # step without sleeping.
     hold_dir: Path | None = Field(None, validation_alias=_env("TEST_HOLD_DIR"))
     hold_step: int = Field(1, ge=1, validation_alias=_env("TEST_HOLD_STEP"))
 

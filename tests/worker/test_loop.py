@@ -100,6 +100,7 @@ def test_lease_lost_stops_without_finishing(setup, fake_engine):
 def test_hold_blocks_until_release_file(setup, tmp_path):
     hold = tmp_path / "hold"
     hold.mkdir()
+    (hold / "hold").touch()
     service, worker = setup(hold_dir=hold, hold_step=1)
     job = submit(service, steps=3)
     stop = threading.Event()

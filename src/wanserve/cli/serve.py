@@ -27,6 +27,7 @@ def register(app: typer.Typer) -> None:
         """Serve the job API with workers on the devices found. Without weights, serves the tiny random models."""
         import uvicorn
 
+        logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines say nothing a user needs
         from wanserve.api.app import create_app
         from wanserve.config import Settings
 

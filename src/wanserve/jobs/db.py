@@ -67,7 +67,6 @@ def alembic_config(engine: Engine) -> Config:
 def run_migrations(engine: Engine) -> None:
     """Brings the schema to the newest revision (idempotent; safe when several servers start together)."""
     config = alembic_config(engine)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
     with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             # Two servers starting at once must not both create the tables.

@@ -51,7 +51,7 @@ class WorkerConfig:
     progress_flush_s: float = 0.2
     """Step events are written in batches at most this often; stage changes at once."""
     hold_dir: Path | None = None
-    """Test-only: block after step `hold_step` until `<hold_dir>/<job id>` exists."""
+    """Test-only: while `<hold_dir>/hold` exists, block after step `hold_step` until `<hold_dir>/<job id>` exists."""
     hold_step: int = 1
 
 
@@ -192,11 +192,10 @@ class Worker:
 
         def on_progress(event: ProgressEvent) -> None:
             recorder.add(event)
-            if (
-                self.config.hold_dir is not None
-                and event.step == self.config.hold_step
-                and event.step_time_s is not None
-            ):
+            hold = self.config.hold_dir
+            if hold is not None and event.step == self.config.hold_step and event.step_time_s is not None:
+                if not (hold / "hold").exists():
+                    return
                 recorder.flush()
                 self._hold(job.id, stop, heartbeat)
 

@@ -53,6 +53,14 @@ class WorkerPool:
         sweeper = threading.Thread(target=self._sweep_loop, name="job-sweeper", daemon=True)
         sweeper.start()
         self._threads.append(sweeper)
+        threading.Thread(target=self._announce_ready, name="workers-ready", daemon=True).start()
+
+    def _announce_ready(self) -> None:
+        for worker, _device in self.workers:
+            while not worker.ready.wait(1.0):
+                if self._stop.is_set() or self._load_errors:
+                    return
+        logger.info("all %d workers ready", len(self.workers))
 
     def _run_worker(self, worker: Worker) -> None:
         try:

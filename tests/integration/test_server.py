@@ -1,0 +1,95 @@
+"""End to end against a real `wanserve serve` (uvicorn subprocess, real Engine, tiny models) on SQLite and
+PostgreSQL: submit, follow, download a playable MP4; SSE; health; idempotency."""
+
+from __future__ import annotations
+
+import io
+
+import av
+import httpx
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.integration
+
+T2V = {"model": "tiny-t2v", "prompt": "a cat", "width": 96, "height": 64, "num_frames": 9, "num_inference_steps": 2}
+
+
+def test_submit_poll_download_playable_mp4(server, sse):
+    created = httpx.post(f"{server.url}/v1/jobs", json={**T2V, "seed": 3})
+    assert created.status_code == 201, created.text
+    job_id = created.json()["id"]
+    sse(server.url, job_id)  # returns once the job reached its final status
+    job = httpx.get(f"{server.url}/v1/jobs/{job_id}").json()
+    assert job["status"] == "succeeded", job
+    assert job["progress"] == 1.0 and job["random_weights"] is True and job["error"] is None
+    assert job["params"]["num_frames"] == 9 and job["params"]["guidance_scale"] == 5.0  # defaults filled in
+    assert job["started_at"] and job["finished_at"] and job["expires_at"]
+
+    video = httpx.get(f"{server.url}{job['content_url']}")
+    assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"
+    with av.open(io.BytesIO(video.content)) as container:
+        stream = container.streams.video[0]
+        frames = list(container.decode(stream))
+    assert len(frames) == 9
+    assert (frames[0].width, frames[0].height) == (96, 64)
+
+    thumb = httpx.get(f"{server.url}/v1/jobs/{job_id}/content", params={"variant": "thumbnail"})
+    assert thumb.headers["content-type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(thumb.content)).format == "JPEG"
+
+
+def test_events_every_step_in_order_then_final(server, sse):
+    job_id = httpx.post(f"{server.url}/v1/jobs", json={**T2V, "num_inference_steps": 4}).json()["id"]
+    events = sse(server.url, job_id)
+    assert [int(e["id"]) for e in events] == list(range(1, len(events) + 1))
+    assert [e["data"]["step"] for e in events if e["event"] == "step"] == [1, 2, 3, 4]
+    stages = [e["data"]["stage"] for e in events if e["event"] == "stage"]
+    assert stages == ["loading", "encoding_text", "encoding_image", "denoising", "decoding", "writing"]
+    statuses = [e["data"]["status"] for e in events if e["event"] == "status"]
+    assert statuses == ["queued", "running", "succeeded"]
+    assert events[-1]["event"] == "status" and events[-1]["data"]["status"] == "succeeded"
+    progress = [e["data"]["progress"] for e in events]
+    assert progress == sorted(progress) and progress[-1] == 1.0
+
+    # Resuming with Last-Event-ID replays only what came after.
+    rest = sse(server.url, job_id, headers={"Last-Event-ID": str(len(events) - 2)})
+    assert [e["id"] for e in rest] == [e["id"] for e in events[-2:]]
+
+
+def test_events_unknown_job_404(server):
+    response = httpx.get(f"{server.url}/v1/jobs/00000000-0000-4000-8000-000000000000/events")
+    assert response.status_code == 404
+
+
+def test_health_reports_models_devices_and_queue(server):
+    health = httpx.get(f"{server.url}/health").json()
+    assert health["status"] == "ok" and health["random_weights"] is True
+    assert health["models"] == [{"name": "tiny-t2v", "loaded": True, "random_weights": True}]
+    assert health["devices"] == ["cpu"] and (health["rank"], health["world_size"]) == (0, 1)
+    assert health["queue_depth"] >= 0 and health["running_jobs"] >= 0
+
+
+def test_create_idempotency_key_returns_same_job(server):
+    headers = {"Idempotency-Key": f"key-{server.name}-1"}
+    first = httpx.post(f"{server.url}/v1/jobs", json=T2V, headers=headers)
+    second = httpx.post(f"{server.url}/v1/jobs", json=T2V, headers=headers)
+    assert (first.status_code, second.status_code) == (201, 200)
+    assert first.json()["id"] == second.json()["id"]
+    other = httpx.post(f"{server.url}/v1/jobs", json={**T2V, "prompt": "a dog"}, headers=headers)
+    assert other.status_code == 409 and "Idempotency-Key" in other.json()["error"]["message"]
+
+
+def test_cancel_finished_job_409(server, sse):
+    job_id = httpx.post(f"{server.url}/v1/jobs", json=T2V).json()["id"]
+    sse(server.url, job_id)
+    response = httpx.post(f"{server.url}/v1/jobs/{job_id}/cancel")
+    assert response.status_code == 409 and "succeeded" in response.json()["error"]["message"]
+
+
+def test_list_filters_and_paginates(server, sse):
+    job_id = httpx.post(f"{server.url}/v1/jobs", json=T2V).json()["id"]
+    sse(server.url, job_id)
+    page = httpx.get(f"{server.url}/v1/jobs", params={"status": "succeeded", "model": "tiny-t2v", "limit": 1}).json()
+    assert page["count"] >= 1 and len(page["data"]) == 1 and page["data"][0]["status"] == "succeeded"
+    assert httpx.get(f"{server.url}/v1/jobs", params={"model": "tiny-i2v"}).json() == {"data": [], "count": 0}
