@@ -200,22 +200,23 @@ class _Run:
         self._check_stop()
 
         # 4. Denoising loop (inside the pipeline; we observe every step)
-        steps = engine_inputs.effective_steps(request)
+        steps = engine_inputs.effective_steps(loaded.spec, request)
         self._enter(Stage.DENOISING, 0, steps)
         generator = torch.Generator(device="cpu").manual_seed(request.seed)
         last = [time.perf_counter()]
 
         def on_step_end(pipeline, i, t, callback_kwargs):
+            # Counted here rather than from `i`: Animate restarts `i` for every segment.
             now = time.perf_counter()
-            total = pipeline.num_timesteps or steps
             self.step_times.append(now - last[0])
             last[0] = now
+            done = len(self.step_times)
             self.on_progress(
-                ProgressEvent(stage=Stage.DENOISING, step=i + 1, steps=total, step_time_s=self.step_times[-1])
+                ProgressEvent(stage=Stage.DENOISING, step=done, steps=steps, step_time_s=self.step_times[-1])
             )
             self._check_stop()
-            if i + 1 == total:
-                self._enter(Stage.DECODING, total, total)
+            if done == steps:
+                self._enter(Stage.DECODING, steps, steps)
             return {}
 
         pipe.scheduler = make_scheduler(pipe.scheduler, request.solver, request.flow_shift)

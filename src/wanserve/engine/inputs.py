@@ -10,11 +10,25 @@ from wanserve.engine.registry import ModelSpec
 from wanserve.engine.requests import GenerationRequest, TaskKind
 from wanserve.errors import InvalidRequestError
 
+ANIMATE_CONDITIONING_FRAMES = 1
+"""Frames each Animate segment takes from the previous one (diffusers' `prev_segment_conditioning_frames`)."""
 
-def effective_steps(request: GenerationRequest) -> int:
-    """Denoising steps the pipeline will actually run (video-to-video skips the first `1 - strength`)."""
+
+def animate_segments(spec: ModelSpec, num_frames: int) -> int:
+    """How many segments of `spec.num_frames` frames Wan-Animate runs to cover `num_frames` (as diffusers does)."""
+    effective = spec.num_frames - ANIMATE_CONDITIONING_FRAMES
+    return -(-(num_frames - ANIMATE_CONDITIONING_FRAMES) // effective) if num_frames > 1 else 1
+
+
+def effective_steps(spec: ModelSpec, request: GenerationRequest) -> int:
+    """Denoising steps the pipeline will actually run, over all segments.
+
+    Video-to-video skips the first `1 - strength` of the schedule; Animate denoises each segment in full.
+    """
     if request.task == TaskKind.V2V:
         return max(1, min(int(request.num_inference_steps * request.strength), request.num_inference_steps))
+    if request.task == TaskKind.ANIMATE:
+        return request.num_inference_steps * animate_segments(spec, request.num_frames)
     return request.num_inference_steps
 
 
@@ -88,6 +102,7 @@ def pipeline_inputs(pipe, spec: ModelSpec, request: GenerationRequest, device: t
             face_video=media["face_video"],
             mode=request.animate_mode,
             segment_frame_length=spec.num_frames,
+            prev_segment_conditioning_frames=ANIMATE_CONDITIONING_FRAMES,
         )
         if request.animate_mode == "replace":
             kwargs.update(background_video=media["background_video"], mask_video=media["mask"])
