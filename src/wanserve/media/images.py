@@ -1,0 +1,95 @@
+"""Images in (uploads, first/last frames, reference images) and JPEG thumbnails out, through Pillow."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from wanserve.engine.requests import MediaInput
+from wanserve.errors import InvalidRequestError
+from wanserve.media.atomic import atomic_output
+from wanserve.media.frames import frame_to_uint8
+from wanserve.media.inputs import IMAGE_MIME_TYPES, describe_bytes, read_source_bytes, sniff_media_type
+
+logger = logging.getLogger(__name__)
+
+MAX_IMAGE_PIXELS = 8192 * 8192
+"""Largest input image accepted (width x height), far above any Wan resolution."""
+
+MAX_IMAGE_BYTES = 64 * 1024 * 1024
+"""Largest encoded input image accepted, in bytes."""
+
+THUMBNAIL_MAX_SIDE = 512
+"""Default longest side of a thumbnail, in pixels."""
+
+
+def load_image(
+    source: MediaInput,
+    field: str,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+    max_bytes: int = MAX_IMAGE_BYTES,
+) -> Image.Image:
+    """Decodes an input image (bytes, local path or `data:` URL) into a fully loaded RGB image.
+
+    The type comes from the bytes (PNG, JPEG, WebP, BMP, GIF), never from a file name. EXIF orientation is
+    applied, so a phone photo comes out upright. Text, truncated or corrupt files and images over `max_pixels`
+    raise `InvalidRequestError` naming `field`; inputs over `max_bytes` raise `PayloadTooLargeError`.
+    """
+    # 1. Read and sniff
+    data = read_source_bytes(source, field, max_bytes)
+    mime = sniff_media_type(data)
+    if mime not in IMAGE_MIME_TYPES:
+        found = mime or describe_bytes(data)
+        raise InvalidRequestError(field, f"`{field}` must be a PNG, JPEG, WebP, BMP or GIF image, got {found}")
+
+    # 2. Check the size from the header before decoding any pixels
+    try:
+        # Pillow's own bomb check (its MAX_IMAGE_PIXELS) stays as a second guard; ours runs first.
+        image = Image.open(io.BytesIO(data))
+        width, height = image.size
+        if width * height > max_pixels:
+            raise InvalidRequestError(
+                field,
+                f"`{field}` is {width}x{height} = {width * height} pixels, more than the limit of {max_pixels}",
+            )
+        if width < 1 or height < 1:
+            raise InvalidRequestError(field, f"`{field}` has an empty size {width}x{height}")
+
+        # 3. Decode fully now, so a truncated file fails here and not inside the pipeline
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        rgb = image.convert("RGB")
+    except InvalidRequestError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise InvalidRequestError(field, f"`{field}` is too large to decode safely: {exc}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InvalidRequestError(field, f"`{field}` is a corrupt or truncated {mime} image: {exc}") from None
+    logger.debug("loaded %s %s %dx%d", field, mime, rgb.width, rgb.height)
+    return rgb
+
+
+def write_thumbnail(
+    frame: np.ndarray | Image.Image,
+    path: str | os.PathLike,
+    quality: int = 85,
+    max_side: int = THUMBNAIL_MAX_SIDE,
+) -> tuple[int, int]:
+    """Writes `frame` as a JPEG at `path`, scaled down (never up) so its longest side is at most `max_side`.
+
+    `frame` is an [H, W, 3] array (uint8, or float in 0..1) or a PIL image. The file appears atomically: a
+    failed write leaves nothing at `path`. Returns the thumbnail's (width, height).
+    """
+    if not 1 <= quality <= 95:
+        raise InvalidRequestError("quality", f"`quality` must be in 1..95, got {quality}")
+    if max_side < 1:
+        raise InvalidRequestError("max_side", f"`max_side` must be at least 1, got {max_side}")
+    image = frame.convert("RGB") if isinstance(frame, Image.Image) else Image.fromarray(frame_to_uint8(frame))
+    image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    with atomic_output(path, suffix=".jpg") as tmp:
+        image.save(tmp, format="JPEG", quality=quality)
+    return image.size
