@@ -58,9 +58,9 @@ class Engine:
     # -- models -------------------------------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
-        from wanserve.engine.devices import select_device
+        from wanserve.engine.devices import resolve_device
 
-        return select_device(self.config.device)
+        return torch.device(resolve_device(self.config.device))
 
     def loaded_models(self) -> list[str]:
         return list(self._models)
@@ -87,6 +87,9 @@ class Engine:
             from wanserve.errors import WeightsNotFoundError
 
             explicit = dict(self.config.model_paths).get(model)
+            if explicit is None and self.config.models_dir:
+                candidate = os.path.join(self.config.models_dir, model)
+                explicit = candidate if os.path.isdir(candidate) else None
             directory = loading.resolve_model_dir(spec, explicit)
             if directory is None:
                 raise WeightsNotFoundError(
@@ -183,6 +186,9 @@ class _Run:
         # 2. Encode the prompt
         self._enter(Stage.ENCODING_TEXT)
         do_cfg = request.guidance_scale > 1.0
+        # With `text_encoder_on_cpu` (the seed services' T5_CPU) the prompt is encoded on the CPU and only the
+        # embeddings move to the accelerator.
+        on_cpu = not loaded.spec.tiny and self.engine.config.memory.text_encoder_on_cpu
         with torch.inference_mode():
             prompt_embeds, negative_embeds = pipe.encode_prompt(
                 prompt=request.prompt,
@@ -190,8 +196,11 @@ class _Run:
                 do_classifier_free_guidance=do_cfg,
                 num_videos_per_prompt=1,
                 max_sequence_length=request.max_sequence_length,
-                device=device,
+                device=torch.device("cpu") if on_cpu else pipe._execution_device,
             )
+        if on_cpu:
+            prompt_embeds = prompt_embeds.to(device)
+            negative_embeds = negative_embeds.to(device) if negative_embeds is not None else None
         self._check_stop()
 
         # 3. Decode and encode the image/video inputs
