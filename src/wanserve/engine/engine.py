@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from wanserve.engine import inputs as engine_inputs
+from wanserve.engine.memory import apply_memory_options
 from wanserve.engine.pipelines import build_pipeline, make_scheduler, pipeline_class
 from wanserve.engine.registry import ModelSpec, get_spec
 from wanserve.engine.requests import (
@@ -122,10 +123,8 @@ class Engine:
         cls = pipeline_class(loaded.spec, request)
         if cls not in loaded.pipelines:
             pipe = build_pipeline(cls, loaded.spec, loaded.components)
-            if not loaded.spec.tiny:
-                from wanserve.engine.memory import apply_memory_options
-
-                apply_memory_options(pipe, self.config.memory, loaded.device)
+            # Tiny models too, so every memory option is exercised by the tiny-model tests.
+            apply_memory_options(pipe, self.config.memory, loaded.device)
             pipe.set_progress_bar_config(disable=True)
             loaded.pipelines[cls] = pipe
         return loaded.pipelines[cls]
@@ -188,7 +187,7 @@ class _Run:
         do_cfg = request.guidance_scale > 1.0
         # With `text_encoder_on_cpu` (the seed services' T5_CPU) the prompt is encoded on the CPU and only the
         # embeddings move to the accelerator.
-        on_cpu = not loaded.spec.tiny and self.engine.config.memory.text_encoder_on_cpu
+        on_cpu = self.engine.config.memory.text_encoder_on_cpu
         with torch.inference_mode():
             prompt_embeds, negative_embeds = pipe.encode_prompt(
                 prompt=request.prompt,
