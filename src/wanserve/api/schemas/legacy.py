@@ -227,14 +227,13 @@ def check_parallel_options(options: ParallelOptions, capabilities: ParallelCapab
             "ulysses_size",
             f"`ulysses_size` {options.ulysses_size} is more than the {world} rank(s) of this server's worker group",
         )
-    if options.cfg_size is not None and options.cfg_size > 1:
-        if not capabilities.cfg_parallel or options.cfg_size > world:
-            raise InvalidRequestError(
-                "cfg_size",
-                f"`cfg_size` {options.cfg_size} needs CFG parallelism over {options.cfg_size} ranks; "
-                f"this server's worker group has {world} rank(s) and "
-                f"{'supports' if capabilities.cfg_parallel else 'no'} CFG parallelism",
-            )
+    cfg_size = options.cfg_size or 1
+    if cfg_size > 1 and (not capabilities.cfg_parallel or cfg_size > world):
+        raise InvalidRequestError(
+            "cfg_size",
+            f"`cfg_size` {cfg_size} needs CFG parallelism over {cfg_size} ranks; this server's worker group has "
+            f"{world} rank(s) and {'supports' if capabilities.cfg_parallel else 'no'} CFG parallelism",
+        )
     for field in ("dit_fsdp", "t5_fsdp", "vae_parallel"):
         if getattr(options, field) and world < 2:
             raise InvalidRequestError(
