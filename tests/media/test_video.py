@@ -36,6 +36,20 @@ def test_encode_mp4_roundtrip_probe_reports_h264_yuv420p(tmp_path, frames):
     assert sniff_media_type(path.read_bytes()) == "video/mp4"
 
 
+def test_encode_mp4_tags_bt709_and_keeps_saturated_colours(tmp_path):
+    red = np.zeros((2, 32, 32, 3), np.uint8)
+    red[..., 0], red[..., 1], red[..., 2] = 230, 20, 40
+    path = tmp_path / "red.mp4"
+
+    encode_mp4(red, path, fps=8)
+
+    with av.open(str(path)) as container:
+        ctx = container.streams.video[0].codec_context
+        assert (ctx.colorspace, ctx.color_primaries, ctx.color_trc, ctx.color_range) == (1, 1, 1, 1)
+    # Decoded with the tagged matrix the red comes back; a BT.601/709 mix-up would be off by ~20 in red.
+    assert np.abs(_decode_all(path)[:, 16, 16].astype(int) - [230, 20, 40]).max() <= 3
+
+
 def test_encode_mp4_float_frames_match_uint8_frames(tmp_path, frames):
     encode_mp4(frames, tmp_path / "u8.mp4", fps=16)
     encode_mp4(frames.astype(np.float32) / 255.0, tmp_path / "f32.mp4", fps=16)

@@ -1,0 +1,97 @@
+"""The FastAPI application: `create_app(settings)`.
+
+The runtime (database, `JobService`, workers) is built when the app is created; the lifespan starts the workers and
+stops them at shutdown. Routes reach it through `api.deps` (`JobServiceDep`, `RuntimeDep`, `SettingsDep`).
+
+To add routes or hooks, append to `ROUTERS` (plain `APIRouter`s) or `EXTENSIONS` (functions called with the app and
+the runtime at creation, for routers that need runtime objects or listeners on `runtime.service`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
+
+from wanserve import __version__
+from wanserve.api.errors import install_error_handlers
+from wanserve.api.routes import health, jobs
+from wanserve.api.schemas.jobs import JobCreate
+from wanserve.config import Settings
+from wanserve.worker.runtime import EngineFactory, Runtime, build_runtime
+
+logger = logging.getLogger(__name__)
+
+ROUTERS: list[APIRouter] = [health.router, jobs.router]
+"""Routers every app includes."""
+
+Extension = Callable[[FastAPI, Runtime], None]
+EXTENSIONS: list[Extension] = []
+"""Called as `extension(app, runtime)` by `create_app`, in order."""
+
+
+def _description(runtime: Runtime) -> str:
+    text = "Generate videos with the Wan models through a job API: submit a job, follow it, download the MP4."
+    if runtime.random_weights:
+        text += (
+            "\n\n**This server runs models with RANDOM weights** "
+            f"({', '.join(runtime.models)}): outputs are noise. Configure real weights to serve real models."
+        )
+    return text
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    engine_factory: EngineFactory | None = None,
+    start_workers: bool = True,
+    runtime: Runtime | None = None,
+) -> FastAPI:
+    """The wanserve app. `start_workers=False` serves the API only (jobs queue; another process runs them)."""
+    settings = settings or Settings()
+    runtime = runtime or build_runtime(settings, engine_factory=engine_factory, start_workers=start_workers)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime.start()
+        try:
+            yield
+        finally:
+            runtime.stop()
+
+    app = FastAPI(title="wanserve", version=__version__, description=_description(runtime), lifespan=lifespan)
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
+        )
+    app.add_middleware(RequestBodyLimitMiddleware, max_body_size=settings.max_request_bytes)
+    for router in ROUTERS:
+        app.include_router(router)
+    for extension in EXTENSIONS:
+        extension(app, runtime)
+    _register_schema(app, JobCreate)
+    return app
+
+
+def _register_schema(app: FastAPI, model: type) -> None:
+    """Adds `model` to the OpenAPI components (bodies parsed by hand are not discovered)."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = build()
+        definitions = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(definitions.pop("$defs", {}))
+        components[model.__name__] = definitions
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi

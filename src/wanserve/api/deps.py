@@ -1,0 +1,116 @@
+"""FastAPI dependencies, as typed aliases: `RuntimeDep`, `JobServiceDep`, `SettingsDep`, `OwnerDep` (API key
+check), `SubmissionDep` (a `JobSubmission` from a JSON or multipart body)."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Annotated
+
+from fastapi import Depends, Header, HTTPException, Request
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from wanserve.api.schemas.jobs import JobCreate
+from wanserve.config import Settings
+from wanserve.engine.validation import MEDIA_FIELDS
+from wanserve.errors import InvalidRequestError, PayloadTooLargeError
+from wanserve.jobs.service import JobService, JobSubmission
+from wanserve.worker.runtime import Runtime
+
+
+def get_runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+def get_job_service(request: Request) -> JobService:
+    return request.app.state.runtime.service
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.runtime.settings
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+JobServiceDep = Annotated[JobService, Depends(get_job_service)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def check_api_key(settings: SettingsDep, authorization: Annotated[str | None, Header()] = None) -> str | None:
+    """With `WANSERVE_API_KEY` set, requires `Authorization: Bearer <key>`. Returns the owner filter (None: all)."""
+    if settings.api_key is None:
+        return None
+    expected = settings.api_key.get_secret_value()
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
+        raise HTTPException(
+            401, "a valid `Authorization: Bearer <API key>` header is required", {"WWW-Authenticate": "Bearer"}
+        )
+    return None
+
+
+OwnerDep = Annotated[str | None, Depends(check_api_key)]
+
+
+def _raise_validation(exc: ValidationError) -> None:
+    from wanserve.api.errors import validation_message
+
+    field, message = validation_message(list(exc.errors()))
+    raise InvalidRequestError(field, message) from None
+
+
+async def read_submission(
+    request: Request,
+    settings: SettingsDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> JobSubmission:
+    """A `JobSubmission` from `application/json` or `multipart/form-data` (files for media fields)."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    inputs: dict[str, object] = {}
+    if content_type == "application/json":
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InvalidRequestError("body", f"the request body is not valid JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise InvalidRequestError("body", f"the request body must be a JSON object, got {type(body).__name__}")
+    elif content_type == "multipart/form-data":
+        form = await request.form(max_files=16, max_fields=64, max_part_size=1024 * 1024)
+        body = {}
+        for name in set(form.keys()):
+            values = form.getlist(name)
+            files = [v for v in values if isinstance(v, UploadFile)]
+            if files:
+                if name not in MEDIA_FIELDS:
+                    raise InvalidRequestError(
+                        name, f"`{name}` is not a media field; files go in: {', '.join(MEDIA_FIELDS)}"
+                    )
+                data = []
+                for upload in files:
+                    if upload.size is not None and upload.size > settings.max_upload_bytes:
+                        raise PayloadTooLargeError(
+                            name,
+                            f"`{name}` is {upload.size} bytes, more than the limit of {settings.max_upload_bytes} bytes",
+                        )
+                    data.append(await upload.read())
+                inputs[name] = data if name == "reference_images" else data[0]
+                if name != "reference_images" and len(data) > 1:
+                    raise InvalidRequestError(name, f"`{name}` takes one file, got {len(data)}")
+            else:
+                body[name] = values if name == "reference_images" else values[-1]
+    else:
+        raise HTTPException(415, f"Content-Type must be application/json or multipart/form-data, got {content_type!r}")
+    try:
+        create = JobCreate.model_validate(body)
+    except ValidationError as exc:
+        _raise_validation(exc)
+    return JobSubmission(
+        params=create.generation_params(),
+        model=create.model,
+        inputs=inputs,
+        webhook_url=create.webhook_url,
+        idempotency_key=idempotency_key,
+    )
+
+
+SubmissionDep = Annotated[JobSubmission, Depends(read_submission)]

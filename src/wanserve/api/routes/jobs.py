@@ -1,0 +1,123 @@
+"""The native job API under `/v1/jobs`: create, list, get, cancel, delete, content, events (SSE)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+
+from wanserve.api.deps import JobServiceDep, OwnerDep, SubmissionDep
+from wanserve.api.schemas.jobs import JobCreate, JobDeleted, JobPublic, JobsPublic
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+_CREATE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/JobCreate"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "description": "The JobCreate fields as form fields; media fields may be file uploads.",
+                    "properties": {
+                        **{
+                            name: {"type": "string", "format": "binary"}
+                            for name in ("image", "last_image", "video", "mask")
+                        },
+                        "prompt": {"type": "string"},
+                        "model": {"type": "string"},
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=JobPublic,
+    openapi_extra=_CREATE_BODY,
+    responses={200: {"model": JobPublic, "description": "The job made earlier with this `Idempotency-Key`."}},
+)
+def create_job(submission: SubmissionDep, service: JobServiceDep, owner: OwnerDep, response: Response) -> JobPublic:
+    """Queues a generation job (JSON, or multipart with file uploads). `Idempotency-Key`: same key, same job."""
+    view, created = service.create_job(submission)
+    if not created:
+        response.status_code = 200
+    return JobPublic.from_view(view)
+
+
+@router.get("", response_model=JobsPublic)
+def list_jobs(
+    service: JobServiceDep,
+    owner: OwnerDep,
+    status: str | None = None,
+    model: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> JobsPublic:
+    """Jobs newest first, optionally filtered by status and model."""
+    page = service.list_jobs(status=status, model=model, limit=limit, offset=offset, owner_key=owner)
+    return JobsPublic(data=[JobPublic.from_view(v) for v in page.data], count=page.count)
+
+
+@router.get("/{job_id}", response_model=JobPublic)
+def get_job(job_id: str, service: JobServiceDep, owner: OwnerDep) -> JobPublic:
+    """A job: status, stage, step, progress, queue position, ETA, parameters, error."""
+    return JobPublic.from_view(service.get_job(job_id, owner))
+
+
+@router.post("/{job_id}/cancel", response_model=JobPublic)
+def cancel_job(job_id: str, service: JobServiceDep, owner: OwnerDep) -> JobPublic:
+    """Queued: cancelled at once. Running: stops at the next denoising step. Finished: 409."""
+    return JobPublic.from_view(service.cancel_job(job_id, owner))
+
+
+@router.delete("/{job_id}", response_model=JobDeleted)
+def delete_job(job_id: str, service: JobServiceDep, owner: OwnerDep) -> JobDeleted:
+    """Deletes a job that is not running, with its files. Running: 409 (cancel it first)."""
+    service.delete_job(job_id, owner)
+    return JobDeleted(id=job_id)
+
+
+@router.get(
+    "/{job_id}/content",
+    response_class=FileResponse,
+    responses={200: {"content": {"video/mp4": {}, "image/jpeg": {}}}},
+)
+def get_content(
+    job_id: str, service: JobServiceDep, owner: OwnerDep, variant: Literal["video", "thumbnail"] = "video"
+) -> FileResponse:
+    """The MP4 of a succeeded job, or its JPEG thumbnail with `?variant=thumbnail`."""
+    path = service.content_path(job_id, variant, owner)
+    media_type = "video/mp4" if variant == "video" else "image/jpeg"
+    return FileResponse(path, media_type=media_type, filename=f"{job_id}{path.suffix}")
+
+
+async def _existing_job(job_id: str, service: JobServiceDep, owner: OwnerDep) -> str:
+    await run_in_threadpool(service.get_job, job_id, owner)  # 404 before the stream starts
+    return job_id
+
+
+@router.get("/{job_id}/events", response_class=EventSourceResponse)
+async def stream_events(
+    job_id: Annotated[str, Depends(_existing_job)],
+    service: JobServiceDep,
+    owner: OwnerDep,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> AsyncIterator[ServerSentEvent]:
+    """Server-sent events: every status, stage and step change in order (`event:` status|stage|step, `id:` its
+    number), ending with the final status. Reconnect with `Last-Event-ID` to resume."""
+    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+    async for event in service.stream_events(job_id, after, owner):
+        yield ServerSentEvent(event=event.kind, id=str(event.seq), data=event.data)
+
+
+__all__ = ["router", "JobCreate"]

@@ -1,0 +1,146 @@
+"""Schemas of the native job API: `JobCreate` (request), `JobPublic`, `JobsPublic{data, count}`, `JobDeleted`,
+`HealthPublic`. Field names follow diffusers (`num_frames`, `num_inference_steps`, `guidance_scale`, ...)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from wanserve.jobs.views import JobView
+
+_MEDIA = "An uploaded file (multipart), a `data:` URL, or an http(s) URL."
+
+
+class JobCreate(BaseModel):
+    """A new job. Omitted fields take the model's official defaults (shown in the job's `params`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(None, description="Model name; default: the first served model.")
+    prompt: str | None = None
+    negative_prompt: str | None = None
+    task: str | None = Field(None, description="t2v, i2v, flf2v, ti2v, v2v, vace or animate; inferred from inputs.")
+    width: int | None = None
+    height: int | None = None
+    num_frames: int | None = Field(None, description="4k+1 frames (for example 81).")
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None
+    guidance_scale_2: float | None = Field(None, description="Low-noise expert guidance (Wan2.2 A14B).")
+    boundary_ratio: float | None = None
+    flow_shift: float | None = None
+    solver: str | None = None
+    seed: int | None = Field(None, description="0..2^32-1; random when omitted (the job shows the one used).")
+    fps: int | None = None
+    crf: int | None = Field(None, description="H.264 quality, 0 (lossless) .. 51.")
+    strength: float | None = Field(None, description="v2v: share of the input video replaced by noise, (0, 1].")
+    max_sequence_length: int | None = None
+    animate_mode: str | None = None
+    image: str | None = Field(None, description=_MEDIA)
+    last_image: str | None = Field(None, description=_MEDIA)
+    video: str | None = Field(None, description=_MEDIA)
+    mask: str | None = Field(None, description=_MEDIA)
+    reference_images: list[str] | None = Field(None, description=_MEDIA)
+    pose_video: str | None = Field(None, description=_MEDIA)
+    face_video: str | None = Field(None, description=_MEDIA)
+    background_video: str | None = Field(None, description=_MEDIA)
+    webhook_url: str | None = Field(None, description="POSTed the job when it reaches a final status.")
+
+    def generation_params(self) -> dict[str, Any]:
+        """The fields given, minus `model` and `webhook_url`."""
+        return self.model_dump(exclude_none=True, exclude={"model", "webhook_url"})
+
+
+class JobError(BaseModel):
+    type: str
+    message: str | None
+
+
+class JobPublic(BaseModel):
+    """A job."""
+
+    id: str
+    object: Literal["job"] = "job"
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled", "expired"]
+    kind: str
+    model: str
+    stage: str | None
+    step: int
+    steps: int
+    progress: float = Field(description="0..1")
+    queue_position: int | None = Field(description="1 = next to run; null unless queued.")
+    eta_s: float | None = Field(description="Estimated seconds to finish, from measured step times.")
+    params: dict[str, Any] = Field(description="Parameters as resolved, defaults filled in.")
+    error: JobError | None
+    random_weights: bool = Field(description="True when the model has random weights (tiny models): noise output.")
+    attempts: int
+    webhook_url: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    expires_at: datetime | None = Field(description="When the outputs are deleted.")
+    content_url: str | None = Field(description="The MP4, once succeeded.")
+    thumbnail_url: str | None
+
+    @classmethod
+    def from_view(cls, view: JobView) -> JobPublic:
+        base = f"/v1/jobs/{view.id}/content"
+        return cls(
+            id=view.id,
+            status=view.status,
+            kind=view.kind,
+            model=view.model,
+            stage=view.stage,
+            step=view.step,
+            steps=view.steps,
+            progress=view.progress,
+            queue_position=view.queue_position,
+            eta_s=view.eta_s,
+            params=view.params,
+            error=JobError(type=view.error_type, message=view.error_message) if view.error_type else None,
+            random_weights=view.random_weights,
+            attempts=view.attempts,
+            webhook_url=view.webhook_url,
+            created_at=view.created_at,
+            started_at=view.started_at,
+            finished_at=view.finished_at,
+            expires_at=view.expires_at,
+            content_url=base if view.has_output else None,
+            thumbnail_url=f"{base}?variant=thumbnail" if view.has_output else None,
+        )
+
+
+class JobsPublic(BaseModel):
+    """A page of jobs, newest first, and how many match in all."""
+
+    data: list[JobPublic]
+    count: int
+
+
+class JobDeleted(BaseModel):
+    id: str
+    object: Literal["job"] = "job"
+    deleted: bool = True
+
+
+class ModelHealth(BaseModel):
+    name: str
+    loaded: bool
+    random_weights: bool
+
+
+class HealthPublic(BaseModel):
+    """Service status."""
+
+    status: Literal["ok", "starting", "error"]
+    version: str
+    random_weights: bool = Field(description="True when any served model has random weights.")
+    models: list[ModelHealth]
+    devices: list[str]
+    rank: int
+    world_size: int
+    queue_depth: int
+    running_jobs: int
+    workers: list[dict[str, Any]]
+    errors: list[str]

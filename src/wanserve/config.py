@@ -1,0 +1,139 @@
+"""Deployment settings: one `Settings` object, read from `WANSERVE_*` environment variables and `.env`.
+
+The seed projects' variable names are accepted as aliases (`WAN_CHECKPOINT_DIR`, `MODEL_CKPT_DIR`, `T5_CPU`,
+`ULYSSES_SIZE`, `RING_SIZE`, `MAX_CONCURRENT_TASKS`, `TASK_TIMEOUT`, `SERVER_HOST`, `SERVER_PORT`, `MAX_QUEUE_SIZE`,
+`OUTPUT_DIR`). The `WANSERVE_` name wins when both are set.
+
+Data directory: `./data` (relative to the working directory) unless `WANSERVE_DATA_DIR` says otherwise. It holds the
+SQLite job database (`wanserve.db`), job outputs (`outputs/`) and uploaded inputs (`inputs/`).
+
+Outside development mode (`WANSERVE_ENV=production`) unsafe defaults are refused: no API key, CORS open to every
+origin, and the test-only hold hook.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _env(name: str, *aliases: str) -> AliasChoices:
+    return AliasChoices(f"WANSERVE_{name}", *aliases)
+
+
+class Settings(BaseSettings):
+    """Everything a deployment configures. Passed explicitly; never read from a global."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True, frozen=True)
+
+    environment: Literal["development", "production"] = Field("development", validation_alias=_env("ENV"))
+    """`production` refuses unsafe defaults."""
+
+    # HTTP
+    host: str = Field("127.0.0.1", validation_alias=_env("HOST", "SERVER_HOST"))
+    port: int = Field(8000, ge=0, le=65535, validation_alias=_env("PORT", "SERVER_PORT"))
+    """TCP port; 0 picks a free one (the log says which)."""
+    api_key: SecretStr | None = Field(None, validation_alias=_env("API_KEY"))
+    """When set, every /v1 request needs `Authorization: Bearer <key>`."""
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias=_env("CORS_ORIGINS"))
+    """Origins allowed by CORS (comma-separated); `*` allows all (development only)."""
+
+    # Storage
+    data_dir: Path = Field(Path("data"), validation_alias=_env("DATA_DIR"))
+    database_url: str | None = Field(None, validation_alias=_env("DATABASE_URL"))
+    """SQLAlchemy URL; default `sqlite:///<data_dir>/wanserve.db`. PostgreSQL: `postgresql+psycopg://...`."""
+    output_dir: Path | None = Field(None, validation_alias=_env("OUTPUT_DIR", "OUTPUT_DIR"))
+    """Where job outputs go; default `<data_dir>/outputs`."""
+
+    # Models and devices
+    models: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias=_env("MODELS"))
+    """Models to load and warm at start-up (comma-separated). Empty: the tiny models when no weights are set."""
+    checkpoint_dir: Path | None = Field(
+        None, validation_alias=_env("CHECKPOINT_DIR", "WANSERVE_MODELS_DIR", "WAN_CHECKPOINT_DIR", "MODEL_CKPT_DIR")
+    )
+    """Directory holding model weights (one sub-directory per model)."""
+    t5_cpu: bool = Field(False, validation_alias=_env("T5_CPU", "T5_CPU"))
+    """Keep the text encoder on the CPU."""
+    ulysses_size: int = Field(1, ge=1, validation_alias=_env("ULYSSES_SIZE", "ULYSSES_SIZE"))
+    ring_size: int = Field(1, ge=1, validation_alias=_env("RING_SIZE", "RING_SIZE"))
+
+    # Limits
+    concurrency: int | None = Field(None, ge=1, le=64, validation_alias=_env("CONCURRENCY", "MAX_CONCURRENT_TASKS"))
+    """Jobs run at the same time (one worker each); default: one per device found."""
+    max_queue: int = Field(256, ge=1, validation_alias=_env("MAX_QUEUE", "MAX_QUEUE_SIZE"))
+    """Queued jobs accepted before new ones get 429 + Retry-After."""
+    task_timeout_s: float = Field(3600.0, gt=0, validation_alias=_env("TASK_TIMEOUT_S", "TASK_TIMEOUT"))
+    """A running job that takes longer fails with error type `timeout`."""
+    retention_s: float = Field(24 * 3600.0, gt=0, validation_alias=_env("RETENTION_S"))
+    """Finished jobs' files are deleted this long after they finish; their rows stay as `expired`."""
+    max_upload_mb: float = Field(100.0, gt=0, validation_alias=_env("MAX_UPLOAD_MB"))
+    """Largest media input (upload, data URL or fetched URL), per file."""
+    max_request_mb: float = Field(300.0, gt=0, validation_alias=_env("MAX_REQUEST_MB"))
+    """Largest request body."""
+    allow_private_urls: bool = Field(False, validation_alias=_env("ALLOW_PRIVATE_URLS"))
+    """Let http(s) media inputs point at loopback/private addresses (tests, intranets)."""
+    max_attempts: int = Field(3, ge=1, validation_alias=_env("MAX_ATTEMPTS"))
+    """Runs of one job before a lost lease fails it with `worker_lost`."""
+    lease_s: float = Field(30.0, gt=0, validation_alias=_env("LEASE_S"))
+    """A claimed job's lease; renewed every `lease_s / 3` while it runs."""
+    sweep_interval_s: float = Field(5.0, gt=0, validation_alias=_env("SWEEP_INTERVAL_S"))
+    """How often expired leases and retention are checked."""
+    poll_interval_s: float = Field(2.0, gt=0, validation_alias=_env("POLL_INTERVAL_S"))
+    """Idle workers look for jobs made by other processes this often (in-process jobs wake them at once)."""
+
+    # Test-only hook (refused in production): every job blocks after denoising step `hold_step` until the file
+    # `<hold_dir>/<job id>` exists. Lets tests kill or cancel a job at a known step without sleeping.
+    hold_dir: Path | None = Field(None, validation_alias=_env("TEST_HOLD_DIR"))
+    hold_step: int = Field(1, ge=1, validation_alias=_env("TEST_HOLD_STEP"))
+
+    @field_validator("models", "cors_origins", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_unsafe(self) -> Settings:
+        if self.max_upload_mb > self.max_request_mb:
+            raise ValueError(
+                f"`max_upload_mb` ({self.max_upload_mb:g}) must not exceed `max_request_mb` ({self.max_request_mb:g})"
+            )
+        if self.environment == "production":
+            if self.api_key is None:
+                raise ValueError("`WANSERVE_API_KEY` must be set when `WANSERVE_ENV` is production")
+            if "*" in self.cors_origins:
+                raise ValueError("`WANSERVE_CORS_ORIGINS` must not be `*` when `WANSERVE_ENV` is production")
+            if self.hold_dir is not None:
+                raise ValueError(
+                    "`WANSERVE_TEST_HOLD_DIR` is a test hook; not allowed when `WANSERVE_ENV` is production"
+                )
+        return self
+
+    @property
+    def dev_mode(self) -> bool:
+        return self.environment == "development"
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to SQLite in the data directory."""
+        return self.database_url or f"sqlite:///{(self.data_dir / 'wanserve.db').resolve()}"
+
+    @property
+    def resolved_output_dir(self) -> Path:
+        return (self.output_dir or self.data_dir / "outputs").resolve()
+
+    @property
+    def input_dir(self) -> Path:
+        return (self.data_dir / "inputs").resolve()
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_request_bytes(self) -> int:
+        return int(self.max_request_mb * 1024 * 1024)

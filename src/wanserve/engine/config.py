@@ -1,0 +1,184 @@
+"""Engine configuration: frozen dataclasses, passed in explicitly, validated when built.
+
+Cross-field checks live in `__post_init__` and name both conflicting values. Nothing here touches hardware:
+whether a configured device exists is checked by `engine.devices.resolve_device` when the engine starts.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from wanserve.errors import WanserveError
+
+if TYPE_CHECKING:
+    import torch
+
+DTYPE_NAMES = ("bfloat16", "float16", "float32")
+OFFLOAD_MODES = ("none", "model", "group")
+GROUP_OFFLOAD_TYPES = ("block_level", "leaf_level")
+
+DEVICE_RE = re.compile(r"^(cuda|npu|xpu|mps|cpu)(?::(\d+))?$")
+"""Device strings wanserve accepts (`auto` aside): `cuda`, `cuda:1`, `npu:0`, `xpu`, `mps`, `cpu`."""
+DEVICE_FORMS = "`auto`, `cpu`, `mps`, `cuda`, `cuda:N`, `npu`, `npu:N`, `xpu`, `xpu:N`"
+
+
+class ConfigError(WanserveError, ValueError):
+    """A configuration value is invalid or conflicts with another. The message names the field(s) and values."""
+
+    error_type = "invalid_config"
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(message)
+
+
+def torch_dtype(name: str, field: str = "dtype") -> torch.dtype:
+    """The `torch.dtype` for `bfloat16`, `float16` or `float32`; `ConfigError` naming `field` otherwise."""
+    import torch
+
+    if name not in DTYPE_NAMES:
+        raise ConfigError(field, f"`{field}` must be one of {', '.join(DTYPE_NAMES)}, got {name!r}")
+    return getattr(torch, name)
+
+
+def parse_device_string(text: str, field: str = "device") -> tuple[str, int | None]:
+    """Splits `cuda:1` into (`cuda`, 1) and `mps` into (`mps`, None); `ConfigError` for anything else."""
+    match = DEVICE_RE.match(text.strip().lower())
+    if match is None:
+        raise ConfigError(field, f"`{field}` {text!r} is not a device; use one of {DEVICE_FORMS}")
+    device_type, index = match.group(1), match.group(2)
+    if device_type in ("cpu", "mps") and index not in (None, "0"):
+        raise ConfigError(field, f"`{field}` {text!r} is not a device: {device_type} has no index but 0")
+    return device_type, int(index) if index is not None else None
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(name, f"`{name}` must be one of {', '.join(choices)}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    """Where the pipeline's weights live and in which precision. Applied by `engine.memory`."""
+
+    text_encoder_on_cpu: bool = False
+    """Keep the UMT5 text encoder on the CPU and encode prompts there (the seed services' `T5_CPU`)."""
+    offload: str = "none"
+    """`none` (everything on the device), `model` (one whole component on the device at a time) or `group`
+    (groups of layers streamed onto the device as they run; least memory)."""
+    group_offload_type: str = "block_level"
+    """`block_level` (groups of transformer blocks) or `leaf_level` (single layers). Only with `offload="group"`."""
+    group_offload_blocks: int | None = None
+    """Blocks per group for `block_level`; `None` means 1. Only with `offload="group"`, `block_level`."""
+    group_offload_use_stream: bool = False
+    """Prefetch the next group on a side stream while the current one computes. Only with `offload="group"`."""
+    vae_tiling: bool = False
+    """Decode the video in overlapping spatial tiles (less memory at high resolution, tiny seam blending)."""
+    transformer_dtype: str = "bfloat16"
+    text_encoder_dtype: str = "bfloat16"
+    image_encoder_dtype: str = "float32"
+    """CLIP image encoder (I2V, FLF2V, Animate); the official pipelines run it in float32."""
+    vae_dtype: str = "float32"
+    """The Wan VAE is run in float32 by the official code and the diffusers examples."""
+
+    def __post_init__(self) -> None:
+        _check_choice("offload", self.offload, OFFLOAD_MODES)
+        _check_choice("group_offload_type", self.group_offload_type, GROUP_OFFLOAD_TYPES)
+        for name in ("transformer_dtype", "text_encoder_dtype", "image_encoder_dtype", "vae_dtype"):
+            _check_choice(name, getattr(self, name), DTYPE_NAMES)
+        if self.offload != "group":
+            for name, default in (
+                ("group_offload_type", "block_level"),
+                ("group_offload_blocks", None),
+                ("group_offload_use_stream", False),
+            ):
+                value = getattr(self, name)
+                if value != default:
+                    raise ConfigError(
+                        name, f"`{name}`={value!r} needs `offload`='group', got `offload`={self.offload!r}"
+                    )
+        if self.group_offload_blocks is not None:
+            if self.group_offload_type != "block_level":
+                raise ConfigError(
+                    "group_offload_blocks",
+                    f"`group_offload_blocks`={self.group_offload_blocks} needs `group_offload_type`='block_level', "
+                    f"got `group_offload_type`={self.group_offload_type!r}",
+                )
+            if isinstance(self.group_offload_blocks, bool) or self.group_offload_blocks < 1:
+                raise ConfigError(
+                    "group_offload_blocks",
+                    f"`group_offload_blocks` must be at least 1, got {self.group_offload_blocks}",
+                )
+
+    @property
+    def blocks_per_group(self) -> int | None:
+        """What diffusers' `num_blocks_per_group` gets: the configured count for `block_level`, else `None`."""
+        if self.group_offload_type != "block_level":
+            return None
+        return self.group_offload_blocks or 1
+
+
+def _freeze_paths(paths: Mapping[str, str] | tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    items = paths.items() if isinstance(paths, Mapping) else paths
+    frozen: dict[str, str] = {}
+    for item in items:
+        if not (isinstance(item, tuple) and len(item) == 2):
+            raise ConfigError("model_paths", f"`model_paths` must map model names to paths, got item {item!r}")
+        name, path = item
+        if not isinstance(name, str) or not isinstance(path, str) or not path.strip():
+            raise ConfigError("model_paths", f"`model_paths` entry {name!r} needs a non-empty path, got {path!r}")
+        if name in frozen:
+            raise ConfigError("model_paths", f"`model_paths` names {name!r} twice")
+        frozen[name] = path
+    return tuple(sorted(frozen.items()))
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything the engine needs to know about this machine and where weights are. Hashable, picklable."""
+
+    device: str | None = None
+    """`None` or `auto` for the current accelerator (or the CPU); else `cuda`, `cuda:1`, `npu:0`, `mps`, `cpu`."""
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    models_dir: str | None = None
+    """Directory holding one sub-directory per model (by catalog name or hub repository name)."""
+    model_paths: tuple[tuple[str, str], ...] = ()
+    """Explicit weight locations, (model name, path) pairs; a dict is accepted and frozen, sorted by name."""
+    tiny_fallback: bool = True
+    """Serve the built-in `tiny-*` models (random weights) when no real model's weights are found."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.memory, MemoryConfig):
+            raise ConfigError("memory", f"`memory` must be a MemoryConfig, got {type(self.memory).__name__}")
+        object.__setattr__(self, "model_paths", _freeze_paths(self.model_paths))
+        if self.device is not None and self.device.strip().lower() != "auto":
+            device_type, _ = parse_device_string(self.device)
+            if device_type == "cpu" and self.memory.offload != "none":
+                raise ConfigError(
+                    "memory.offload",
+                    f"`memory.offload`={self.memory.offload!r} moves weights between the CPU and an accelerator, "
+                    f"but `device`={self.device!r}; use `offload`='none' on the CPU",
+                )
+        if self.models_dir is not None and not self.models_dir.strip():
+            raise ConfigError("models_dir", "`models_dir` is an empty string; leave it unset instead")
+        from wanserve.engine.registry import CATALOG
+
+        for name, _ in self.model_paths:
+            spec = CATALOG.get(name)
+            if spec is None:
+                raise ConfigError(
+                    "model_paths",
+                    f"`model_paths` names {name!r}, which is not a known model; known: {', '.join(CATALOG)}",
+                )
+            if spec.tiny:
+                raise ConfigError(
+                    "model_paths",
+                    f"`model_paths` names {name!r}, a tiny model with built-in random weights and no path",
+                )
+
+    def model_path(self, name: str) -> str | None:
+        """The explicit weight path configured for `name`, or `None`."""
+        return dict(self.model_paths).get(name)

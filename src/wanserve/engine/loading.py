@@ -1,0 +1,221 @@
+"""Finding a model's weights on disk, reporting what is there, and loading them as diffusers components.
+
+`load_components` reads both published layouts (see `engine/layouts.py`) offline and returns diffusers
+component names, so the engine builds the same pipeline from either. Nothing is downloaded here
+(`engine/download.py` does).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from wanserve.engine import original_loading
+from wanserve.engine.layouts import (
+    DIFFUSERS,
+    MODEL_INDEX,
+    ORIGINAL,
+    detect_layout,
+    diffusers_components,
+    expected_files,
+    missing_files,
+    transformer_folders,
+)
+from wanserve.engine.registry import ModelSpec
+from wanserve.engine.requests import TaskKind
+from wanserve.errors import CheckpointError, WeightsNotFoundError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "WeightsStatus",
+    "build_scheduler",
+    "detect_layout",
+    "load_components",
+    "models_root",
+    "resolve_model_dir",
+    "weights_status",
+]
+
+DEFAULT_MODELS_ROOT = Path("~/.cache/wanserve/models")
+# Variables of the services wanserve replaces: one model's directory, or a root holding model directories.
+SEED_MODEL_DIR_VARS = ("WAN_CHECKPOINT_DIR", "MODEL_CKPT_DIR")
+SEED_MODELS_ROOT_VAR = "WAN_MODELS_ROOT"
+
+
+@dataclass(frozen=True)
+class WeightsStatus:
+    """What is on disk for one model. `complete`: every file the layout needs for this model is there."""
+
+    name: str
+    path: str | None
+    layout: str | None
+    present: bool
+    complete: bool
+    missing: tuple[str, ...]
+
+
+def models_root() -> Path:
+    """Where `wanserve download` puts models: `$WANSERVE_MODELS_DIR`, else `~/.cache/wanserve/models`."""
+    return Path(os.environ.get("WANSERVE_MODELS_DIR") or DEFAULT_MODELS_ROOT).expanduser()
+
+
+def resolve_model_dir(spec: ModelSpec, explicit: str | Path | None = None) -> Path | None:
+    """The directory holding `spec`'s weights, or None.
+
+    Order: `explicit` (returned even if it does not exist, so errors name it), `<models_root()>/<name>`, then
+    the seed services' variables: `WAN_CHECKPOINT_DIR`, `WAN_MODELS_ROOT/<name>` or `WAN_MODELS_ROOT/<hub repo
+    name>`, `MODEL_CKPT_DIR`. A single-model variable is skipped when its directory holds a different kind of
+    model.
+    """
+    if explicit is not None and str(explicit) != "":
+        return Path(explicit).expanduser()
+    candidates: list[tuple[Path, bool]] = [(models_root() / spec.name, False)]
+    seed_dir = os.environ.get("WAN_CHECKPOINT_DIR")
+    if seed_dir:
+        candidates.append((Path(seed_dir).expanduser(), True))
+    root = os.environ.get(SEED_MODELS_ROOT_VAR)
+    if root:
+        names = [spec.name] + [h.rsplit("/", 1)[-1] for h in _hub_ids(spec)]
+        candidates += [(Path(root).expanduser() / n, False) for n in dict.fromkeys(names)]
+    ckpt_dir = os.environ.get("MODEL_CKPT_DIR")
+    if ckpt_dir:
+        candidates.append((Path(ckpt_dir).expanduser(), True))
+    for path, must_match in candidates:
+        if not path.is_dir():
+            continue
+        if must_match and not _holds_model_kind(spec, path):
+            logger.debug("%s holds another kind of model than %s; skipped", path, spec.name)
+            continue
+        return path
+    return None
+
+
+def weights_status(spec: ModelSpec, path: str | Path | None = None) -> WeightsStatus:
+    """What is on disk for `spec` at `path` (default: `resolve_model_dir(spec)`). Tiny models with no
+    directory are complete: they are built in (random weights)."""
+    resolved = Path(path).expanduser() if path is not None else resolve_model_dir(spec)
+    if resolved is None:
+        if spec.tiny:
+            return WeightsStatus(spec.name, None, None, True, True, ())
+        return WeightsStatus(
+            spec.name, None, None, False, False, expected_files(spec, preferred_layout(spec))
+        )
+    try:
+        layout = detect_layout(resolved)
+    except (WeightsNotFoundError, CheckpointError):
+        return WeightsStatus(
+            spec.name, str(resolved), None, False, False, expected_files(spec, preferred_layout(spec))
+        )
+    missing = missing_files(spec, resolved, layout)
+    return WeightsStatus(spec.name, str(resolved), layout, True, not missing, missing)
+
+
+def preferred_layout(spec: ModelSpec) -> str:
+    """The layout `wanserve download` fetches by default: diffusers where it is published."""
+    return DIFFUSERS if spec.hub.hf_diffusers or spec.hub.modelscope_diffusers or spec.tiny else ORIGINAL
+
+
+def build_scheduler(spec: ModelSpec):
+    """The flow-matching scheduler of the official sampler `spec.solver` with shift `spec.flow_shift`."""
+    from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
+
+    common = dict(
+        prediction_type="flow_prediction",
+        use_flow_sigmas=True,
+        num_train_timesteps=1000,
+        flow_shift=spec.flow_shift,
+    )
+    if spec.solver == "unipc":
+        return UniPCMultistepScheduler(**common)
+    if spec.solver in ("dpm++", "dpmpp"):
+        return DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2, **common)
+    raise CheckpointError(f"`solver` {spec.solver!r} of {spec.name} is not supported; use 'unipc' or 'dpm++'")
+
+
+def load_components(
+    spec: ModelSpec,
+    path: str | Path,
+    dtype: torch.dtype = torch.bfloat16,
+    text_encoder_dtype: torch.dtype | None = None,
+) -> dict:
+    """Loads `spec`'s pipeline components from `path` (either layout), offline.
+
+    Returns diffusers component names: tokenizer, text_encoder, vae, transformer, transformer_2 (two experts),
+    image_encoder and image_processor (CLIP models), scheduler (from the spec). The transformers and the image
+    encoder get `dtype`, the text encoder `text_encoder_dtype` (default `dtype`), the VAE float32 (as the
+    official code decodes).
+    """
+    path = Path(path).expanduser()
+    layout = detect_layout(path)
+    if layout == DIFFUSERS:
+        _check_pipeline_class(spec, path)
+    missing = missing_files(spec, path, layout)
+    if missing:
+        raise CheckpointError(f"{spec.name}: {path} ({layout} layout) is missing {', '.join(missing)}")
+    te_dtype = text_encoder_dtype or dtype
+    logger.info("loading %s from %s (%s layout)", spec.name, path, layout)
+    if layout == DIFFUSERS:
+        components = _load_diffusers(spec, path, dtype, te_dtype)
+    else:
+        components = original_loading.load_original(spec, path, dtype, te_dtype)
+    components["scheduler"] = build_scheduler(spec)
+    return components
+
+
+def _load_diffusers(spec: ModelSpec, path: Path, dtype: torch.dtype, te_dtype: torch.dtype) -> dict:
+    from diffusers import DiffusionPipeline
+
+    dtypes = {"default": dtype, "text_encoder": te_dtype, "vae": torch.float32}
+    try:
+        pipe = DiffusionPipeline.from_pretrained(path, dtype=dtypes, local_files_only=True)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"{spec.name}: cannot load the diffusers layout in {path}: {exc}") from exc
+    wanted = set(diffusers_components(spec)) - {"scheduler"}
+    return {name: c for name, c in pipe.components.items() if name in wanted and c is not None}
+
+
+def _check_pipeline_class(spec: ModelSpec, path: Path) -> None:
+    try:
+        index = json.loads((path / MODEL_INDEX).read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path / MODEL_INDEX}: cannot read JSON ({exc})") from exc
+    if index.get("_class_name") != spec.pipeline:
+        raise CheckpointError(
+            f"{path / MODEL_INDEX}: `_class_name` is {index.get('_class_name')!r}, "
+            f"{spec.name} needs {spec.pipeline!r}"
+        )
+
+
+def _hub_ids(spec: ModelSpec) -> list[str]:
+    hub = spec.hub
+    ids = [hub.hf_diffusers, hub.hf_original, hub.modelscope_diffusers, hub.modelscope_original]
+    return [i for i in ids if i]
+
+
+def _holds_model_kind(spec: ModelSpec, path: Path) -> bool:
+    """Whether `path` plausibly holds `spec`'s kind of model (pipeline, experts, original model type)."""
+    try:
+        layout = detect_layout(path)
+        if layout == DIFFUSERS:
+            index = json.loads((path / MODEL_INDEX).read_text())
+            two = isinstance(index.get("transformer_2"), list) and index["transformer_2"][0] is not None
+            return index.get("_class_name") == spec.pipeline and two == (spec.experts == 2)
+        folder = next(iter(transformer_folders(spec).values()))
+        config = json.loads((path / folder / "config.json").read_text())
+    except (OSError, ValueError, CheckpointError, WeightsNotFoundError):
+        return False
+    return config.get("model_type", "t2v") == _original_model_type(spec)
+
+
+def _original_model_type(spec: ModelSpec) -> str:
+    if spec.pipeline == "WanVACEPipeline":
+        return "vace"
+    if spec.pipeline == "WanImageToVideoPipeline":
+        return "flf2v" if TaskKind.FLF2V in spec.tasks else "i2v"
+    return "ti2v" if spec.vae == "wan2.2" else "t2v"

@@ -1,0 +1,70 @@
+"""In-process pub/sub that wakes event-stream readers when a job changes.
+
+The database is the source of truth: a notification only says "job X has new events"; readers then fetch them from
+`job_events` in order. Readers also poll on a timeout, so changes made by other processes (a worker on another host)
+reach them too, a little later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
+
+logger = logging.getLogger(__name__)
+
+
+class EventWaiter:
+    """One reader's wake-up flag, bound to the event loop it was made on."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self._loop = loop
+        self._event = asyncio.Event()
+
+    def wake(self) -> None:
+        """Thread-safe: sets the flag from any thread."""
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the reader is gone
+            self._loop.call_soon_threadsafe(self._event.set)
+
+    async def wait(self, timeout_s: float) -> bool:
+        """Waits until woken or `timeout_s` passes; True when woken."""
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout_s)
+            return True
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            self._event.clear()
+
+
+class EventHub:
+    """Job id -> waiting readers. `notify` is called after every committed change of a job."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiters: dict[str, set[EventWaiter]] = {}
+
+    def notify(self, job_id: str) -> None:
+        """Wakes every reader of `job_id` (from any thread)."""
+        with self._lock:
+            waiters = list(self._waiters.get(job_id, ()))
+        for waiter in waiters:
+            waiter.wake()
+
+    @contextlib.contextmanager
+    def subscribe(self, job_id: str) -> Iterator[EventWaiter]:
+        """Registers a reader on the running event loop for as long as the block lasts."""
+        waiter = EventWaiter(asyncio.get_running_loop())
+        with self._lock:
+            self._waiters.setdefault(job_id, set()).add(waiter)
+        try:
+            yield waiter
+        finally:
+            with self._lock:
+                readers = self._waiters.get(job_id)
+                if readers is not None:
+                    readers.discard(waiter)
+                    if not readers:
+                        del self._waiters[job_id]

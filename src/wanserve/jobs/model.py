@@ -1,0 +1,148 @@
+"""The job tables: `jobs` (one row per job, the single source of truth) and `job_events` (every status, stage and
+step change of a job, in order, for the event stream).
+
+Statuses: `queued -> running -> succeeded | failed | cancelled`, and `expired` once a finished job's files are
+deleted after the retention period. A running job whose lease expires goes back to `queued` (or to `failed` with
+error type `worker_lost` after its last attempt).
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class JobStatus(str, enum.Enum):
+    """Where a job is in its life."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+    @property
+    def is_final(self) -> bool:
+        return self not in (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+FINAL_STATUSES = tuple(s.value for s in JobStatus if s.is_final)
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """Stores naive UTC (SQLite has no time zones), hands back aware UTC datetimes."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r} given; use aware UTC datetimes")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=timezone.utc)
+
+
+_BigInt = BigInteger().with_variant(Integer, "sqlite")
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the job tables."""
+
+
+class Job(Base):
+    """One job. Every field a client sees comes from here."""
+
+    __tablename__ = "jobs"
+
+    seq: Mapped[int] = mapped_column(_BigInt, primary_key=True, autoincrement=True)
+    """Queue order (FIFO). Internal; clients see `id`."""
+    id: Mapped[str] = mapped_column(String(36), unique=True, nullable=False)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    """The task: t2v, i2v, flf2v, ti2v, v2v, vace, animate."""
+    model: Mapped[str] = mapped_column(String(64), nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default=JobStatus.QUEUED.value)
+    stage: Mapped[str | None] = mapped_column(String(32))
+    step: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    steps: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    """Resolved parameters as shown to clients (media inputs described, not inlined)."""
+    inputs: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    """Media field -> stored file path (or list of paths for `reference_images`)."""
+    random_weights: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    """Times the job was claimed by a worker."""
+    max_attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=3)
+    lease_owner: Mapped[str | None] = mapped_column(String(160))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    error_type: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    outputs: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """video_path, thumbnail_path, width, height, num_frames, fps, seed, stage_times_s."""
+    step_time_sum_s: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    steps_timed: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    run_time_s: Mapped[float | None] = mapped_column(Float)
+    """Seconds from start to finish of the successful run."""
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    owner_key: Mapped[str] = mapped_column(String(64), nullable=False, default="")
+    """Who made the job (API key id); empty when the server has no keys."""
+    webhook_url: Mapped[str | None] = mapped_column(Text)
+    event_seq: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    """Sequence number of the job's last event."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("owner_key", "idempotency_key", name="uq_jobs_owner_idempotency"),
+        Index("ix_jobs_status_seq", "status", "seq"),
+        Index("ix_jobs_model_status", "model", "status"),
+        Index("ix_jobs_expires_at", "expires_at"),
+    )
+
+    @property
+    def mean_step_time_s(self) -> float | None:
+        return self.step_time_sum_s / self.steps_timed if self.steps_timed else None
+
+
+class JobEvent(Base):
+    """One change of a job (status, stage or step), numbered per job from 1."""
+
+    __tablename__ = "job_events"
+
+    job_id: Mapped[str] = mapped_column(String(36), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    """`status`, `stage` or `step`."""
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)

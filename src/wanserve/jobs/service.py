@@ -1,0 +1,456 @@
+"""`JobService`: the one entry point to jobs for the API (create, get, list, cancel, delete, content, events,
+health) and for workers (claim, heartbeat, progress, finish). Knows nothing of HTTP or torch.
+
+Stable names other packages code against:
+- `JobSubmission(params, model=None, inputs={}, webhook_url=None, idempotency_key=None, owner_key="")`
+- `JobService.create_job(submission) -> (JobView, created: bool)`; `get_job`, `list_jobs -> JobPage`,
+  `cancel_job`, `delete_job`, `content_path(job_id, variant)`, `stream_events(job_id, after_seq)` (async iterator
+  of `JobEventView`, ends after the final status), `queue_stats()`.
+- `JobService.add_final_listener(callback)`: `callback(JobView)` after every job reaches a final status in this
+  process (webhooks, metrics). Called on the thread that made the change; exceptions are logged, never raised.
+- Worker side: `claim_next_job`, `heartbeat`, `lease_state`, `record_progress`, `generation_request`,
+  `finish_succeeded`, `finish_failed`, `finish_cancelled`, `release_lost_jobs`, `expire_finished_jobs`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wanserve.engine.registry import get_spec
+from wanserve.engine.requests import GenerationRequest, GenerationResult
+from wanserve.engine.validation import MEDIA_FIELDS, request_params, resolve_request
+from wanserve.errors import InvalidRequestError, JobStateError
+from wanserve.jobs.events import EventHub
+from wanserve.jobs.media_inputs import MediaLimits, StoredInput, load_input
+from wanserve.jobs.model import Job, JobStatus, utcnow
+from wanserve.jobs.store import JobStore, LeaseState
+from wanserve.jobs.views import JobEventView, JobView, make_view, queued_eta_s, running_eta_s
+from wanserve.storage.local import LocalStorage
+
+logger = logging.getLogger(__name__)
+
+FinalListener = Callable[[JobView], None]
+
+
+@dataclass(frozen=True)
+class JobServiceConfig:
+    """Limits and policies of the job service (built from `Settings`)."""
+
+    served_models: tuple[str, ...]
+    """Models the workers of this deployment run; the first is the default `model`."""
+    max_queue: int = 256
+    max_attempts: int = 3
+    retention_s: float = 24 * 3600.0
+    lease_s: float = 30.0
+    concurrency: int = 1
+    media: MediaLimits = field(default_factory=MediaLimits)
+    event_poll_s: float = 1.0
+    """Event streams re-read the database this often when no in-process notification came."""
+
+    def __post_init__(self) -> None:
+        if not self.served_models:
+            raise ValueError("`served_models` must name at least one model")
+
+
+@dataclass(frozen=True)
+class JobSubmission:
+    """A request for a new job, as any API edge (native, OpenAI, legacy) hands it over.
+
+    `params` uses the diffusers field names (prompt, num_frames, ...). Media inputs may be in `params` or in
+    `inputs`: file bytes, a `data:` URL, or an http(s) URL (fetched with the limits of `MediaLimits`).
+    """
+
+    params: Mapping[str, Any]
+    model: str | None = None
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    webhook_url: str | None = None
+    idempotency_key: str | None = None
+    owner_key: str = ""
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """One page of jobs and how many match in all."""
+
+    data: list[JobView]
+    count: int
+
+
+class JobService:
+    """Jobs for the API and the workers. Thread-safe; one per process."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        storage: LocalStorage,
+        config: JobServiceConfig,
+        hub: EventHub | None = None,
+        notify_waiting: Callable[[str], None] | None = None,
+    ):
+        self.store = store
+        self.storage = storage
+        self.config = config
+        self.hub = hub or EventHub()
+        self._notify_waiting = notify_waiting or (lambda job_id: None)
+        self._final_listeners: list[FinalListener] = []
+
+    # 1. Creating
+    def create_job(self, submission: JobSubmission) -> tuple[JobView, bool]:
+        """Validates, stores inputs and queues a job. Returns (job, created); `created` is False when the
+        idempotency key was seen before (the earlier job is returned). Raises `InvalidRequestError` (422/413),
+        `QueueFullError` (429)."""
+        model = self._check_model(submission.model)
+        params = dict(submission.params)
+        media = {name: params.pop(name) for name in MEDIA_FIELDS if params.get(name) not in (None, "", [])}
+        for name, value in submission.inputs.items():
+            if name not in MEDIA_FIELDS:
+                raise InvalidRequestError(
+                    name, f"`{name}` is not a media input; media inputs: {', '.join(MEDIA_FIELDS)}"
+                )
+            if value not in (None, "", []):
+                media[name] = value
+        webhook_url = _check_webhook_url(submission.webhook_url)
+        key = _check_idempotency_key(submission.idempotency_key)
+
+        # 1. Validate every parameter before touching any file (placeholders stand in for media inputs).
+        placeholders = {n: ["pending"] * len(v) if n == "reference_images" else "pending" for n, v in media.items()}
+        for name, value in media.items():
+            if name == "reference_images" and not isinstance(value, list | tuple):
+                raise InvalidRequestError(name, f"`{name}` must be a list of images, got {type(value).__name__}")
+        request = resolve_request(model, {**params, **placeholders})
+        fingerprint = _fingerprint(model, params, media, webhook_url)
+        if key:
+            existing = self.store._by_idempotency_key(submission.owner_key, key)
+            if existing is not None:
+                return self._same_request(existing, fingerprint), False
+
+        # 2. Read every input (decode data URLs, fetch URLs, sniff types) before the job exists.
+        loaded: dict[str, StoredInput | list[StoredInput]] = {}
+        for name, value in media.items():
+            if name == "reference_images":
+                loaded[name] = [load_input(f"{name}[{i}]", v, self.config.media) for i, v in enumerate(value)]
+            else:
+                loaded[name] = load_input(name, value, self.config.media)
+
+        # 3. Write inputs, then queue the row (a worker may claim it the moment it commits).
+        job_id = str(uuid.uuid4())
+        paths: dict[str, Any] = {}
+        public = request_params(request)
+        try:
+            for name, item in loaded.items():
+                if isinstance(item, list):
+                    paths[name] = [
+                        str(self.storage.save_input(job_id, f"{name}-{i}", x.data)) for i, x in enumerate(item)
+                    ]
+                    public[name] = [x.description for x in item]
+                else:
+                    paths[name] = str(self.storage.save_input(job_id, name, item.data))
+                    public[name] = item.description
+            job = Job(
+                id=job_id,
+                kind=request.task.value,
+                model=model,
+                params=public,
+                inputs=paths,
+                steps=request.num_inference_steps,
+                random_weights=get_spec(model).random_weights,
+                max_attempts=self.config.max_attempts,
+                webhook_url=webhook_url,
+                idempotency_key=key,
+                request_fingerprint=fingerprint,
+                owner_key=submission.owner_key,
+            )
+            retry_after = max(1, round(self._eta_for_new_job(model, request.num_inference_steps) or 5))
+            row, created = self.store.create(job, self.config.max_queue, retry_after)
+        except BaseException:
+            self.storage.delete_inputs(job_id)
+            raise
+        if not created:
+            self.storage.delete_inputs(job_id)
+            return self._same_request(row, fingerprint), False
+        logger.info("job %s queued (%s, %s, %d steps)", job_id, model, request.task.value, request.num_inference_steps)
+        self._notify_waiting(job_id)
+        self.hub.notify(job_id)
+        return self._view(row), True
+
+    def _check_model(self, model: str | None) -> str:
+        if model is None or model == "":
+            return self.config.served_models[0]
+        if not isinstance(model, str):
+            raise InvalidRequestError("model", f"`model` must be a string, got {model!r}")
+        get_spec(model)  # unknown names: UnknownModelError listing the catalog
+        if model not in self.config.served_models:
+            served = ", ".join(self.config.served_models)
+            raise InvalidRequestError("model", f"`model` {model!r} is not served here; served: {served}")
+        return model
+
+    def _same_request(self, job: Job, fingerprint: str) -> JobView:
+        if job.request_fingerprint != fingerprint:
+            raise JobStateError(
+                f"`Idempotency-Key` {job.idempotency_key!r} was used for a different request (job {job.id})"
+            )
+        return self._view(job)
+
+    # 2. Reading
+    def get_job(self, job_id: str, owner_key: str | None = None) -> JobView:
+        """The job with its queue position and ETA; `JobNotFoundError` (also for another owner's job)."""
+        return self._view(self._get(job_id, owner_key))
+
+    def _get(self, job_id: str, owner_key: str | None) -> Job:
+        job = self.store.get(job_id)
+        if owner_key is not None and job.owner_key != owner_key:
+            from wanserve.errors import JobNotFoundError
+
+            raise JobNotFoundError(f"job {job_id!r} not found")
+        return job
+
+    def list_jobs(
+        self,
+        status: str | None = None,
+        model: str | None = None,
+        limit: int = 20,
+        offset: int = 0,
+        owner_key: str | None = None,
+    ) -> JobPage:
+        """Jobs newest first, filtered by status and model."""
+        if status is not None and status not in {s.value for s in JobStatus}:
+            choices = ", ".join(s.value for s in JobStatus)
+            raise InvalidRequestError("status", f"`status` must be one of {choices}, got {status!r}")
+        if not 1 <= limit <= 1000:
+            raise InvalidRequestError("limit", f"`limit` must be between 1 and 1000, got {limit}")
+        if offset < 0:
+            raise InvalidRequestError("offset", f"`offset` must be 0 or more, got {offset}")
+        rows, count = self.store.list(status, model, owner_key, limit, offset)
+        return JobPage(self._views(rows), count)
+
+    def _view(self, job: Job) -> JobView:
+        return self._views([job])[0]
+
+    def _views(self, jobs: Sequence[Job]) -> list[JobView]:
+        """Views with queue positions from one consistent read, and ETAs from measured step times."""
+        queued = [j for j in jobs if j.status == JobStatus.QUEUED.value]
+        running = [j for j in jobs if j.status == JobStatus.RUNNING.value]
+        positions = self.store.queue_positions(j.seq for j in queued)
+        stats = self.store.model_stats() if queued or running else {}
+        all_running = self.store.running() if queued else []
+        views = []
+        for job in jobs:
+            eta = None
+            if job.status == JobStatus.RUNNING.value:
+                eta = running_eta_s(job, stats)
+            elif job.status == JobStatus.QUEUED.value and stats:
+                eta = queued_eta_s(self.store.queued_ahead(job.seq), all_running, stats, self.config.concurrency)
+            views.append(make_view(job, positions.get(job.seq), eta))
+        return views
+
+    def _eta_for_new_job(self, model: str, steps: int) -> float | None:
+        stats = self.store.model_stats()
+        s = stats.get(model)
+        return None if s is None else (steps * s.step_time_s + s.overhead_s) / max(1, self.config.concurrency)
+
+    def content_path(self, job_id: str, variant: str = "video", owner_key: str | None = None) -> Path:
+        """The file of a succeeded job: `video` (MP4) or `thumbnail` (JPEG). 409 when there is none (yet)."""
+        if variant not in ("video", "thumbnail"):
+            raise InvalidRequestError("variant", f"`variant` must be video or thumbnail, got {variant!r}")
+        job = self._get(job_id, owner_key)
+        if job.status == JobStatus.EXPIRED.value:
+            raise JobStateError(f"job {job_id!r} expired; its files were deleted")
+        if job.status != JobStatus.SUCCEEDED.value or not job.outputs:
+            raise JobStateError(f"job {job_id!r} is {job.status}; content exists once it succeeded")
+        path = Path(job.outputs["video_path" if variant == "video" else "thumbnail_path"])
+        if not path.is_file():
+            raise JobStateError(f"job {job_id!r}: its {variant} file is gone from storage")
+        return path
+
+    async def stream_events(
+        self, job_id: str, after_seq: int = 0, owner_key: str | None = None
+    ) -> AsyncIterator[JobEventView]:
+        """Every event of the job numbered above `after_seq`, in order, live; ends after the final status."""
+        await asyncio.to_thread(self._get, job_id, owner_key)
+        last = after_seq
+        with self.hub.subscribe(job_id) as waiter:
+            while True:
+                events = await asyncio.to_thread(self.store.events_after, job_id, last)
+                for event in events:
+                    view = JobEventView.of(event)
+                    last = event.seq
+                    yield view
+                    if view.is_final:
+                        return
+                if not events:
+                    woken = await waiter.wait(self.config.event_poll_s)
+                    if not woken:
+                        await asyncio.to_thread(self._get, job_id, owner_key)  # deleted meanwhile: 404 ends it
+
+    def queue_stats(self) -> dict[str, int]:
+        """Jobs per status (queued, running, ...)."""
+        return self.store.counts()
+
+    # 3. Changing, client side
+    def cancel_job(self, job_id: str, owner_key: str | None = None) -> JobView:
+        """Queued: cancelled at once. Running: stops at the next step boundary. Finished: `JobStateError` (409)."""
+        self._get(job_id, owner_key)
+        job = self.store.request_cancel(job_id, self.config.retention_s)
+        self.hub.notify(job_id)
+        view = self._view(job)
+        if job.status == JobStatus.CANCELLED.value:
+            self.storage.delete_inputs(job_id)
+            self._final(view)
+        logger.info("job %s: cancel requested (%s)", job_id, job.status)
+        return view
+
+    def delete_job(self, job_id: str, owner_key: str | None = None) -> None:
+        """Deletes a job that is not running and its files. 409 for a running job."""
+        self._get(job_id, owner_key)
+        self.store.delete(job_id)
+        self.storage.delete_all(job_id)
+        self.hub.notify(job_id)
+
+    def add_final_listener(self, callback: FinalListener) -> None:
+        """Calls `callback(JobView)` whenever a job of this process reaches a final status."""
+        self._final_listeners.append(callback)
+
+    def _final(self, view: JobView) -> None:
+        for callback in self._final_listeners:
+            try:
+                callback(view)
+            except Exception:
+                logger.exception("final-status listener %r failed for job %s", callback, view.id)
+
+    # 4. Worker side
+    def claim_next_job(self, owner: str, models: Sequence[str]) -> Job | None:
+        """The oldest queued job of `models`, now running under `owner`'s lease."""
+        job = self.store.claim_next(owner, models, self.config.lease_s)
+        if job is not None:
+            self.hub.notify(job.id)
+        return job
+
+    def heartbeat(self, job_id: str, owner: str) -> LeaseState:
+        """Renews the lease; tells whether it is still held and whether a cancel was requested."""
+        return self.store.heartbeat(job_id, owner, self.config.lease_s)
+
+    def lease_state(self, job_id: str, owner: str) -> LeaseState:
+        return self.store.lease_state(job_id, owner)
+
+    def record_progress(
+        self, job_id: str, owner: str, changes: Sequence[tuple[str, dict[str, Any]]], step_times_s: Sequence[float] = ()
+    ) -> LeaseState:
+        """Persists stage/step changes (one event each) and wakes event readers."""
+        state = self.store.record_progress(job_id, owner, changes, step_times_s)
+        self.hub.notify(job_id)
+        return state
+
+    def generation_request(self, job: Job) -> GenerationRequest:
+        """The engine request of a claimed job: stored parameters, stored input files, output path from storage."""
+        params = {k: v for k, v in job.params.items() if k not in MEDIA_FIELDS and k != "model"}
+        params.update(job.inputs)
+        return resolve_request(job.model, params, output_path=str(self.storage.video_path(job.id)))
+
+    def finish_succeeded(self, job_id: str, owner: str, result: GenerationResult) -> JobView | None:
+        """Marks the job succeeded with its outputs. None when the lease was lost (someone else owns it now)."""
+        job = self.store.get(job_id)
+        run_time_s = (utcnow() - job.started_at).total_seconds() if job.started_at else None
+        outputs = {
+            "video_path": result.video_path,
+            "thumbnail_path": result.thumbnail_path,
+            "width": result.width,
+            "height": result.height,
+            "num_frames": result.num_frames,
+            "fps": result.fps,
+            "seed": result.seed,
+            "stage_times_s": dict(result.stage_times_s),
+        }
+        values = {"outputs": outputs, "run_time_s": run_time_s, "random_weights": result.random_weights}
+        return self._finish(job_id, owner, JobStatus.SUCCEEDED, values)
+
+    def finish_failed(self, job_id: str, owner: str, error_type: str, message: str) -> JobView | None:
+        """Marks the job failed with a type and a message a user can act on."""
+        return self._finish(
+            job_id, owner, JobStatus.FAILED, {"error_type": error_type, "error_message": message[:4000]}
+        )
+
+    def finish_cancelled(self, job_id: str, owner: str) -> JobView | None:
+        """Marks a running job cancelled (it stopped at a step boundary and left no output)."""
+        values = {"error_type": "cancelled", "error_message": "cancelled by request while running"}
+        return self._finish(job_id, owner, JobStatus.CANCELLED, values)
+
+    def _finish(self, job_id: str, owner: str, status: JobStatus, values: dict[str, Any]) -> JobView | None:
+        job = self.store.finish(job_id, owner, status, self.config.retention_s, **values)
+        if job is None:
+            logger.warning(
+                "job %s: lease lost before it could be marked %s; left to its new owner", job_id, status.value
+            )
+            return None
+        self.storage.delete_inputs(job_id)
+        self.hub.notify(job_id)
+        view = self._view(job)
+        self._final(view)
+        return view
+
+    # 5. Sweeps
+    def release_lost_jobs(self, owner_is_dead: Callable[[str], bool] | None = None) -> list[JobView]:
+        """Expired leases (and owners known dead) back to queued, or failed `worker_lost` after the last attempt."""
+        changed = self.store.release_lost(self.config.retention_s, owner_is_dead=owner_is_dead)
+        views = []
+        for job in changed:
+            self.hub.notify(job.id)
+            view = self._view(job)
+            views.append(view)
+            if job.status == JobStatus.QUEUED.value:
+                self._notify_waiting(job.id)
+            else:
+                self.storage.delete_inputs(job.id)
+                self._final(view)
+        return views
+
+    def expire_finished_jobs(self) -> list[str]:
+        """Finished jobs past retention: files deleted, rows kept as `expired`. Returns their ids."""
+        expired = self.store.expire_finished()
+        for job in expired:
+            self.storage.delete_all(job.id)
+            self.hub.notify(job.id)
+        if expired:
+            logger.info("expired %d finished jobs past retention", len(expired))
+        return [job.id for job in expired]
+
+
+def _check_webhook_url(url: str | None) -> str | None:
+    if url is None or url == "":
+        return None
+    if not isinstance(url, str) or len(url) > 2048 or not url.lower().startswith(("http://", "https://")):
+        raise InvalidRequestError(
+            "webhook_url", f"`webhook_url` must be an http(s) URL of at most 2048 characters, got {str(url)[:80]!r}"
+        )
+    return url
+
+
+def _check_idempotency_key(key: str | None) -> str | None:
+    if key is None or key == "":
+        return None
+    if len(key) > 255 or not key.isprintable():
+        raise InvalidRequestError(
+            "Idempotency-Key", f"`Idempotency-Key` must be 1-255 printable characters, got {key[:40]!r}..."
+        )
+    return key
+
+
+def _fingerprint(model: str, params: Mapping[str, Any], media: Mapping[str, Any], webhook_url: str | None) -> str:
+    """A hash of what the client sent (media by content), to tell a retried request from a different one."""
+
+    def digest(value: Any) -> Any:
+        if isinstance(value, bytes | bytearray):
+            return "sha256:" + hashlib.sha256(value).hexdigest()
+        if isinstance(value, list | tuple):
+            return [digest(v) for v in value]
+        return value if isinstance(value, str) else repr(value)
+
+    body = {"model": model, "params": params, "media": {k: digest(v) for k, v in media.items()}, "webhook": webhook_url}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=repr).encode()).hexdigest()

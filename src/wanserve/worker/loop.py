@@ -1,0 +1,244 @@
+"""The worker loop: claim a job, run it on the engine with progress and stop checks, record how it ended.
+
+One `Worker` runs one job at a time. It goes through `JobService` for every database change; an exception in a job
+fails that job (with its error type and message) and the loop goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from wanserve.dispatch.base import Dispatcher
+from wanserve.engine.requests import GenerationRequest, GenerationResult, ProgressCallback, ProgressEvent, StopCallback
+from wanserve.errors import GenerationCancelled, WanserveError
+from wanserve.jobs.model import Job
+from wanserve.jobs.service import JobService
+
+logger = logging.getLogger(__name__)
+
+
+class EngineLike(Protocol):
+    """What a worker needs of `wanserve.engine.engine.Engine`."""
+
+    def load(self, model: str) -> None: ...
+
+    def loaded_models(self) -> list[str]: ...
+
+    def generate(
+        self,
+        request: GenerationRequest,
+        on_progress: ProgressCallback | None = None,
+        should_stop: StopCallback | None = None,
+    ) -> GenerationResult: ...
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """How one worker behaves."""
+
+    worker_id: str
+    """Lease owner id: `<host>:<pid>:<boot token>:<slot>` (see `worker.identity`)."""
+    task_timeout_s: float = 3600.0
+    heartbeat_s: float = 10.0
+    """Lease renewal period (a third of the lease)."""
+    poll_interval_s: float = 2.0
+    progress_flush_s: float = 0.2
+    """Step events are written in batches at most this often; stage changes at once."""
+    hold_dir: Path | None = None
+    """Test-only: block after step `hold_step` until `<hold_dir>/<job id>` exists."""
+    hold_step: int = 1
+
+
+class _ProgressRecorder:
+    """Turns engine progress events into job events, batching steps so the database is not written per step."""
+
+    def __init__(self, service: JobService, job_id: str, owner: str, flush_s: float):
+        self._service, self._job_id, self._owner, self._flush_s = service, job_id, owner, flush_s
+        self._pending: list[tuple[str, dict]] = []
+        self._step_times: list[float] = []
+        self._stage: str | None = None
+        self._step = -1
+        self._last_flush = time.monotonic()
+
+    def flush_quietly(self) -> None:
+        """Flushes what is pending; a failure here must not hide the job's own outcome."""
+        try:
+            self.flush()
+        except Exception:
+            logger.exception("job %s: could not record its last progress", self._job_id)
+
+    def add(self, event: ProgressEvent) -> None:
+        stage = event.stage.value
+        values = {"stage": stage, "step": event.step, "steps": event.steps}
+        urgent = False
+        if stage != self._stage:
+            self._pending.append(("stage", values))
+            self._stage, self._step, urgent = stage, event.step, True
+        elif event.step != self._step:
+            self._pending.append(("step", values))
+            self._step = event.step
+        if event.step_time_s is not None:
+            self._step_times.append(event.step_time_s)
+        if urgent or time.monotonic() - self._last_flush >= self._flush_s:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            self._service.record_progress(self._job_id, self._owner, self._pending, self._step_times)
+            self._pending, self._step_times = [], []
+        self._last_flush = time.monotonic()
+
+
+class _Heartbeat(threading.Thread):
+    """Renews a job's lease every `period_s` until stopped; remembers when the lease was lost."""
+
+    def __init__(self, service: JobService, job_id: str, owner: str, period_s: float):
+        super().__init__(name=f"heartbeat-{job_id[:8]}", daemon=True)
+        self._service, self._job_id, self._owner, self._period_s = service, job_id, owner, period_s
+        self._stop_event = threading.Event()
+        self.lost = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self._period_s):
+            try:
+                state = self._service.heartbeat(self._job_id, self._owner)
+            except Exception:
+                logger.exception("job %s: heartbeat failed; retrying", self._job_id)
+                continue
+            if not state.held:
+                logger.warning("job %s: lease lost; stopping at the next step", self._job_id)
+                self.lost.set()
+                return
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+
+class Worker:
+    """Runs queued jobs of `models` on `engine`, one at a time."""
+
+    def __init__(
+        self,
+        service: JobService,
+        engine: EngineLike,
+        dispatcher: Dispatcher,
+        config: WorkerConfig,
+        models: Sequence[str],
+    ):
+        self.service, self.engine, self.dispatcher, self.config = service, engine, dispatcher, config
+        self.models = list(models)
+        self.current_job: str | None = None
+        self.ready = threading.Event()
+        """Set once the models are loaded and the worker takes jobs."""
+
+    def load_models(self) -> None:
+        """Loads and warms every model so the first job pays no loading time."""
+        for model in self.models:
+            started = time.monotonic()
+            self.engine.load(model)
+            logger.info("%s: %s loaded and warm in %.1f s", self.config.worker_id, model, time.monotonic() - started)
+        self.ready.set()
+
+    def run(self, stop: threading.Event) -> None:
+        """Loads the models, then claims and runs jobs until `stop` is set."""
+        self.load_models()
+        while not stop.is_set():
+            try:
+                ran = self.run_once(stop)
+            except Exception:
+                logger.exception("%s: unexpected error in the worker loop; continuing", self.config.worker_id)
+                ran = False
+            if not ran and not stop.is_set():
+                self.dispatcher.wait_for_job(self.config.poll_interval_s)
+
+    def run_once(self, stop: threading.Event | None = None) -> bool:
+        """Claims one job and runs it to its end. False when no job was waiting."""
+        job = self.service.claim_next_job(self.config.worker_id, self.models)
+        if job is None:
+            return False
+        self.current_job = job.id
+        try:
+            self._run_job(job, stop or threading.Event())
+        finally:
+            self.current_job = None
+        return True
+
+    def _run_job(self, job: Job, stop: threading.Event) -> None:
+        owner = self.config.worker_id
+        logger.info("%s: running job %s (attempt %d)", owner, job.id, job.attempts)
+        deadline = time.monotonic() + self.config.task_timeout_s
+        recorder = _ProgressRecorder(self.service, job.id, owner, self.config.progress_flush_s)
+        heartbeat = _Heartbeat(self.service, job.id, owner, self.config.heartbeat_s)
+        reason: list[str] = []  # why should_stop said yes: "lease", "cancel", "timeout" or "shutdown"
+
+        def should_stop() -> bool:
+            if heartbeat.lost.is_set():
+                reason.append("lease")
+            elif time.monotonic() > deadline:
+                reason.append("timeout")
+            else:
+                state = self.service.lease_state(job.id, owner)
+                if not state.held:
+                    reason.append("lease")
+                elif state.cancel_requested:
+                    reason.append("cancel")
+            return bool(reason)
+
+        def on_progress(event: ProgressEvent) -> None:
+            recorder.add(event)
+            if (
+                self.config.hold_dir is not None
+                and event.step == self.config.hold_step
+                and event.step_time_s is not None
+            ):
+                recorder.flush()
+                self._hold(job.id, stop, heartbeat)
+
+        heartbeat.start()
+        try:
+            request = self.service.generation_request(job)
+            result = self.engine.generate(request, on_progress=on_progress, should_stop=should_stop)
+            recorder.flush()
+        except GenerationCancelled:
+            recorder.flush_quietly()
+            cause = reason[0] if reason else "cancel"
+            if cause == "lease":
+                logger.warning("job %s: stopped after losing its lease; its new owner finishes it", job.id)
+            elif cause == "timeout":
+                self.service.finish_failed(
+                    job.id,
+                    owner,
+                    "timeout",
+                    f"the job ran longer than the task timeout of {self.config.task_timeout_s:g} s",
+                )
+            else:
+                self.service.finish_cancelled(job.id, owner)
+            return
+        except WanserveError as exc:
+            recorder.flush_quietly()
+            logger.warning("job %s failed: %s: %s", job.id, exc.error_type, exc)
+            self.service.finish_failed(job.id, owner, exc.error_type, str(exc))
+            return
+        except Exception as exc:
+            recorder.flush_quietly()
+            logger.exception("job %s failed with an unexpected error", job.id)
+            self.service.finish_failed(job.id, owner, "internal_error", f"{type(exc).__name__}: {exc}")
+            return
+        finally:
+            heartbeat.stop()
+        view = self.service.finish_succeeded(job.id, owner, result)
+        if view is not None:
+            logger.info("job %s succeeded in %.2f s", job.id, (view.finished_at - view.started_at).total_seconds())
+
+    def _hold(self, job_id: str, stop: threading.Event, heartbeat: _Heartbeat) -> None:
+        """Test hook: blocks until `<hold_dir>/<job id>` exists (or the worker stops or loses the lease)."""
+        release = self.config.hold_dir / job_id
+        logger.info("job %s: holding after step %d until %s exists", job_id, self.config.hold_step, release)
+        while not release.exists() and not stop.is_set() and not heartbeat.lost.is_set():
+            stop.wait(0.02)

@@ -1,0 +1,164 @@
+"""Assembling one `wanserve serve` process: database (migrated), job service, storage, dispatcher, workers.
+
+`build_runtime(settings)` returns a `Runtime`; `start()` recovers jobs left running by dead processes of this host
+and starts the workers (each loads and warms its models, then takes jobs); `stop()` shuts them down.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine as DBEngine
+
+from wanserve import __version__
+from wanserve.config import Settings
+from wanserve.dispatch.embedded import EmbeddedDispatcher
+from wanserve.engine.registry import get_spec, tiny_models
+from wanserve.jobs.db import create_db_engine, make_session_factory, run_migrations
+from wanserve.jobs.media_inputs import MediaLimits
+from wanserve.jobs.service import JobService, JobServiceConfig
+from wanserve.jobs.store import JobStore
+from wanserve.storage.local import LocalStorage
+from wanserve.worker.identity import owner_id, owner_is_dead
+from wanserve.worker.loop import EngineLike, Worker, WorkerConfig
+from wanserve.worker.pool import WorkerPool
+
+logger = logging.getLogger(__name__)
+
+EngineFactory = Callable[[str, Settings], EngineLike]
+
+
+def default_engine_factory(device: str, settings: Settings) -> EngineLike:
+    """A real `Engine` on `device`, with the weights of `settings.checkpoint_dir/<model>` where present."""
+    from wanserve.engine.config import EngineConfig
+    from wanserve.engine.engine import Engine
+
+    paths: tuple[tuple[str, str], ...] = ()
+    if settings.checkpoint_dir is not None:
+        root = settings.checkpoint_dir
+        paths = tuple((m, str(root / m)) for m in settings.models if (root / m).is_dir())
+    return Engine(EngineConfig(device=device, model_paths=paths))
+
+
+def served_models(settings: Settings) -> tuple[list[str], bool]:
+    """(models to load, whether they are the tiny fallback because no weights are configured)."""
+    if settings.models:
+        for name in settings.models:
+            get_spec(name)  # unknown names fail at start-up, listing the catalog
+        return list(settings.models), False
+    if settings.checkpoint_dir is None:
+        return [spec.name for spec in tiny_models()], True
+    raise ValueError("`WANSERVE_MODELS` must name the models to serve from `WANSERVE_CHECKPOINT_DIR`")
+
+
+@dataclass
+class Runtime:
+    """Everything one server process runs."""
+
+    settings: Settings
+    db: DBEngine
+    service: JobService
+    storage: LocalStorage
+    dispatcher: EmbeddedDispatcher
+    models: list[str]
+    tiny_fallback: bool
+    devices: list[str]
+    pool: WorkerPool | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+    """Room for other components (metrics, webhook sender) to hang their objects."""
+
+    @property
+    def random_weights(self) -> bool:
+        """True when any served model has random weights."""
+        return any(get_spec(m).random_weights for m in self.models)
+
+    def start(self) -> None:
+        """Recovers jobs of dead processes, then starts the workers."""
+        recovered = self.service.release_lost_jobs(owner_is_dead=owner_is_dead)
+        if recovered:
+            logger.warning("recovered %d jobs left running by a stopped process", len(recovered))
+        if self.pool is not None:
+            self.pool.start()
+
+    def stop(self) -> None:
+        if self.pool is not None:
+            self.pool.stop()
+        self.db.dispose()
+
+    def health(self) -> dict[str, Any]:
+        """What `/health` reports."""
+        counts = self.service.queue_stats()
+        workers = self.pool.status() if self.pool is not None else []
+        ready = bool(workers) and all(w.ready for w in workers)
+        errors = [w.load_error for w in workers if w.load_error]
+        status = "error" if errors else "ok" if ready else "starting"
+        return {
+            "status": status,
+            "version": __version__,
+            "random_weights": self.random_weights,
+            "models": [{"name": m, "loaded": ready, "random_weights": get_spec(m).random_weights} for m in self.models],
+            "devices": self.devices,
+            "rank": 0,
+            "world_size": 1,
+            "queue_depth": counts.get("queued", 0),
+            "running_jobs": counts.get("running", 0),
+            "workers": [w.__dict__ for w in workers],
+            "errors": errors,
+        }
+
+
+def build_runtime(
+    settings: Settings,
+    engine_factory: EngineFactory | None = None,
+    start_workers: bool = True,
+    devices: list[str] | None = None,
+) -> Runtime:
+    """Builds (but does not start) the runtime: migrates the database, makes the service and the workers."""
+    models, tiny_fallback = served_models(settings)
+    if tiny_fallback:
+        logger.warning(
+            "no weights configured (WANSERVE_CHECKPOINT_DIR / WANSERVE_MODELS unset): serving the tiny models, "
+            "which have RANDOM weights and draw noise: %s",
+            ", ".join(models),
+        )
+    db = create_db_engine(settings.resolved_database_url)
+    run_migrations(db)
+    storage = LocalStorage(settings.resolved_output_dir, settings.input_dir)
+    dispatcher = EmbeddedDispatcher()
+    if devices is None:
+        from wanserve.worker.devices import detect_devices
+
+        devices = detect_devices() if start_workers else ["cpu"]
+    concurrency = settings.concurrency or len(devices)
+    config = JobServiceConfig(
+        served_models=tuple(models),
+        max_queue=settings.max_queue,
+        max_attempts=settings.max_attempts,
+        retention_s=settings.retention_s,
+        lease_s=settings.lease_s,
+        concurrency=concurrency,
+        media=MediaLimits(max_bytes=settings.max_upload_bytes, allow_private_urls=settings.allow_private_urls),
+    )
+    service = JobService(
+        JobStore(make_session_factory(db)), storage, config, notify_waiting=dispatcher.notify_job_waiting
+    )
+    runtime = Runtime(settings, db, service, storage, dispatcher, models, tiny_fallback, devices)
+    if start_workers:
+        factory = engine_factory or default_engine_factory
+        workers = []
+        for slot in range(concurrency):
+            device = devices[slot % len(devices)]
+            worker_config = WorkerConfig(
+                worker_id=owner_id(slot),
+                task_timeout_s=settings.task_timeout_s,
+                heartbeat_s=settings.lease_s / 3,
+                poll_interval_s=settings.poll_interval_s,
+                hold_dir=settings.hold_dir,
+                hold_step=settings.hold_step,
+            )
+            workers.append((Worker(service, factory(device, settings), dispatcher, worker_config, models), device))
+        runtime.pool = WorkerPool(service, dispatcher, workers, settings.sweep_interval_s)
+    return runtime
