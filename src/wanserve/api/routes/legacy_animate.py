@@ -21,20 +21,19 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
+from wanserve.api.deps import JobServiceDep, OwnerDep, get_settings
 from wanserve.api.routes.legacy_common import (
     LegacyRoute,
     choose_model,
     job_id_of,
     legacy_status,
     public_id,
-    setting,
 )
 from wanserve.api.routes.legacy_wan21_i2v import read_json, rename_native_error
 from wanserve.api.schemas.legacy import ANIMATE_STATUS, AnimateJobCreate, AnimateJobStatus, parse_body, solver_name
 from wanserve.engine.registry import get_spec
 from wanserve.engine.requests import TaskKind
 from wanserve.errors import InvalidRequestError, JobNotFoundError, JobStateError, PayloadTooLargeError
-from wanserve.api.deps import JobServiceDep, OwnerDep
 from wanserve.jobs.service import JobSubmission
 from wanserve.media.inputs import IMAGE_MIME_TYPES, VIDEO_MIME_TYPES, describe_bytes, sniff_media_type
 from wanserve.media.paths import confine_existing_dir, confine_path
@@ -135,12 +134,9 @@ def animate_params(body: AnimateJobCreate, model: str, pose_frames: int) -> dict
 
 
 def _prepare(request: Request, body: AnimateJobCreate, model: str) -> tuple[dict[str, Any], dict[str, bytes]]:
-    root = setting(request, "animate_jobs_root", None)
-    if root is None:
-        data_dir = setting(request, "data_dir", Path("data"))
-        root = Path(data_dir) / "animate_jobs"
-    max_bytes = setting(request, "max_upload_bytes", 100 * 1024 * 1024)
-    inputs = read_sources(body.src_root_path, Path(root), body.replace_flag, max_bytes)
+    settings = get_settings(request)
+    root = settings.resolved_animate_jobs_root
+    inputs = read_sources(body.src_root_path, root, body.replace_flag, settings.max_upload_bytes)
     pose_frames = probe_video(inputs["pose_video"], "src_root_path/src_pose.mp4").num_frames
     return animate_params(body, model, pose_frames), inputs
 

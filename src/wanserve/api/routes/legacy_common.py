@@ -18,7 +18,6 @@ from wanserve.api.schemas.legacy import ParallelCapabilities
 from wanserve.engine.registry import CATALOG, get_spec
 from wanserve.engine.requests import TaskKind
 from wanserve.errors import InvalidRequestError, JobNotFoundError, QueueFullError, WanserveError
-from wanserve.api.deps import get_settings
 from wanserve.jobs.service import JobService
 
 logger = logging.getLogger(__name__)
@@ -54,11 +53,6 @@ class LegacyRoute(APIRoute):
                 return legacy_error(exc.status_code, str(exc.detail), None, exc.headers)
 
         return handle
-
-
-def setting(request: Request, name: str, default: Any) -> Any:
-    """One deployment setting, with a default where this deployment's `Settings` lacks it."""
-    return getattr(get_settings(request), name, default)
 
 
 def capabilities(request: Request) -> ParallelCapabilities:

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 
+from wanserve.api.deps import JobServiceDep, OwnerDep
 from wanserve.api.routes.legacy_common import (
     LegacyRoute,
     capabilities,
@@ -40,7 +41,6 @@ from wanserve.api.schemas.legacy import (
 )
 from wanserve.engine.requests import TaskKind
 from wanserve.errors import InvalidRequestError, JobNotFoundError, JobStateError
-from wanserve.api.deps import JobServiceDep, OwnerDep
 from wanserve.jobs.service import JobSubmission
 
 logger = logging.getLogger(__name__)

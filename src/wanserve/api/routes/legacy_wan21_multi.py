@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
+from wanserve.api.deps import JobServiceDep, OwnerDep, get_settings
 from wanserve.api.routes.legacy_common import (
     LegacyRoute,
     capabilities,
@@ -25,7 +26,6 @@ from wanserve.api.routes.legacy_common import (
     legacy_status,
     output_facts,
     public_id,
-    setting,
     video_url,
 )
 from wanserve.api.routes.legacy_wan21_i2v import WAN21_NAMES, i2v_params, read_json, rename_native_error
@@ -40,7 +40,6 @@ from wanserve.api.schemas.legacy import (
 )
 from wanserve.engine.requests import TaskKind
 from wanserve.errors import InvalidRequestError, JobStateError, PayloadTooLargeError
-from wanserve.api.deps import JobServiceDep, OwnerDep
 from wanserve.jobs.service import JobSubmission
 from wanserve.media.paths import confine_existing_file
 
@@ -69,9 +68,9 @@ def _submission_inputs(request: Request, body: MultiDeviceSubmitRequest) -> dict
         raise InvalidRequestError("image_url", "give exactly one of `image_url` and `image_path`")
     if body.image_url is not None:
         return {"image": body.image_url}
-    root = setting(request, "legacy_input_dir", None)
-    max_bytes = setting(request, "max_upload_bytes", 100 * 1024 * 1024)
-    return {"image": read_confined_file(body.image_path, Path(root) if root else None, "image_path", max_bytes)}
+    settings = get_settings(request)
+    root = settings.legacy_input_dir
+    return {"image": read_confined_file(body.image_path, root, "image_path", settings.max_upload_bytes)}
 
 
 @router.post("/submit", response_model=MultiDeviceSubmitResponse)

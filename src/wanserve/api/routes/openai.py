@@ -18,6 +18,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.routing import APIRoute
 from starlette.datastructures import UploadFile
 
+from wanserve.api.deps import JobServiceDep, OwnerDep
 from wanserve.api.schemas.openai import (
     DEFAULT_LIST_LIMIT,
     MAX_LIST_LIMIT,
@@ -35,7 +36,6 @@ from wanserve.api.schemas.openai import (
 from wanserve.engine.registry import get_spec
 from wanserve.errors import InvalidRequestError, QueueFullError, WanserveError
 from wanserve.jobs.service import JobService, JobSubmission
-from wanserve.api.deps import JobServiceDep, OwnerDep
 
 logger = logging.getLogger(__name__)
 
