@@ -1,11 +1,12 @@
 """Real uvicorn servers (in a thread of the test process, on a pre-bound socket) for the compatibility-route tests:
 OpenAI `/v1/videos`, the replaced services' routes, `/metrics`, webhooks. Jobs run on the real engine with the
-tiny models; one server per settings combination, shared by the module that asks for it."""
+tiny models; one shared server with default settings, others started per settings combination."""
 
 from __future__ import annotations
 
 import base64
 import io
+import json
 import socket
 import threading
 from collections.abc import Iterator
@@ -36,11 +37,19 @@ class CompatServer:
 
     def wait_final(self, job_id: str) -> dict:
         """Follows the native event stream until the job's final status; returns the native job."""
+        self.wait_event(job_id, lambda kind, data: False)
+        return httpx.get(f"{self.url}/v1/jobs/{job_id}").json()
+
+    def wait_event(self, job_id: str, until) -> None:
+        """Follows the native event stream until `until(kind, data)` is true or the stream ends."""
+        kind = ""
         with httpx.stream("GET", f"{self.url}/v1/jobs/{job_id}/events", timeout=120) as response:
             response.raise_for_status()
-            for _ in response.iter_lines():
-                pass
-        return httpx.get(f"{self.url}/v1/jobs/{job_id}").json()
+            for line in response.iter_lines():
+                if line.startswith("event:"):
+                    kind = line.partition(":")[2].strip()
+                elif line.startswith("data:") and until(kind, json.loads(line.partition(":")[2])):
+                    return
 
 
 def _serve(app) -> tuple[uvicorn.Server, threading.Thread, str]:
@@ -54,9 +63,9 @@ def _serve(app) -> tuple[uvicorn.Server, threading.Thread, str]:
     return server, thread, f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def start_compat_server(tmp_path_factory) -> Iterator:
-    """`start_compat_server(**settings)` -> a `CompatServer` with the tiny models; all stopped after the module."""
+    """`start_compat_server(**settings)` -> a `CompatServer` with the tiny models; all stopped at the end."""
     running: list[tuple[uvicorn.Server, threading.Thread]] = []
 
     def start(**overrides) -> CompatServer:
@@ -85,6 +94,12 @@ def start_compat_server(tmp_path_factory) -> Iterator:
     for server, thread in running:
         server.should_exit = True
         thread.join(60)
+
+
+@pytest.fixture(scope="session")
+def compat_server(start_compat_server) -> CompatServer:
+    """The shared server: default settings (private URLs refused), tiny t2v, i2v and animate models."""
+    return start_compat_server()
 
 
 def png_bytes(size: tuple[int, int] = (64, 64), color=(200, 40, 40)) -> bytes:

@@ -212,6 +212,15 @@ class JobService:
         """The job with its queue position and ETA; `JobNotFoundError` (also for another owner's job)."""
         return self._view(self._get(job_id, owner_key))
 
+    def find_by_idempotency_key(self, key: str, owner_key: str | None = None) -> JobView:
+        """The job made with `Idempotency-Key` `key` (by `owner_key`); `JobNotFoundError` when there is none."""
+        job = self.store._by_idempotency_key(owner_key or "", key)
+        if job is None:
+            from wanserve.errors import JobNotFoundError
+
+            raise JobNotFoundError(f"job {key!r} not found")
+        return self._view(job)
+
     def _get(self, job_id: str, owner_key: str | None) -> Job:
         job = self.store.get(job_id)
         if owner_key is not None and job.owner_key != owner_key:

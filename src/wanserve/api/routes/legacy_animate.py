@@ -34,7 +34,7 @@ from wanserve.api.schemas.legacy import ANIMATE_STATUS, AnimateJobCreate, Animat
 from wanserve.engine.registry import get_spec
 from wanserve.engine.requests import TaskKind
 from wanserve.errors import InvalidRequestError, JobNotFoundError, JobStateError, PayloadTooLargeError
-from wanserve.jobs.service import JobSubmission
+from wanserve.jobs.service import JobService, JobSubmission
 from wanserve.media.inputs import IMAGE_MIME_TYPES, VIDEO_MIME_TYPES, describe_bytes, sniff_media_type
 from wanserve.media.paths import confine_existing_dir, confine_path
 from wanserve.media.video import probe_video
@@ -141,6 +141,14 @@ def _prepare(request: Request, body: AnimateJobCreate, model: str) -> tuple[dict
     return animate_params(body, model, pose_frames), inputs
 
 
+def find_job(service: JobService, job_id: str, owner: str | None) -> Any:
+    """A job by the id this backend showed: the client's own `job_id`, or wanserve's id."""
+    try:
+        return service.get_job(job_id_of(job_id), owner)
+    except JobNotFoundError:
+        return service.find_by_idempotency_key(job_id, owner)
+
+
 def animate_status(view: Any) -> AnimateJobStatus:
     """A job in the Animate backend's status shape."""
     status = legacy_status(view)
@@ -151,7 +159,7 @@ def animate_status(view: Any) -> AnimateJobStatus:
         message = view.error_message
     outputs = view.outputs or {}
     return AnimateJobStatus(
-        job_id=public_id(view.id),
+        job_id=view.idempotency_key or public_id(view.id),
         status=ANIMATE_STATUS[status],
         output_path=outputs.get("video_path") if status == "succeeded" else None,
         message=message,
@@ -181,7 +189,7 @@ async def create_animate_job(request: Request, service: JobServiceDep, owner: Ow
 @router.get("/jobs/{job_id}", response_model=AnimateJobStatus)
 async def get_animate_job(request: Request, service: JobServiceDep, owner: OwnerDep, job_id: str) -> AnimateJobStatus:
     """Status of an Animate job."""
-    view = await run_in_threadpool(service.get_job, job_id_of(job_id), owner)
+    view = await run_in_threadpool(find_job, service, job_id, owner)
     return animate_status(view)
 
 
@@ -189,7 +197,8 @@ async def get_animate_job(request: Request, service: JobServiceDep, owner: Owner
 async def get_animate_media(request: Request, service: JobServiceDep, owner: OwnerDep, job_id: str) -> FileResponse:
     """The MP4 of a succeeded Animate job; 404 until there is one (as before)."""
     try:
-        path = await run_in_threadpool(service.content_path, job_id_of(job_id), "video", owner)
+        view = await run_in_threadpool(find_job, service, job_id, owner)
+        path = await run_in_threadpool(service.content_path, view.id, "video", owner)
     except JobStateError:
         raise JobNotFoundError("Output not available yet") from None
     return FileResponse(path, media_type="video/mp4", filename=f"{job_id}.mp4")

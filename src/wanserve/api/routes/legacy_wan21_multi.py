@@ -131,6 +131,9 @@ def multi_device_status(view: Any) -> MultiDeviceStatusResponse:
         "failed": view.error_message or "failed",
         "cancelled": view.error_message or "cancelled",
     }
+    # Stages after denoising report no step counts; the total comes from the parameters then.
+    total_steps = view.steps or int(view.params.get("num_inference_steps", 0)) or None
+    current_step = total_steps if status == "succeeded" else view.step
     elapsed = None
     if view.started_at is not None:
         end = view.finished_at or datetime.now(timezone.utc)
@@ -145,8 +148,8 @@ def multi_device_status(view: Any) -> MultiDeviceStatusResponse:
         results=results,
         reason=view.error_message if status in ("failed", "cancelled") else None,
         elapsed_time=elapsed,
-        current_step=view.step,
-        total_steps=view.steps,
+        current_step=current_step,
+        total_steps=total_steps,
         current_stage=view.stage,
     )
 
