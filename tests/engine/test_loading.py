@@ -124,8 +124,7 @@ def test_weights_status_reports_missing_diffusers_component(t2v_dirs, tmp_path):
     status = weights_status(spec, diffusers_dir)
     assert not status.complete
     assert status.missing == (
-        "vae/diffusion_pytorch_model.safetensors (or diffusion_pytorch_model"
-        ".safetensors.index.json and its shards)",
+        "vae/diffusion_pytorch_model.safetensors (or diffusion_pytorch_model.safetensors.index.json and its shards)",
     )
 
 

@@ -241,3 +241,16 @@ def test_load_video_large_frames_rejected(tmp_path, frames):
 def test_load_video_zero_max_frames_rejected(tmp_path):
     with pytest.raises(InvalidRequestError, match="`max_frames` must be a positive integer, got 0"):
         load_video(b"x", "video", max_frames=0)
+
+
+def test_encode_mp4_missing_directory_raises(tmp_path, frames):
+    with pytest.raises(FileNotFoundError, match="output directory .* does not exist"):
+        encode_mp4(frames, tmp_path / "absent" / "out.mp4", fps=8)
+
+
+def test_probe_video_text_names_field():
+    with pytest.raises(InvalidRequestError) as err:
+        probe_video(b"just some text, not a video at all\n" * 10, field="control_video")
+
+    assert err.value.field == "control_video"
+    assert "`control_video` is not a readable video" in str(err.value)

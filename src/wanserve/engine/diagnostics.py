@@ -257,10 +257,8 @@ def model_readiness(spec: ModelSpec, models_dir: Path | None = None) -> ModelRea
         return ModelReadiness(
             spec.name, True, True, memory_gb=spec.memory_gb, message="built in, random weights (tests only)"
         )
-    try:
-        from wanserve.engine.loading import weights_status
-    except ImportError:  # TODO(media): drop once engine/loading.py (branch ckpt) is on main
-        return ModelReadiness(spec.name, False, False, memory_gb=spec.memory_gb, message="weights check unavailable")
+    from wanserve.engine.loading import weights_status
+
     explicit = models_dir / spec.name if models_dir is not None and (models_dir / spec.name).is_dir() else None
     status = weights_status(spec, explicit)
     if status.complete:
@@ -304,16 +302,10 @@ def run_diagnostics(
     device: str | None = None,
 ) -> DoctorReport:
     """Runs every check. `models_dir` None means wherever the loader looks by default."""
-    if models_dir is None:
-        try:
-            from wanserve.engine.loading import models_root
-        except ImportError:  # TODO(media): drop once engine/loading.py (branch ckpt) is on main
-            models_root = lambda: Path("~/.cache/wanserve/models").expanduser()  # noqa: E731
-        models_dir_for_disk = models_root()
-    else:
-        models_dir_for_disk = models_dir
+    from wanserve.engine.loading import models_root
+
     checks = [check_python(), check_torch(), check_devices(device), check_libraries(), check_video_encoding(quick)]
-    checks.append(check_disk(data_dir, models_dir_for_disk))
+    checks.append(check_disk(data_dir, models_dir if models_dir is not None else models_root()))
     models = [model_readiness(spec, models_dir) for spec in CATALOG.values()]
     checks.append(check_models(models))
     for check in checks:

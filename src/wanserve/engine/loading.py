@@ -103,15 +103,11 @@ def weights_status(spec: ModelSpec, path: str | Path | None = None) -> WeightsSt
     if resolved is None:
         if spec.tiny:
             return WeightsStatus(spec.name, None, None, True, True, ())
-        return WeightsStatus(
-            spec.name, None, None, False, False, expected_files(spec, preferred_layout(spec))
-        )
+        return WeightsStatus(spec.name, None, None, False, False, expected_files(spec, preferred_layout(spec)))
     try:
         layout = detect_layout(resolved)
     except (WeightsNotFoundError, CheckpointError):
-        return WeightsStatus(
-            spec.name, str(resolved), None, False, False, expected_files(spec, preferred_layout(spec))
-        )
+        return WeightsStatus(spec.name, str(resolved), None, False, False, expected_files(spec, preferred_layout(spec)))
     missing = missing_files(spec, resolved, layout)
     return WeightsStatus(spec.name, str(resolved), layout, True, not missing, missing)
 
@@ -187,8 +183,7 @@ def _check_pipeline_class(spec: ModelSpec, path: Path) -> None:
         raise CheckpointError(f"{path / MODEL_INDEX}: cannot read JSON ({exc})") from exc
     if index.get("_class_name") != spec.pipeline:
         raise CheckpointError(
-            f"{path / MODEL_INDEX}: `_class_name` is {index.get('_class_name')!r}, "
-            f"{spec.name} needs {spec.pipeline!r}"
+            f"{path / MODEL_INDEX}: `_class_name` is {index.get('_class_name')!r}, {spec.name} needs {spec.pipeline!r}"
         )
 
 
