@@ -149,3 +149,25 @@ def test_generate_animate_counts_steps_over_segments(engine, tmp_path, png_bytes
     steps = [(e.step, e.steps) for e in events if e.stage == Stage.DENOISING]
     assert steps == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]
     assert decode_frames(result.video_path).shape[0] == 17
+
+
+def test_generate_text_encoder_on_cpu_matches_default(engine, tmp_path):
+    """`text_encoder_on_cpu` (T5_CPU) encodes on the CPU; on a CPU-only machine the frames must be identical."""
+    from wanserve.engine.config import EngineConfig, MemoryConfig
+    from wanserve.engine.engine import Engine
+
+    t5_cpu = Engine(EngineConfig(device="cpu", memory=MemoryConfig(text_encoder_on_cpu=True, vae_tiling=True)))
+    first = _generate(engine, tmp_path, "tiny-t2v", name="a.mp4", seed=5)
+    second = _generate(t5_cpu, tmp_path, "tiny-t2v", name="b.mp4", seed=5)
+    assert np.array_equal(decode_frames(first.video_path), decode_frames(second.video_path))
+    assert t5_cpu.load("tiny-t2v").components["vae"].use_tiling
+
+
+def test_generate_two_pipelines_of_one_model_share_modules(engine, tmp_path, png_bytes):
+    """TI2V runs the text and the image pipeline over the same modules; memory options are applied once."""
+    _generate(engine, tmp_path, "tiny-ti2v", name="text.mp4")
+    _generate(engine, tmp_path, "tiny-ti2v", name="image.mp4", image=png_bytes)
+    loaded = engine.load("tiny-ti2v")
+    pipes = list(loaded.pipelines.values())
+    assert len(pipes) == 2 and pipes[0].transformer is pipes[1].transformer
+    assert loaded.memory_applied

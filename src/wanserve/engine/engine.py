@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from wanserve.engine import inputs as engine_inputs
+from wanserve.engine.memory import apply_memory_options
 from wanserve.engine.pipelines import build_pipeline, make_scheduler, pipeline_class
 from wanserve.engine.registry import ModelSpec, get_spec
 from wanserve.engine.requests import (
@@ -38,11 +39,10 @@ class LoadedModel:
     components: dict[str, Any]
     device: torch.device
     path: str | None
+    random_weights: bool
     pipelines: dict[type, Any] = field(default_factory=dict)
-
-    @property
-    def random_weights(self) -> bool:
-        return self.spec.random_weights
+    memory_applied: bool = False
+    """Placement and offload hooks live on the shared modules, so they are applied once per model."""
 
 
 class Engine:
@@ -66,7 +66,9 @@ class Engine:
         return list(self._models)
 
     def is_random(self, model: str) -> bool:
-        return get_spec(model).random_weights
+        """Whether `model` (loaded or not) serves random weights."""
+        loaded = self._models.get(model)
+        return loaded.random_weights if loaded is not None else get_spec(model).random_weights
 
     def load(self, model: str) -> LoadedModel:
         """Loads `model` (and keeps it), building tiny models offline; a second call returns the loaded one."""
@@ -104,7 +106,9 @@ class Engine:
                 text_encoder_dtype=torch_dtype(memory.text_encoder_dtype),
             )
             path = str(directory)
-        loaded = LoadedModel(spec=spec, components=components, device=device, path=path)
+        loaded = LoadedModel(
+            spec=spec, components=components, device=device, path=path, random_weights=spec.random_weights
+        )
         self._models[model] = loaded
         logger.info(
             "loaded %s on %s in %.1f s%s",
@@ -115,6 +119,18 @@ class Engine:
         )
         return loaded
 
+    def adopt(self, model: str, components: dict[str, Any], random_weights: bool) -> LoadedModel:
+        """Serves `model` from components built elsewhere (benchmarks build real-size models with random weights).
+
+        `random_weights` must say whether they are trained weights: every result reports it.
+        """
+        spec = get_spec(model)
+        loaded = LoadedModel(
+            spec=spec, components=components, device=self.device, path=None, random_weights=random_weights
+        )
+        self._models[model] = loaded
+        return loaded
+
     def unload(self, model: str) -> None:
         self._models.pop(model, None)
 
@@ -122,10 +138,10 @@ class Engine:
         cls = pipeline_class(loaded.spec, request)
         if cls not in loaded.pipelines:
             pipe = build_pipeline(cls, loaded.spec, loaded.components)
-            if not loaded.spec.tiny:
-                from wanserve.engine.memory import apply_memory_options
-
+            if not loaded.memory_applied:
+                # Tiny models too, so every memory option is exercised by the tiny-model tests.
                 apply_memory_options(pipe, self.config.memory, loaded.device)
+                loaded.memory_applied = True
             pipe.set_progress_bar_config(disable=True)
             loaded.pipelines[cls] = pipe
         return loaded.pipelines[cls]
@@ -188,7 +204,7 @@ class _Run:
         do_cfg = request.guidance_scale > 1.0
         # With `text_encoder_on_cpu` (the seed services' T5_CPU) the prompt is encoded on the CPU and only the
         # embeddings move to the accelerator.
-        on_cpu = not loaded.spec.tiny and self.engine.config.memory.text_encoder_on_cpu
+        on_cpu = self.engine.config.memory.text_encoder_on_cpu
         with torch.inference_mode():
             prompt_embeds, negative_embeds = pipe.encode_prompt(
                 prompt=request.prompt,
@@ -215,7 +231,9 @@ class _Run:
         last = [time.perf_counter()]
 
         def on_step_end(pipeline, i, t, callback_kwargs):
-            # Counted here rather than from `i`: Animate restarts `i` for every segment.
+            # Counted here rather than from `i`: Animate restarts `i` for every segment. The device is synchronised
+            # so a step's time is the step's, not the time to queue it, and a stop decision follows a finished step.
+            _synchronize(device)
             now = time.perf_counter()
             self.step_times.append(now - last[0])
             last[0] = now
@@ -270,6 +288,16 @@ class _Run:
 
     def _pipeline_for(self, loaded: LoadedModel):
         return self.engine._pipeline(loaded, self.request)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cpu":
+        return
+    accelerator = getattr(torch, "accelerator", None)
+    if accelerator is not None and hasattr(accelerator, "synchronize"):
+        accelerator.synchronize(device)
+    elif device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _to_uint8(frames) -> np.ndarray:
