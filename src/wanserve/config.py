@@ -75,6 +75,17 @@ class Settings(BaseSettings):
     """Largest request body."""
     allow_private_urls: bool = Field(False, validation_alias=_env("ALLOW_PRIVATE_URLS"))
     """Let http(s) media inputs point at loopback/private addresses (tests, intranets)."""
+    webhook_secret: SecretStr | None = Field(None, validation_alias=_env("WEBHOOK_SECRET"))
+    """HMAC-SHA256 key signing webhook deliveries (`X-Wanserve-Signature`); unset: webhooks go out unsigned."""
+    webhook_max_attempts: int = Field(5, ge=1, le=20, validation_alias=_env("WEBHOOK_MAX_ATTEMPTS"))
+    """Attempts per webhook delivery, with exponential backoff between them."""
+
+    # Compatibility routes of the replaced services
+    legacy_input_dir: Path | None = Field(None, validation_alias=_env("LEGACY_INPUT_DIR"))
+    """The only directory the multi-device service's `image_path` may read from; unset: `image_path` is refused."""
+    animate_jobs_root: Path | None = Field(None, validation_alias=_env("ANIMATE_JOBS_ROOT"))
+    """Where `POST /animate/jobs` looks for `src_root_path` directories; default `<data_dir>/animate_jobs`."""
+
     max_attempts: int = Field(3, ge=1, validation_alias=_env("MAX_ATTEMPTS"))
     """Runs of one job before a lost lease fails it with `worker_lost`."""
     lease_s: float = Field(30.0, gt=0, validation_alias=_env("LEASE_S"))
@@ -130,6 +141,10 @@ class Settings(BaseSettings):
     @property
     def input_dir(self) -> Path:
         return (self.data_dir / "inputs").resolve()
+
+    @property
+    def resolved_animate_jobs_root(self) -> Path:
+        return (self.animate_jobs_root or self.data_dir / "animate_jobs").resolve()
 
     @property
     def max_upload_bytes(self) -> int:

@@ -36,6 +36,20 @@ def test_encode_mp4_roundtrip_probe_reports_h264_yuv420p(tmp_path, frames):
     assert sniff_media_type(path.read_bytes()) == "video/mp4"
 
 
+def test_encode_mp4_tags_bt709_and_keeps_saturated_colours(tmp_path):
+    red = np.zeros((2, 32, 32, 3), np.uint8)
+    red[..., 0], red[..., 1], red[..., 2] = 230, 20, 40
+    path = tmp_path / "red.mp4"
+
+    encode_mp4(red, path, fps=8)
+
+    with av.open(str(path)) as container:
+        ctx = container.streams.video[0].codec_context
+        assert (ctx.colorspace, ctx.color_primaries, ctx.color_trc, ctx.color_range) == (1, 1, 1, 1)
+    # Decoded with the tagged matrix the red comes back; a BT.601/709 mix-up would be off by ~20 in red.
+    assert np.abs(_decode_all(path)[:, 16, 16].astype(int) - [230, 20, 40]).max() <= 3
+
+
 def test_encode_mp4_float_frames_match_uint8_frames(tmp_path, frames):
     encode_mp4(frames, tmp_path / "u8.mp4", fps=16)
     encode_mp4(frames.astype(np.float32) / 255.0, tmp_path / "f32.mp4", fps=16)
@@ -227,3 +241,16 @@ def test_load_video_large_frames_rejected(tmp_path, frames):
 def test_load_video_zero_max_frames_rejected(tmp_path):
     with pytest.raises(InvalidRequestError, match="`max_frames` must be a positive integer, got 0"):
         load_video(b"x", "video", max_frames=0)
+
+
+def test_encode_mp4_missing_directory_raises(tmp_path, frames):
+    with pytest.raises(FileNotFoundError, match="output directory .* does not exist"):
+        encode_mp4(frames, tmp_path / "absent" / "out.mp4", fps=8)
+
+
+def test_probe_video_text_names_field():
+    with pytest.raises(InvalidRequestError) as err:
+        probe_video(b"just some text, not a video at all\n" * 10, field="control_video")
+
+    assert err.value.field == "control_video"
+    assert "`control_video` is not a readable video" in str(err.value)

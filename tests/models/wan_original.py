@@ -57,9 +57,7 @@ def official_transformer_keys(
     keys += _linear("time_projection.1")  # Sequential(SiLU, Linear)
     for i in range(num_layers):
         keys += _wan_block(f"blocks.{i}", image)
-    keys += _linear("head.head") + [
-        "head.modulation"
-    ]  # Head: WanLayerNorm without weights, Linear, modulation
+    keys += _linear("head.head") + ["head.modulation"]  # Head: WanLayerNorm without weights, Linear, modulation
     if image:
         # MLPProj: Sequential(LayerNorm, Linear, GELU, Linear, LayerNorm); emb_pos only for flf2v.
         for i in (0, 1, 3, 4):
@@ -97,17 +95,11 @@ def _resample(prefix: str, temporal: bool) -> list[str]:
 def _middle_and_head(side: str) -> list[str]:
     keys = _linear(f"{side}.conv1")
     keys += _residual(f"{side}.middle.0", False) + [f"{side}.middle.1.norm.gamma"]
-    keys += (
-        _linear(f"{side}.middle.1.to_qkv")
-        + _linear(f"{side}.middle.1.proj")
-        + _residual(f"{side}.middle.2", False)
-    )
+    keys += _linear(f"{side}.middle.1.to_qkv") + _linear(f"{side}.middle.1.proj") + _residual(f"{side}.middle.2", False)
     return keys + [f"{side}.head.0.gamma", *_linear(f"{side}.head.2")]
 
 
-def official_vae21_keys(
-    dim: int, dim_mult: list[int], num_res_blocks: int, temporal: list[bool]
-) -> list[str]:
+def official_vae21_keys(dim: int, dim_mult: list[int], num_res_blocks: int, temporal: list[bool]) -> list[str]:
     """`WanVAE_` of wan/modules/vae2_1.py (flat `downsamples` / `upsamples` Sequentials)."""
     keys = _linear("conv1") + _linear("conv2") + _middle_and_head("encoder") + _middle_and_head("decoder")
     dims = [dim * u for u in [1] + dim_mult]
@@ -258,9 +250,7 @@ def transformer_to_original(spec: ModelSpec, transformer) -> tuple[dict, dict]:
 def vae_to_original(vae) -> dict:
     c = vae.config
     if c.is_residual:
-        keys = official_vae22_keys(
-            c.base_dim, c.decoder_base_dim, c.dim_mult, c.num_res_blocks, c.temperal_downsample
-        )
+        keys = official_vae22_keys(c.base_dim, c.decoder_base_dim, c.dim_mult, c.num_res_blocks, c.temperal_downsample)
     else:
         keys = official_vae21_keys(c.base_dim, c.dim_mult, c.num_res_blocks, c.temperal_downsample)
     config = dict(num_res_blocks=c.num_res_blocks, dim_mult=c.dim_mult, is_residual=c.is_residual)

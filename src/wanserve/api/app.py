@@ -19,6 +19,7 @@ from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
 from wanserve import __version__
 from wanserve.api.errors import install_error_handlers
+from wanserve.api.extensions import COMPAT_EXTENSIONS
 from wanserve.api.routes import health, jobs
 from wanserve.api.schemas.jobs import JobCreate
 from wanserve.config import Settings
@@ -30,7 +31,7 @@ ROUTERS: list[APIRouter] = [health.router, jobs.router]
 """Routers every app includes."""
 
 Extension = Callable[[FastAPI, Runtime], None]
-EXTENSIONS: list[Extension] = []
+EXTENSIONS: list[Extension] = [*COMPAT_EXTENSIONS]
 """Called as `extension(app, runtime)` by `create_app`, in order."""
 
 

@@ -42,9 +42,7 @@ _ORIGINAL_PIPELINES = ("WanPipeline", "WanImageToVideoPipeline", "WanVACEPipelin
 
 def original_supported(spec: ModelSpec) -> bool:
     """Whether wanserve loads `spec` from the original layout (Animate, VACE-Fun: diffusers layout only)."""
-    return spec.pipeline in _ORIGINAL_PIPELINES and not (
-        spec.pipeline == "WanVACEPipeline" and spec.experts == 2
-    )
+    return spec.pipeline in _ORIGINAL_PIPELINES and not (spec.pipeline == "WanVACEPipeline" and spec.experts == 2)
 
 
 def detect_layout(path: str | Path) -> str:
@@ -128,9 +126,7 @@ def weight_files(folder: Path, stem: str) -> list[Path]:
     index = _weights_index(folder, stem)
     if index is not None:
         return [folder / name for name in _shards(index)]
-    return [
-        next(folder / f"{stem}{s}" for s in (".safetensors", ".bin") if (folder / f"{stem}{s}").is_file())
-    ]
+    return [next(folder / f"{stem}{s}" for s in (".safetensors", ".bin") if (folder / f"{stem}{s}").is_file())]
 
 
 def missing_weight_files(folder: Path, stem: str) -> list[str]:
@@ -188,12 +184,8 @@ def _missing_diffusers(spec: ModelSpec, path: Path) -> list[str]:
     if not (path / MODEL_INDEX).is_file():
         return list(expected_files(spec, DIFFUSERS))
     index = _read_json(path / MODEL_INDEX)
-    listed = {
-        k for k, v in index.items() if not k.startswith("_") and isinstance(v, list) and v[0] is not None
-    }
-    missing = [
-        f"{MODEL_INDEX}: component {name!r}" for name in diffusers_components(spec) if name not in listed
-    ]
+    listed = {k for k, v in index.items() if not k.startswith("_") and isinstance(v, list) and v[0] is not None}
+    missing = [f"{MODEL_INDEX}: component {name!r}" for name in diffusers_components(spec) if name not in listed]
     for name in sorted(listed):
         folder = path / name
         if name in _NON_MODEL_COMPONENTS:

@@ -71,11 +71,14 @@ def resolve_model_dir(spec: ModelSpec, explicit: str | Path | None = None) -> Pa
     Order: `explicit` (returned even if it does not exist, so errors name it), `<models_root()>/<name>`, then
     the seed services' variables: `WAN_CHECKPOINT_DIR`, `WAN_MODELS_ROOT/<name>` or `WAN_MODELS_ROOT/<hub repo
     name>`, `MODEL_CKPT_DIR`. A single-model variable is skipped when its directory holds a different kind of
-    model.
+    model. Tiny models look only at `explicit` and `<models_root()>/<name>`.
     """
     if explicit is not None and str(explicit) != "":
         return Path(explicit).expanduser()
-    candidates: list[tuple[Path, bool]] = [(models_root() / spec.name, False)]
+    ours = models_root() / spec.name
+    if spec.tiny:  # the seed variables point at real models
+        return ours if ours.is_dir() else None
+    candidates: list[tuple[Path, bool]] = [(ours, False)]
     seed_dir = os.environ.get("WAN_CHECKPOINT_DIR")
     if seed_dir:
         candidates.append((Path(seed_dir).expanduser(), True))
@@ -103,15 +106,11 @@ def weights_status(spec: ModelSpec, path: str | Path | None = None) -> WeightsSt
     if resolved is None:
         if spec.tiny:
             return WeightsStatus(spec.name, None, None, True, True, ())
-        return WeightsStatus(
-            spec.name, None, None, False, False, expected_files(spec, preferred_layout(spec))
-        )
+        return WeightsStatus(spec.name, None, None, False, False, expected_files(spec, preferred_layout(spec)))
     try:
         layout = detect_layout(resolved)
     except (WeightsNotFoundError, CheckpointError):
-        return WeightsStatus(
-            spec.name, str(resolved), None, False, False, expected_files(spec, preferred_layout(spec))
-        )
+        return WeightsStatus(spec.name, str(resolved), None, False, False, expected_files(spec, preferred_layout(spec)))
     missing = missing_files(spec, resolved, layout)
     return WeightsStatus(spec.name, str(resolved), layout, True, not missing, missing)
 
@@ -187,8 +186,7 @@ def _check_pipeline_class(spec: ModelSpec, path: Path) -> None:
         raise CheckpointError(f"{path / MODEL_INDEX}: cannot read JSON ({exc})") from exc
     if index.get("_class_name") != spec.pipeline:
         raise CheckpointError(
-            f"{path / MODEL_INDEX}: `_class_name` is {index.get('_class_name')!r}, "
-            f"{spec.name} needs {spec.pipeline!r}"
+            f"{path / MODEL_INDEX}: `_class_name` is {index.get('_class_name')!r}, {spec.name} needs {spec.pipeline!r}"
         )
 
 

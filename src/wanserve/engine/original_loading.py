@@ -34,9 +34,7 @@ def load_original(spec: ModelSpec, path: Path, dtype: torch.dtype, te_dtype: tor
     from transformers import AutoTokenizer
 
     if not original_supported(spec):
-        raise CheckpointError(
-            f"{path}: the original layout of {spec.name} is not supported; use the diffusers layout"
-        )
+        raise CheckpointError(f"{path}: the original layout of {spec.name} is not supported; use the diffusers layout")
     components = {
         "tokenizer": AutoTokenizer.from_pretrained(str(path / ORIGINAL_TOKENIZER_DIR), local_files_only=True),
         "text_encoder": load_t5(path / ORIGINAL_T5, te_dtype),

@@ -201,7 +201,7 @@ _REAL: tuple[ModelSpec, ...] = (
     _real(
         name="wan2.2-t2v-a14b",
         family="wan2.2",
-        tasks=(T.T2V, T.V2V),
+        tasks=(T.T2V,),
         pipeline="WanPipeline",
         num_inference_steps=40,
         guidance_scale=4.0,
@@ -368,7 +368,7 @@ _TINY: tuple[ModelSpec, ...] = (
     _tiny(
         "tiny-t2v-moe",
         "wan2.2-t2v-a14b",
-        (T.T2V, T.V2V),
+        (T.T2V,),
         "WanPipeline",
         guidance_scale=4.0,
         guidance_scale_2=3.0,

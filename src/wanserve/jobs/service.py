@@ -8,6 +8,7 @@ Stable names other packages code against:
   of `JobEventView`, ends after the final status), `queue_stats()`.
 - `JobService.add_final_listener(callback)`: `callback(JobView)` after every job reaches a final status in this
   process (webhooks, metrics). Called on the thread that made the change; exceptions are logged, never raised.
+  `add_created_listener(callback(JobView))` and `add_step_listener(callback(job_id, step_times_s))` likewise.
 - Worker side: `claim_next_job`, `heartbeat`, `lease_state`, `record_progress`, `generation_request`,
   `finish_succeeded`, `finish_failed`, `finish_cancelled`, `release_lost_jobs`, `expire_finished_jobs`.
 """
@@ -38,6 +39,9 @@ from wanserve.storage.local import LocalStorage
 logger = logging.getLogger(__name__)
 
 FinalListener = Callable[[JobView], None]
+CreatedListener = Callable[[JobView], None]
+StepListener = Callable[[str, Sequence[float]], None]
+"""`(job_id, step_times_s)`: denoising step durations a worker of this process just reported."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,8 @@ class JobService:
         self.hub = hub or EventHub()
         self._notify_waiting = notify_waiting or (lambda job_id: None)
         self._final_listeners: list[FinalListener] = []
+        self._created_listeners: list[CreatedListener] = []
+        self._step_listeners: list[StepListener] = []
 
     # 1. Creating
     def create_job(self, submission: JobSubmission) -> tuple[JobView, bool]:
@@ -179,7 +185,9 @@ class JobService:
         logger.info("job %s queued (%s, %s, %d steps)", job_id, model, request.task.value, request.num_inference_steps)
         self._notify_waiting(job_id)
         self.hub.notify(job_id)
-        return self._view(row), True
+        view = self._view(row)
+        self._call(self._created_listeners, view)
+        return view, True
 
     def _check_model(self, model: str | None) -> str:
         if model is None or model == "":
@@ -203,6 +211,15 @@ class JobService:
     def get_job(self, job_id: str, owner_key: str | None = None) -> JobView:
         """The job with its queue position and ETA; `JobNotFoundError` (also for another owner's job)."""
         return self._view(self._get(job_id, owner_key))
+
+    def find_by_idempotency_key(self, key: str, owner_key: str | None = None) -> JobView:
+        """The job made with `Idempotency-Key` `key` (by `owner_key`); `JobNotFoundError` when there is none."""
+        job = self.store._by_idempotency_key(owner_key or "", key)
+        if job is None:
+            from wanserve.errors import JobNotFoundError
+
+            raise JobNotFoundError(f"job {key!r} not found")
+        return self._view(job)
 
     def _get(self, job_id: str, owner_key: str | None) -> Job:
         job = self.store.get(job_id)
@@ -318,12 +335,24 @@ class JobService:
         """Calls `callback(JobView)` whenever a job of this process reaches a final status."""
         self._final_listeners.append(callback)
 
+    def add_created_listener(self, callback: CreatedListener) -> None:
+        """Calls `callback(JobView)` whenever this process queues a new job (metrics)."""
+        self._created_listeners.append(callback)
+
+    def add_step_listener(self, callback: StepListener) -> None:
+        """Calls `callback(job_id, step_times_s)` whenever a worker of this process reports step times (metrics)."""
+        self._step_listeners.append(callback)
+
     def _final(self, view: JobView) -> None:
-        for callback in self._final_listeners:
+        self._call(self._final_listeners, view)
+
+    @staticmethod
+    def _call(listeners: Sequence[Callable[..., None]], *args: Any) -> None:
+        for callback in listeners:
             try:
-                callback(view)
+                callback(*args)
             except Exception:
-                logger.exception("final-status listener %r failed for job %s", callback, view.id)
+                logger.exception("listener %r failed for %s", callback, args[0] if args else None)
 
     # 4. Worker side
     def claim_next_job(self, owner: str, models: Sequence[str]) -> Job | None:
@@ -346,6 +375,8 @@ class JobService:
         """Persists stage/step changes (one event each) and wakes event readers."""
         state = self.store.record_progress(job_id, owner, changes, step_times_s)
         self.hub.notify(job_id)
+        if step_times_s and state.held:
+            self._call(self._step_listeners, job_id, tuple(step_times_s))
         return state
 
     def generation_request(self, job: Job) -> GenerationRequest:

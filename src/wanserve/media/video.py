@@ -28,6 +28,8 @@ MAX_VIDEO_FRAME_PIXELS = 3840 * 2160
 """Largest input video frame accepted (width x height)."""
 
 H264_ENCODER = "libx264"
+_BT709 = 1  # FFmpeg's AVCOL_SPC / AVCOL_PRI / AVCOL_TRC value for ITU-R BT.709
+_LIMITED_RANGE = 1  # AVCOL_RANGE_MPEG: Y in 16..235, what players expect from H.264
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,10 @@ def encode_mp4(
         stream.width = width
         stream.height = height
         stream.pix_fmt = "yuv420p"
+        # Convert with the BT.709 matrix and say so in the stream: an untagged video leaves players to guess
+        # between BT.601 and BT.709, and a wrong guess shifts the colours (reds most).
+        ctx = stream.codec_context
+        ctx.colorspace, ctx.color_primaries, ctx.color_trc, ctx.color_range = _BT709, _BT709, _BT709, _LIMITED_RANGE
         for frame in itertools.chain([first], iterator):
             rgb = frame if frame is first else frame_to_uint8(frame)
             if rgb.shape != first.shape:
@@ -101,7 +107,14 @@ def encode_mp4(
                     "frames",
                     f"`frames` change size mid-video: frame {count} is {rgb.shape}, not {first.shape}",
                 )
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+            yuv = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(
+                format="yuv420p",
+                dst_colorspace="itu709",
+                dst_color_range="MPEG",
+                dst_color_trc=_BT709,
+                dst_color_primaries=_BT709,
+            )
+            container.mux(stream.encode(yuv))
             count += 1
         container.mux(stream.encode(None))
     logger.debug("wrote %s: %d frames %dx%d at %s fps, crf %d", path, count, width, height, rate, crf)

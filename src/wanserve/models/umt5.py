@@ -39,9 +39,7 @@ def umt5_config_from_state_dict(state_dict: Mapping, source: str = "T5 checkpoin
 
     def shape(key: str) -> tuple[int, ...]:
         if key not in state_dict:
-            raise CheckpointError(
-                f"{source}: no tensor {key!r}; this is not an official Wan T5 encoder state dict"
-            )
+            raise CheckpointError(f"{source}: no tensor {key!r}; this is not an official Wan T5 encoder state dict")
         return tuple(state_dict[key].shape)
 
     vocab_size, d_model = shape("token_embedding.weight")

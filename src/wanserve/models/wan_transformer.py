@@ -24,11 +24,7 @@ _ROPE_MAX_SEQ_LEN = 1024
 
 def transformer_class_name(original_config: Mapping) -> str:
     """The diffusers class that runs an original `WanModel` config."""
-    return (
-        "WanVACETransformer3DModel"
-        if original_config.get("model_type") == "vace"
-        else "WanTransformer3DModel"
-    )
+    return "WanVACETransformer3DModel" if original_config.get("model_type") == "vace" else "WanTransformer3DModel"
 
 
 def diffusers_transformer_config(
@@ -45,8 +41,7 @@ def diffusers_transformer_config(
     model_type = original_config.get("model_type", "t2v")
     if model_type not in ORIGINAL_MODEL_TYPES:
         raise CheckpointError(
-            f"{source}: `model_type` {model_type!r} is not supported; "
-            f"supported: {', '.join(ORIGINAL_MODEL_TYPES)}"
+            f"{source}: `model_type` {model_type!r} is not supported; supported: {', '.join(ORIGINAL_MODEL_TYPES)}"
         )
     shapes = {k.removeprefix("model.diffusion_model."): tuple(v) for k, v in shapes.items()}
     dim, heads = int(original_config["dim"]), int(original_config["num_heads"])
@@ -67,8 +62,7 @@ def diffusers_transformer_config(
     layers = {int(m.group(1)) for k in shapes if (m := re.match(r"blocks\.(\d+)\.", k))}
     if len(layers) != int(original_config["num_layers"]):
         raise CheckpointError(
-            f"{source}: `num_layers` is {original_config['num_layers']} "
-            f"but the checkpoint has {len(layers)} blocks"
+            f"{source}: `num_layers` is {original_config['num_layers']} but the checkpoint has {len(layers)} blocks"
         )
     config = dict(
         patch_size=list(patch[2:]),

@@ -81,9 +81,7 @@ def vae_config_from_state_dict(state_dict: Mapping, source: str = "VAE checkpoin
     z_dim = shape("conv2.weight")[0]
     residual = any(k.startswith("encoder.downsamples.0.downsamples.") for k in state_dict)
     if residual:
-        stages = sorted(
-            {int(m.group(1)) for k in state_dict if (m := re.match(r"encoder\.downsamples\.(\d+)\.", k))}
-        )
+        stages = sorted({int(m.group(1)) for k in state_dict if (m := re.match(r"encoder\.downsamples\.(\d+)\.", k))})
         num_res_blocks = len(
             {
                 int(m.group(1))
@@ -92,17 +90,13 @@ def vae_config_from_state_dict(state_dict: Mapping, source: str = "VAE checkpoin
             }
         )
         out_dims = [
-            shape(f"encoder.downsamples.{i}.downsamples.{num_res_blocks - 1}.residual.6.weight")[0]
-            for i in stages
+            shape(f"encoder.downsamples.{i}.downsamples.{num_res_blocks - 1}.residual.6.weight")[0] for i in stages
         ]
         temporal = [
-            f"encoder.downsamples.{i}.downsamples.{num_res_blocks}.time_conv.weight" in state_dict
-            for i in stages[:-1]
+            f"encoder.downsamples.{i}.downsamples.{num_res_blocks}.time_conv.weight" in state_dict for i in stages[:-1]
         ]
     else:
-        entries = sorted(
-            {int(m.group(1)) for k in state_dict if (m := re.match(r"encoder\.downsamples\.(\d+)\.", k))}
-        )
+        entries = sorted({int(m.group(1)) for k in state_dict if (m := re.match(r"encoder\.downsamples\.(\d+)\.", k))})
         resamples = [j for j in entries if f"encoder.downsamples.{j}.resample.1.weight" in state_dict]
         blocks = [j for j in entries if f"encoder.downsamples.{j}.residual.2.weight" in state_dict]
         if len(blocks) + len(resamples) != len(entries):
@@ -110,8 +104,7 @@ def vae_config_from_state_dict(state_dict: Mapping, source: str = "VAE checkpoin
         stages = range(len(resamples) + 1)
         num_res_blocks = len(blocks) // len(stages)
         out_dims = [
-            shape(f"encoder.downsamples.{blocks[(i + 1) * num_res_blocks - 1]}.residual.6.weight")[0]
-            for i in stages
+            shape(f"encoder.downsamples.{blocks[(i + 1) * num_res_blocks - 1]}.residual.6.weight")[0] for i in stages
         ]
         temporal = [f"encoder.downsamples.{j}.time_conv.weight" in state_dict for j in resamples]
     if num_res_blocks < 1 or any(d % base_dim for d in out_dims):
@@ -173,9 +166,7 @@ def convert_vae_state_dict(state_dict: Mapping, config: Mapping, source: str = "
     return converted
 
 
-def _side_key(
-    side: str, rest: str, num_res_blocks: int, flat_up: dict[int, str], residual: bool
-) -> str | None:
+def _side_key(side: str, rest: str, num_res_blocks: int, flat_up: dict[int, str], residual: bool) -> str | None:
     renamed = _rename(rest, _SIDE_RENAMES)
     if renamed is not None:
         if renamed.startswith("mid_block.resnets."):

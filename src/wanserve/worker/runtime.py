@@ -86,6 +86,13 @@ class Runtime:
     def stop(self) -> None:
         if self.pool is not None:
             self.pool.stop()
+        for name, extra in self.extras.items():
+            close = getattr(extra, "close", None)
+            if callable(close):
+                try:
+                    close()
+                except Exception:
+                    logger.exception("closing %s failed", name)
         self.db.dispose()
 
     def health(self) -> dict[str, Any]:

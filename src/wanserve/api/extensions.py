@@ -1,0 +1,102 @@
+"""App extensions for the compatibility and safety parts: OpenAI and legacy routes, Prometheus metrics, webhooks.
+
+`create_app` calls each `install_*` with the app and its runtime (see `api.app.EXTENSIONS`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI
+
+from wanserve import __version__
+from wanserve.api.metrics import ServiceMetrics, metrics_router
+from wanserve.api.routes import legacy_animate, legacy_wan21_i2v, legacy_wan21_multi, openai
+from wanserve.api.schemas.jobs import JobPublic
+from wanserve.api.schemas.legacy import ParallelCapabilities
+from wanserve.jobs.views import JobView
+from wanserve.jobs.webhooks import WebhookConfig, WebhookSender
+
+if TYPE_CHECKING:
+    from wanserve.worker.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+_MODEL_CACHE_SIZE = 1024
+
+
+def install_compat_routes(app: FastAPI, runtime: Runtime) -> None:
+    """OpenAI's `/v1/videos` and the replaced services' routes."""
+    # One rank per worker, no CFG parallelism or attention cache yet: the Wan2.1 services' multi-GPU knobs that
+    # need more are refused by name.
+    app.state.parallel_capabilities = ParallelCapabilities(world_size=1)
+    app.include_router(openai.router)
+    app.include_router(legacy_wan21_i2v.router)
+    app.include_router(legacy_wan21_multi.router)
+    app.include_router(legacy_animate.router)
+
+
+def install_metrics(app: FastAPI, runtime: Runtime) -> None:
+    """`/metrics`, fed by the job service's listeners and read from its store at scrape time."""
+    service = runtime.service
+    metrics = ServiceMetrics(
+        job_counts=service.queue_stats,
+        queue_depth=lambda: service.queue_stats().get("queued", 0),
+    )
+    models: OrderedDict[str, str] = OrderedDict()
+
+    def model_of(job_id: str) -> str:
+        if job_id not in models:
+            models[job_id] = service.store.get(job_id).model
+            while len(models) > _MODEL_CACHE_SIZE:
+                models.popitem(last=False)
+        return models[job_id]
+
+    def created(view: JobView) -> None:
+        models[view.id] = view.model
+        metrics.job_submitted(view.model, view.kind)
+
+    def steps(job_id: str, step_times_s: Sequence[float]) -> None:
+        model = model_of(job_id)
+        for step_time_s in step_times_s:
+            metrics.step_observed(model, step_time_s)
+
+    def finished(view: JobView) -> None:
+        models.pop(view.id, None)
+        total_s = (view.finished_at - view.created_at).total_seconds() if view.finished_at else None
+        run_s = (view.finished_at - view.started_at).total_seconds() if view.finished_at and view.started_at else None
+        metrics.job_finished(view.model, view.status, total_s, run_s)
+
+    service.add_created_listener(created)
+    service.add_step_listener(steps)
+    service.add_final_listener(finished)
+    runtime.extras["metrics"] = metrics
+    app.include_router(metrics_router(metrics))
+
+
+def install_webhooks(app: FastAPI, runtime: Runtime) -> None:
+    """POSTs every finished job that has a `webhook_url` to it, signed (see `jobs.webhooks`)."""
+    settings = runtime.settings
+    secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else ""
+    sender = WebhookSender(
+        WebhookConfig(
+            secret=secret,
+            max_attempts=settings.webhook_max_attempts,
+            allow_private_addresses=settings.allow_private_urls,
+        ),
+        user_agent=f"wanserve/{__version__}",
+    )
+
+    def finished(view: JobView) -> None:
+        if view.webhook_url:
+            payload = JobPublic.from_view(view).model_dump(mode="json")
+            sender.send(view.webhook_url, payload, event=f"job.{view.status}")
+
+    runtime.service.add_final_listener(finished)
+    runtime.extras["webhooks"] = sender
+
+
+COMPAT_EXTENSIONS = (install_compat_routes, install_metrics, install_webhooks)

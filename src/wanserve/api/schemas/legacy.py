@@ -1,0 +1,260 @@
+"""Request and response shapes of the services wanserve replaces, so their clients keep working unchanged.
+
+1. The Wan2.1 I2V multi-GPU service (`/video/submit`, `/video/status`, `/video/cancel`): statuses `InQueue`,
+   `InProgress`, `Succeed`, `Failed`, `Cancelled`; `progress` 0..1; times as unix seconds.
+2. The Wan2.1 multi-device service (`/submit`, `/status/{task_id}`, `/cancel/{task_id}`): statuses `pending`,
+   `running`, `succeed`, `failed`, `cancelled`; `progress` 0..100; times as ISO 8601.
+3. The Wan2.2-Animate backend (`/animate/jobs`): statuses `pending`, `running`, `succeeded`, `failed`.
+
+Every request model forbids unknown fields: a misspelt parameter is an error naming it, never dropped.
+Parameters left out take the model's official defaults (not the old services' own defaults).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from wanserve.errors import InvalidRequestError
+
+WAN21_STATUS = {
+    "queued": "InQueue",
+    "running": "InProgress",
+    "succeeded": "Succeed",
+    "failed": "Failed",
+    "cancelled": "Cancelled",
+}
+MULTI_DEVICE_STATUS = {
+    "queued": "pending",
+    "running": "running",
+    "succeeded": "succeed",
+    "failed": "failed",
+    "cancelled": "cancelled",
+}
+ANIMATE_STATUS = {
+    "queued": "pending",
+    "running": "running",
+    "succeeded": "succeeded",
+    "failed": "failed",
+    "cancelled": "failed",  # the backend had no cancelled status; `message` says it was cancelled
+}
+SOLVER_NAMES = {"unipc": "unipc", "dpmpp": "dpm++", "dpm++": "dpm++", "euler": "euler"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+
+class ParallelOptions(_Strict):
+    """The multi-GPU knobs of the Wan2.1 services. Checked against what the running workers can do."""
+
+    vae_parallel: bool | None = None
+    ulysses_size: int | None = Field(None, ge=1)
+    dit_fsdp: bool | None = None
+    t5_fsdp: bool | None = None
+    cfg_size: int | None = Field(None, ge=1)
+    use_attentioncache: bool | None = None
+    start_step: int | None = Field(None, ge=0)
+    attentioncache_interval: int | None = Field(None, ge=1)
+    end_step: int | None = Field(None, ge=1)
+
+
+class Wan21SubmitRequest(ParallelOptions):
+    """POST /video/submit."""
+
+    model: str | None = None
+    prompt: str
+    image_url: str
+    image_size: str | None = None
+    """`"1280*720"` (width*height)."""
+    negative_prompt: str | None = None
+    seed: int | None = None
+    num_frames: int | None = None
+    guidance_scale: float | None = None
+    infer_steps: int | None = None
+    sample_shift: float | None = None
+    sample_solver: str | None = None
+
+
+class RequestIdBody(_Strict):
+    """POST /video/status and /video/cancel."""
+
+    requestId: str = Field(min_length=1, max_length=64)  # noqa: N815 (the old services' spelling)
+
+
+class Wan21Results(BaseModel):
+    video_url: str
+    video_path: str | None = None
+    duration: float | None = None
+    file_size: int | None = None
+
+
+class Wan21StatusResponse(BaseModel):
+    """Answer of POST /video/status."""
+
+    status: Literal["InQueue", "InProgress", "Succeed", "Failed", "Cancelled"]
+    reason: str | None = None
+    results: Wan21Results | None = None
+    queue_position: int | None = None
+    progress: float = Field(ge=0, le=1)
+    created_at: float | None = None
+    updated_at: float | None = None
+
+
+class MultiDeviceSubmitRequest(ParallelOptions):
+    """POST /submit. The service's versions took `image_url` + `infer_steps`, later `image_path` + `sample_steps`."""
+
+    prompt: str
+    image_url: str | None = None
+    image_path: str | None = None
+    image_size: str | None = None
+    num_frames: int | None = None
+    guidance_scale: float | None = None
+    infer_steps: int | None = None
+    sample_steps: int | None = None
+    seed: int | None = None
+    negative_prompt: str | None = None
+    sample_solver: str | None = None
+    sample_shift: float | None = None
+
+
+class MultiDeviceSubmitResponse(BaseModel):
+    requestId: str  # noqa: N815
+    status: str
+    message: str
+    estimated_time: int | None = None
+
+
+class MultiDeviceResults(BaseModel):
+    video_url: str
+    video_path: str | None = None
+    duration: float | None = None
+    frames: int | None = None
+    size: str | None = None
+    file_size: int | None = None
+
+
+class MultiDeviceStatusResponse(BaseModel):
+    """Answer of GET /status/{task_id}."""
+
+    requestId: str  # noqa: N815
+    status: Literal["pending", "running", "succeed", "failed", "cancelled"]
+    progress: int = Field(ge=0, le=100)
+    message: str
+    created_at: str
+    updated_at: str
+    results: MultiDeviceResults | None = None
+    reason: str | None = None
+    elapsed_time: int | None = None
+    current_step: int | None = None
+    total_steps: int | None = None
+    current_stage: str | None = None
+
+
+class AnimateJobCreate(_Strict):
+    """POST /animate/jobs."""
+
+    src_root_path: str
+    job_id: str | None = Field(None, min_length=1, max_length=200)
+    replace_flag: bool = False
+    clip_len: int | None = None
+    refert_num: int | None = None
+    shift: float | None = None
+    sample_solver: str | None = None
+    sampling_steps: int | None = None
+    guide_scale: float | None = None
+    input_prompt: str | None = None
+    negative_prompt: str | None = None
+    seed: int | None = None
+    offload_model: bool | None = None
+    fps: int | None = None
+
+
+class AnimateJobStatus(BaseModel):
+    """Answer of POST /animate/jobs and GET /animate/jobs/{id}."""
+
+    job_id: str
+    status: Literal["pending", "running", "succeeded", "failed"]
+    output_path: str | None = None
+    message: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+
+
+@dataclass(frozen=True)
+class ParallelCapabilities:
+    """What the workers serving these routes can do, for the Wan2.1 services' multi-GPU knobs."""
+
+    world_size: int = 1
+    """Ranks in one worker group."""
+    cfg_parallel: bool = False
+    attention_cache: bool = False
+
+
+def parse_body(model: type[BaseModel], data: Any) -> Any:
+    """Validates `data` as `model`; the first problem becomes an `InvalidRequestError` naming its field."""
+    if not isinstance(data, dict):
+        raise InvalidRequestError("body", f"the request body must be a JSON object, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "body"
+        if first["type"] == "extra_forbidden":
+            message = f"unknown field `{field}`"
+        elif first["type"] == "missing":
+            message = f"`{field}` is required"
+        else:
+            message = f"`{field}` {first['msg'][0].lower()}{first['msg'][1:]}, got {first.get('input')!r}"
+        raise InvalidRequestError(field, message) from None
+
+
+def parse_star_size(value: str, field: str = "image_size") -> tuple[int, int]:
+    """`"1280*720"` -> (1280, 720)."""
+    parts = value.replace("x", "*").split("*") if isinstance(value, str) else []
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise InvalidRequestError(field, f"`{field}` must look like 1280*720 (width*height), got {value!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def check_parallel_options(options: ParallelOptions, capabilities: ParallelCapabilities) -> None:
+    """Refuses any multi-GPU option the workers cannot honour, naming it. Nothing is silently ignored."""
+    world = capabilities.world_size
+    if options.ulysses_size is not None and options.ulysses_size > world:
+        raise InvalidRequestError(
+            "ulysses_size",
+            f"`ulysses_size` {options.ulysses_size} is more than the {world} rank(s) of this server's worker group",
+        )
+    cfg_size = options.cfg_size or 1
+    if cfg_size > 1 and (not capabilities.cfg_parallel or cfg_size > world):
+        raise InvalidRequestError(
+            "cfg_size",
+            f"`cfg_size` {cfg_size} needs CFG parallelism over {cfg_size} ranks; this server's worker group has "
+            f"{world} rank(s) and {'supports' if capabilities.cfg_parallel else 'no'} CFG parallelism",
+        )
+    for field in ("dit_fsdp", "t5_fsdp", "vae_parallel"):
+        if getattr(options, field) and world < 2:
+            raise InvalidRequestError(
+                field, f"`{field}` true needs a worker group of 2 or more ranks; this server runs {world}"
+            )
+    if options.use_attentioncache and not capabilities.attention_cache:
+        raise InvalidRequestError(
+            "use_attentioncache", "`use_attentioncache` true: no attention cache is available on this server"
+        )
+    if options.use_attentioncache:
+        start = options.start_step if options.start_step is not None else 0
+        end = options.end_step
+        if end is not None and end <= start:
+            raise InvalidRequestError("end_step", f"`end_step` {end} must be after `start_step` {start}")
+
+
+def solver_name(value: str | None, field: str = "sample_solver") -> str | None:
+    """The old services' solver names (`unipc`, `dpmpp`, `euler`) as wanserve's."""
+    if value is None:
+        return None
+    try:
+        return SOLVER_NAMES[value.lower()]
+    except (KeyError, AttributeError):
+        raise InvalidRequestError(field, f"`{field}` must be one of unipc, dpmpp, euler, got {value!r}") from None

@@ -1,0 +1,328 @@
+"""`Engine`: loads models once and runs one generation at a time with progress and cancellation."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from wanserve.engine import inputs as engine_inputs
+from wanserve.engine.memory import apply_memory_options
+from wanserve.engine.pipelines import build_pipeline, make_scheduler, pipeline_class
+from wanserve.engine.registry import ModelSpec, get_spec
+from wanserve.engine.requests import (
+    GenerationRequest,
+    GenerationResult,
+    ProgressCallback,
+    ProgressEvent,
+    Stage,
+    StopCallback,
+    TaskKind,
+)
+from wanserve.engine.tiny import build_tiny_components
+from wanserve.errors import GenerationCancelled
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    """A model's components in memory, and the pipelines built over them so far."""
+
+    spec: ModelSpec
+    components: dict[str, Any]
+    device: torch.device
+    path: str | None
+    random_weights: bool
+    pipelines: dict[type, Any] = field(default_factory=dict)
+    memory_applied: bool = False
+    """Placement and offload hooks live on the shared modules, so they are applied once per model."""
+
+
+class Engine:
+    """Runs generations. One generation at a time per engine; models stay loaded between generations."""
+
+    def __init__(self, config=None):
+        from wanserve.engine.config import EngineConfig
+
+        self.config = config or EngineConfig()
+        self._models: dict[str, LoadedModel] = {}
+        self._lock = threading.Lock()
+
+    # -- models -------------------------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        from wanserve.engine.devices import resolve_device
+
+        return torch.device(resolve_device(self.config.device))
+
+    def loaded_models(self) -> list[str]:
+        return list(self._models)
+
+    def is_random(self, model: str) -> bool:
+        """Whether `model` (loaded or not) serves random weights."""
+        loaded = self._models.get(model)
+        return loaded.random_weights if loaded is not None else get_spec(model).random_weights
+
+    def load(self, model: str) -> LoadedModel:
+        """Loads `model` (and keeps it), building tiny models offline; a second call returns the loaded one."""
+        if model in self._models:
+            return self._models[model]
+        spec = get_spec(model)
+        start = time.perf_counter()
+        device = self.device
+        if spec.tiny:
+            # Tiny models stay in float32: they are for correctness, and bf16 would blur the equality tests.
+            components, path = build_tiny_components(spec), None
+            for module in components.values():
+                if isinstance(module, torch.nn.Module):
+                    module.to(device)
+        else:
+            from wanserve.engine import loading
+            from wanserve.engine.config import torch_dtype
+            from wanserve.errors import WeightsNotFoundError
+
+            explicit = dict(self.config.model_paths).get(model)
+            if explicit is None and self.config.models_dir:
+                candidate = os.path.join(self.config.models_dir, model)
+                explicit = candidate if os.path.isdir(candidate) else None
+            directory = loading.resolve_model_dir(spec, explicit)
+            if directory is None:
+                raise WeightsNotFoundError(
+                    f"no weights for {model}: set WANSERVE_MODELS_DIR (expects <dir>/{model}) or pass a path; "
+                    f"`wanserve download {model}` fetches them"
+                )
+            memory = self.config.memory
+            components = loading.load_components(
+                spec,
+                directory,
+                dtype=torch_dtype(memory.transformer_dtype),
+                text_encoder_dtype=torch_dtype(memory.text_encoder_dtype),
+            )
+            path = str(directory)
+        loaded = LoadedModel(
+            spec=spec, components=components, device=device, path=path, random_weights=spec.random_weights
+        )
+        self._models[model] = loaded
+        logger.info(
+            "loaded %s on %s in %.1f s%s",
+            model,
+            device,
+            time.perf_counter() - start,
+            " (random weights)" if spec.random_weights else "",
+        )
+        return loaded
+
+    def adopt(self, model: str, components: dict[str, Any], random_weights: bool) -> LoadedModel:
+        """Serves `model` from components built elsewhere (benchmarks build real-size models with random weights).
+
+        `random_weights` must say whether they are trained weights: every result reports it.
+        """
+        spec = get_spec(model)
+        loaded = LoadedModel(
+            spec=spec, components=components, device=self.device, path=None, random_weights=random_weights
+        )
+        self._models[model] = loaded
+        return loaded
+
+    def unload(self, model: str) -> None:
+        self._models.pop(model, None)
+
+    def _pipeline(self, loaded: LoadedModel, request: GenerationRequest):
+        cls = pipeline_class(loaded.spec, request)
+        if cls not in loaded.pipelines:
+            pipe = build_pipeline(cls, loaded.spec, loaded.components)
+            if not loaded.memory_applied:
+                # Tiny models too, so every memory option is exercised by the tiny-model tests.
+                apply_memory_options(pipe, self.config.memory, loaded.device)
+                loaded.memory_applied = True
+            pipe.set_progress_bar_config(disable=True)
+            loaded.pipelines[cls] = pipe
+        return loaded.pipelines[cls]
+
+    # -- generation ---------------------------------------------------------------------------------------------
+    def generate(
+        self,
+        request: GenerationRequest,
+        on_progress: ProgressCallback | None = None,
+        should_stop: StopCallback | None = None,
+    ) -> GenerationResult:
+        """Runs one generation and writes `request.output_path` (MP4) and its `.jpg` thumbnail.
+
+        `should_stop` is checked after every denoising step; when it returns True the run stops with
+        `GenerationCancelled` and no output file is left behind.
+        """
+        with self._lock:
+            return _Run(self, request, on_progress, should_stop).run()
+
+
+class _Run:
+    """One generation: the stages in order, with timings."""
+
+    def __init__(self, engine: Engine, request: GenerationRequest, on_progress, should_stop):
+        self.engine = engine
+        self.request = request
+        self.on_progress = on_progress or (lambda event: None)
+        self.should_stop = should_stop or (lambda: False)
+        self.stage_times: dict[str, float] = {}
+        self.step_times: list[float] = []
+        self._stage: Stage | None = None
+        self._stage_start = 0.0
+
+    def _enter(self, stage: Stage, step: int = 0, steps: int = 0) -> None:
+        self._close_stage()
+        self._stage, self._stage_start = stage, time.perf_counter()
+        self.on_progress(ProgressEvent(stage=stage, step=step, steps=steps))
+
+    def _close_stage(self) -> None:
+        if self._stage is not None:
+            elapsed = time.perf_counter() - self._stage_start
+            self.stage_times[self._stage.value] = self.stage_times.get(self._stage.value, 0.0) + elapsed
+            self._stage = None
+
+    def _check_stop(self) -> None:
+        if self.should_stop():
+            raise GenerationCancelled("generation stopped by request")
+
+    def run(self) -> GenerationResult:
+        request = self.request
+        # 1. Load the model (once per engine)
+        self._enter(Stage.LOADING)
+        loaded = self.engine.load(request.model)
+        pipe = self._pipeline_for(loaded)
+        device = loaded.device
+        self._check_stop()
+
+        # 2. Encode the prompt
+        self._enter(Stage.ENCODING_TEXT)
+        do_cfg = request.guidance_scale > 1.0
+        # With `text_encoder_on_cpu` (the seed services' T5_CPU) the prompt is encoded on the CPU and only the
+        # embeddings move to the accelerator.
+        on_cpu = self.engine.config.memory.text_encoder_on_cpu
+        with torch.inference_mode():
+            prompt_embeds, negative_embeds = pipe.encode_prompt(
+                prompt=request.prompt,
+                negative_prompt=request.negative_prompt if do_cfg else None,
+                do_classifier_free_guidance=do_cfg,
+                num_videos_per_prompt=1,
+                max_sequence_length=request.max_sequence_length,
+                device=torch.device("cpu") if on_cpu else pipe._execution_device,
+            )
+        if on_cpu:
+            prompt_embeds = prompt_embeds.to(device)
+            negative_embeds = negative_embeds.to(device) if negative_embeds is not None else None
+        self._check_stop()
+
+        # 3. Decode and encode the image/video inputs
+        self._enter(Stage.ENCODING_IMAGE)
+        kwargs = engine_inputs.pipeline_inputs(pipe, loaded.spec, request, device)
+        self._check_stop()
+
+        # 4. Denoising loop (inside the pipeline; we observe every step)
+        steps = engine_inputs.effective_steps(loaded.spec, request)
+        self._enter(Stage.DENOISING, 0, steps)
+        generator = torch.Generator(device="cpu").manual_seed(request.seed)
+        last = [time.perf_counter()]
+
+        def on_step_end(pipeline, i, t, callback_kwargs):
+            # Counted here rather than from `i`: Animate restarts `i` for every segment. The device is synchronised
+            # so a step's time is the step's, not the time to queue it, and a stop decision follows a finished step.
+            _synchronize(device)
+            now = time.perf_counter()
+            self.step_times.append(now - last[0])
+            last[0] = now
+            done = len(self.step_times)
+            self.on_progress(
+                ProgressEvent(stage=Stage.DENOISING, step=done, steps=steps, step_time_s=self.step_times[-1])
+            )
+            self._check_stop()
+            if done == steps:
+                self._enter(Stage.DECODING, steps, steps)
+            return {}
+
+        pipe.scheduler = make_scheduler(pipe.scheduler, request.solver, request.flow_shift)
+        common = dict(
+            prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative_embeds if do_cfg else None,
+            height=request.height,
+            width=request.width,
+            num_inference_steps=request.num_inference_steps,
+            guidance_scale=request.guidance_scale,
+            generator=generator,
+            output_type="np",
+            callback_on_step_end=on_step_end,
+            max_sequence_length=request.max_sequence_length,
+        )
+        if request.guidance_scale_2 is not None:
+            common["guidance_scale_2"] = request.guidance_scale_2
+        if request.task not in (TaskKind.V2V, TaskKind.ANIMATE):
+            common["num_frames"] = request.num_frames
+        with torch.inference_mode():
+            frames = pipe(**common, **kwargs).frames[0]
+        if self._stage != Stage.DECODING:
+            self._enter(Stage.DECODING, steps, steps)
+
+        # 5. Write the video and its thumbnail (atomically: a failure leaves neither)
+        self._enter(Stage.WRITING)
+        video = _to_uint8(frames)
+        video_path, thumb_path = _write_outputs(video, request)
+        self._close_stage()
+        return GenerationResult(
+            video_path=video_path,
+            thumbnail_path=thumb_path,
+            width=int(video.shape[2]),
+            height=int(video.shape[1]),
+            num_frames=int(video.shape[0]),
+            fps=request.fps,
+            seed=request.seed,
+            random_weights=loaded.random_weights,
+            stage_times_s=dict(self.stage_times),
+            step_times_s=tuple(self.step_times),
+        )
+
+    def _pipeline_for(self, loaded: LoadedModel):
+        return self.engine._pipeline(loaded, self.request)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cpu":
+        return
+    accelerator = getattr(torch, "accelerator", None)
+    if accelerator is not None and hasattr(accelerator, "synchronize"):
+        accelerator.synchronize(device)
+    elif device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _to_uint8(frames) -> np.ndarray:
+    array = np.asarray(frames)
+    if array.dtype != np.uint8:
+        array = (np.clip(array, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return array
+
+
+def thumbnail_path_for(video_path: str) -> str:
+    return os.path.splitext(video_path)[0] + ".jpg"
+
+
+def _write_outputs(video: np.ndarray, request: GenerationRequest) -> tuple[str, str]:
+    from wanserve.media.images import write_thumbnail
+    from wanserve.media.video import encode_mp4
+
+    video_path = request.output_path
+    thumb_path = thumbnail_path_for(video_path)
+    os.makedirs(os.path.dirname(os.path.abspath(video_path)), exist_ok=True)
+    write_thumbnail(video[len(video) // 2], thumb_path)
+    try:
+        encode_mp4(video, video_path, fps=request.fps, crf=request.crf)
+    except BaseException:
+        if os.path.exists(thumb_path):
+            os.remove(thumb_path)
+        raise
+    return video_path, thumb_path

@@ -1,0 +1,109 @@
+"""Turning a request's media inputs into the keyword arguments of its diffusers pipeline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from wanserve.engine.registry import ModelSpec
+from wanserve.engine.requests import GenerationRequest, TaskKind
+from wanserve.errors import InvalidRequestError
+
+ANIMATE_CONDITIONING_FRAMES = 1
+"""Frames each Animate segment takes from the previous one (diffusers' `prev_segment_conditioning_frames`)."""
+
+
+def animate_segments(spec: ModelSpec, num_frames: int) -> int:
+    """How many segments of `spec.num_frames` frames Wan-Animate runs to cover `num_frames` (as diffusers does)."""
+    effective = spec.num_frames - ANIMATE_CONDITIONING_FRAMES
+    return -(-(num_frames - ANIMATE_CONDITIONING_FRAMES) // effective) if num_frames > 1 else 1
+
+
+def effective_steps(spec: ModelSpec, request: GenerationRequest) -> int:
+    """Denoising steps the pipeline will actually run, over all segments.
+
+    Video-to-video skips the first `1 - strength` of the schedule; Animate denoises each segment in full.
+    """
+    if request.task == TaskKind.V2V:
+        return max(1, min(int(request.num_inference_steps * request.strength), request.num_inference_steps))
+    if request.task == TaskKind.ANIMATE:
+        return request.num_inference_steps * animate_segments(spec, request.num_frames)
+    return request.num_inference_steps
+
+
+def _image(source, field: str, request: GenerationRequest):
+    from wanserve.media.images import load_image
+
+    return load_image(source, field=field)
+
+
+def _video(source, field: str, max_frames: int, *, min_frames: int | None = None, mode: str = "RGB"):
+    from wanserve.media.video import load_video
+
+    frames = load_video(source, field=field, max_frames=max_frames)
+    needed = min_frames if min_frames is not None else max_frames
+    if len(frames) < needed:
+        raise InvalidRequestError(field, f"`{field}` has {len(frames)} frames; at least {needed} are needed")
+    return [frame.convert(mode) for frame in frames]
+
+
+def load_media(request: GenerationRequest) -> dict[str, Any]:
+    """Decodes every media input of the request (images as PIL, videos as lists of PIL frames).
+
+    Raises `InvalidRequestError` naming the field when an input is unreadable or too short. The job service calls
+    this before it creates a job, so a bad file never becomes a failed job.
+    """
+    n = request.num_frames
+    out: dict[str, Any] = {}
+    if request.image is not None:
+        out["image"] = _image(request.image, "image", request)
+    if request.last_image is not None:
+        out["last_image"] = _image(request.last_image, "last_image", request)
+    if request.reference_images:
+        out["reference_images"] = [
+            _image(ref, f"reference_images[{i}]", request) for i, ref in enumerate(request.reference_images)
+        ]
+    if request.video is not None:
+        out["video"] = _video(request.video, "video", n)
+    if request.mask is not None:
+        out["mask"] = _video(request.mask, "mask", n, mode="L")
+    for name in ("pose_video", "face_video", "background_video"):
+        value = getattr(request, name)
+        if value is not None:
+            out[name] = _video(value, name, n)
+    return out
+
+
+def pipeline_inputs(pipe, spec: ModelSpec, request: GenerationRequest, device: torch.device) -> dict[str, Any]:
+    """The task-specific keyword arguments for `pipe(...)`."""
+    media = load_media(request)
+    task = request.task
+    kwargs: dict[str, Any] = {}
+    if task in (TaskKind.I2V, TaskKind.FLF2V, TaskKind.TI2V) and "image" in media:
+        kwargs["image"] = media["image"]
+        if "last_image" in media:
+            kwargs["last_image"] = media["last_image"]
+        # The pipeline runs the CLIP image encoder itself: diffusers refuses `image` and `image_embeds` together,
+        # and it needs `image` for the VAE-encoded condition.
+    elif task == TaskKind.V2V:
+        kwargs.update(video=media["video"], strength=request.strength)
+    elif task == TaskKind.VACE:
+        if "video" in media:
+            kwargs["video"] = media["video"]
+        if "mask" in media:
+            kwargs["mask"] = media["mask"]
+        if "reference_images" in media:
+            kwargs["reference_images"] = media["reference_images"]
+    elif task == TaskKind.ANIMATE:
+        kwargs.update(
+            image=media["image"],
+            pose_video=media["pose_video"],
+            face_video=media["face_video"],
+            mode=request.animate_mode,
+            segment_frame_length=spec.num_frames,
+            prev_segment_conditioning_frames=ANIMATE_CONDITIONING_FRAMES,
+        )
+        if request.animate_mode == "replace":
+            kwargs.update(background_video=media["background_video"], mask_video=media["mask"])
+    return kwargs

@@ -1,0 +1,173 @@
+"""End-to-end generation with the tiny models: every task kind, determinism, progress and stopping."""
+
+from __future__ import annotations
+
+import os
+
+import av
+import numpy as np
+import pytest
+
+from wanserve.engine.requests import Stage
+from wanserve.engine.validation import resolve_request
+from wanserve.errors import GenerationCancelled
+
+
+def decode_frames(path: str) -> np.ndarray:
+    with av.open(path) as container:
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+
+
+def _generate(engine, tmp_path, model, events=None, should_stop=None, name="out.mp4", **params):
+    params.setdefault("prompt", "a cat")
+    params.setdefault("seed", 7)
+    request = resolve_request(model, params, output_path=str(tmp_path / name))
+    return engine.generate(request, on_progress=events.append if events is not None else None, should_stop=should_stop)
+
+
+CASES = {
+    "t2v": ("tiny-t2v", {}),
+    "t2v-moe": ("tiny-t2v-moe", {}),
+    "i2v": ("tiny-i2v", {"image": "png"}),
+    "flf2v": ("tiny-flf2v", {"image": "png", "last_image": "png2"}),
+    "ti2v-text": ("tiny-ti2v", {}),
+    "ti2v-image": ("tiny-ti2v", {"image": "png"}),
+    "v2v": ("tiny-t2v", {"video": "video", "strength": 0.5, "num_inference_steps": 4}),
+    "vace": ("tiny-vace", {"video": "video", "mask": "mask", "reference_images": ["png"]}),
+    "animate": ("tiny-animate", {"image": "png", "pose_video": "video", "face_video": "video"}),
+}
+
+
+@pytest.fixture
+def media(png_bytes, png_bytes_2, input_video, mask_video):
+    return {"png": png_bytes, "png2": png_bytes_2, "video": input_video, "mask": mask_video}
+
+
+def _with_media(params: dict, media: dict) -> dict:
+    out = {}
+    for key, value in params.items():
+        if isinstance(value, list):
+            out[key] = [media[v] for v in value]
+        elif isinstance(value, str) and value in media:
+            out[key] = media[value]
+        else:
+            out[key] = value
+    return out
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_generate_task_kind_writes_playable_mp4(engine, tmp_path, media, case):
+    model, params = CASES[case]
+    events = []
+    result = _generate(engine, tmp_path, model, events, **_with_media(params, media))
+    frames = decode_frames(result.video_path)
+    assert frames.shape == (9, 64, 64, 3)
+    assert (result.num_frames, result.width, result.height) == (9, 64, 64)
+    assert result.random_weights is True
+    with open(result.thumbnail_path, "rb") as f:
+        assert f.read(3) == b"\xff\xd8\xff"  # JPEG
+    stages = [e.stage for e in events]
+    assert stages[0] == Stage.LOADING and stages[-1] == Stage.WRITING
+    steps = [e.step for e in events if e.stage == Stage.DENOISING and e.step > 0]
+    assert steps == list(range(1, len(steps) + 1)) and steps
+
+
+def test_generate_same_seed_gives_identical_frames(engine, tmp_path):
+    first = _generate(engine, tmp_path, "tiny-t2v", name="a.mp4", seed=123)
+    second = _generate(engine, tmp_path, "tiny-t2v", name="b.mp4", seed=123)
+    other = _generate(engine, tmp_path, "tiny-t2v", name="c.mp4", seed=124)
+    a, b, c = (decode_frames(r.video_path) for r in (first, second, other))
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_generate_reports_stages_in_order(engine, tmp_path):
+    events = []
+    _generate(engine, tmp_path, "tiny-t2v", events, num_inference_steps=3)
+    stages = []
+    for event in events:
+        if not stages or stages[-1] != event.stage:
+            stages.append(event.stage)
+    assert stages == [
+        Stage.LOADING,
+        Stage.ENCODING_TEXT,
+        Stage.ENCODING_IMAGE,
+        Stage.DENOISING,
+        Stage.DECODING,
+        Stage.WRITING,
+    ]
+    denoise = [(e.step, e.steps) for e in events if e.stage == Stage.DENOISING]
+    assert denoise == [(0, 3), (1, 3), (2, 3), (3, 3)]
+    assert all(
+        e.step_time_s is not None and e.step_time_s >= 0 for e in events if e.stage == Stage.DENOISING and e.step
+    )
+
+
+def test_generate_stop_during_step_2_stops_before_step_3(engine, tmp_path):
+    events = []
+
+    def should_stop() -> bool:
+        return any(e.stage == Stage.DENOISING and e.step == 2 for e in events)
+
+    out = tmp_path / "stopped.mp4"
+    with pytest.raises(GenerationCancelled):
+        _generate(engine, tmp_path, "tiny-t2v", events, should_stop=should_stop, name=out.name, num_inference_steps=4)
+    steps = [e.step for e in events if e.stage == Stage.DENOISING]
+    assert max(steps) == 2
+    assert Stage.DECODING not in {e.stage for e in events}
+    assert os.listdir(tmp_path) == []  # no video, no thumbnail, no temporary file
+
+
+def test_generate_moe_uses_both_experts(engine, tmp_path):
+    """With boundary 0.875 and 4 steps, the high-noise expert runs first and the low-noise expert after."""
+    loaded = engine.load("tiny-t2v-moe")
+    calls = []
+    hooks = [
+        loaded.components[name].register_forward_pre_hook(lambda m, a, name=name: calls.append(name))
+        for name in ("transformer", "transformer_2")
+    ]
+    try:
+        _generate(engine, tmp_path, "tiny-t2v-moe", num_inference_steps=4)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert calls[0] == "transformer" and calls[-1] == "transformer_2"
+
+
+def test_generate_animate_counts_steps_over_segments(engine, tmp_path, png_bytes, tmp_path_factory):
+    """17 frames in segments of 9 (1 conditioning frame) is 2 segments: 2 x 2 steps, counted without restarting."""
+    from wanserve.media.video import encode_mp4
+
+    rng = np.random.default_rng(5)
+    pose = tmp_path_factory.mktemp("animate") / "pose.mp4"
+    encode_mp4(rng.integers(0, 256, (17, 64, 64, 3), dtype=np.uint8), str(pose), fps=8)
+    events = []
+    result = _generate(
+        engine, tmp_path, "tiny-animate", events, image=png_bytes, pose_video=str(pose), face_video=str(pose),
+        num_frames=17,
+    )  # fmt: skip
+    steps = [(e.step, e.steps) for e in events if e.stage == Stage.DENOISING]
+    assert steps == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]
+    assert decode_frames(result.video_path).shape[0] == 17
+
+
+def test_generate_text_encoder_on_cpu_matches_default(engine, tmp_path):
+    """`text_encoder_on_cpu` (T5_CPU) encodes on the CPU; on a CPU-only machine the frames must be identical."""
+    from wanserve.engine.config import EngineConfig, MemoryConfig
+    from wanserve.engine.engine import Engine
+
+    t5_cpu = Engine(EngineConfig(device="cpu", memory=MemoryConfig(text_encoder_on_cpu=True, vae_tiling=True)))
+    first = _generate(engine, tmp_path, "tiny-t2v", name="a.mp4", seed=5)
+    second = _generate(t5_cpu, tmp_path, "tiny-t2v", name="b.mp4", seed=5)
+    assert np.array_equal(decode_frames(first.video_path), decode_frames(second.video_path))
+    assert t5_cpu.load("tiny-t2v").components["vae"].use_tiling
+
+
+def test_generate_two_pipelines_of_one_model_share_modules(engine, tmp_path, png_bytes):
+    """TI2V runs the text and the image pipeline over the same modules; memory options are applied once."""
+    _generate(engine, tmp_path, "tiny-ti2v", name="text.mp4")
+    _generate(engine, tmp_path, "tiny-ti2v", name="image.mp4", image=png_bytes)
+    loaded = engine.load("tiny-ti2v")
+    pipes = list(loaded.pipelines.values())
+    assert len(pipes) == 2 and pipes[0].transformer is pipes[1].transformer
+    assert loaded.memory_applied
