@@ -1,6 +1,6 @@
 """Deployment settings: one `Settings` object, read from `WANSERVE_*` environment variables and `.env`.
 
-The seed projects' variable names are accepted as aliases (`WAN_CHECKPOINT_DIR`, `MODEL_CKPT_DIR`, `T5_CPU`,
+The seed projects' variable names are accepted as aliases (`WAN_CHECKPOINT_DIR`, `MODEL_CKPT_DIR`, `WAN_MODELS_ROOT`, `T5_CPU`,
 `ULYSSES_SIZE`, `RING_SIZE`, `MAX_CONCURRENT_TASKS`, `TASK_TIMEOUT`, `SERVER_HOST`, `SERVER_PORT`, `MAX_QUEUE_SIZE`,
 `OUTPUT_DIR`). The `WANSERVE_` name wins when both are set.
 
@@ -51,14 +51,18 @@ class Settings(BaseSettings):
     # Models and devices
     models: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias=_env("MODELS"))
     """Models to load and warm at start-up (comma-separated). Empty: the tiny models when no weights are set."""
+    models_dir: Path | None = Field(None, validation_alias=_env("MODELS_DIR", "WAN_MODELS_ROOT"))
+    """Directory holding one sub-directory of weights per model (by catalog name)."""
     checkpoint_dir: Path | None = Field(
-        None, validation_alias=_env("CHECKPOINT_DIR", "WANSERVE_MODELS_DIR", "WAN_CHECKPOINT_DIR", "MODEL_CKPT_DIR")
+        None, validation_alias=_env("CHECKPOINT_DIR", "WAN_CHECKPOINT_DIR", "MODEL_CKPT_DIR")
     )
-    """Directory holding model weights (one sub-directory per model)."""
+    """One model's weights directory (the seed services' variable); used for the first of `models`."""
     t5_cpu: bool = Field(False, validation_alias=_env("T5_CPU", "T5_CPU"))
     """Keep the text encoder on the CPU."""
     ulysses_size: int = Field(1, ge=1, validation_alias=_env("ULYSSES_SIZE", "ULYSSES_SIZE"))
+    """Sequence-parallel degree of a worker group (only 1 is served so far)."""
     ring_size: int = Field(1, ge=1, validation_alias=_env("RING_SIZE", "RING_SIZE"))
+    """Ring-attention degree of a worker group (only 1 is served so far)."""
 
     # Limits
     concurrency: int | None = Field(None, ge=1, le=64, validation_alias=_env("CONCURRENCY", "MAX_CONCURRENT_TASKS"))
@@ -124,6 +128,11 @@ class Settings(BaseSettings):
                     "`WANSERVE_TEST_HOLD_DIR` is a test hook; not allowed when `WANSERVE_ENV` is production"
                 )
         return self
+
+    @property
+    def weights_configured(self) -> bool:
+        """Whether any real weights or models were configured (else the tiny models serve)."""
+        return bool(self.models) or self.models_dir is not None or self.checkpoint_dir is not None
 
     @property
     def dev_mode(self) -> bool:

@@ -84,6 +84,8 @@ def start_compat_server(tmp_path_factory) -> Iterator:
         for key in ("legacy_input_dir", "animate_jobs_root"):
             if values.get(key):
                 Path(values[key]).mkdir(parents=True, exist_ok=True)
+        if values.get("hold_dir"):
+            (Path(values["hold_dir"]) / "hold").touch()  # the test hold hook is on while this file exists
         settings = Settings(**values)
         app = create_app(settings)
         server, thread, url = _serve(app)

@@ -9,7 +9,15 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-SMALL = {"model": "tiny-t2v", "prompt": "a cat", "width": 64, "height": 64, "num_frames": 5, "num_inference_steps": 1}
+SMALL = {
+    "model": "tiny-t2v",
+    "prompt": "a cat",
+    "width": 64,
+    "height": 64,
+    "num_frames": 1,
+    "num_inference_steps": 1,
+    "guidance_scale": 1.0,
+}
 
 
 def test_submit_100_concurrently_all_finish_in_order(sqlite_server, sse):

@@ -1,14 +1,11 @@
-"""The devices this process can run models on."""
+"""The devices this process runs workers on."""
 
 from __future__ import annotations
 
 
 def detect_devices() -> list[str]:
-    """`cuda:0`, `cuda:1`, ... when CUDA GPUs are present, else `mps` on Apple silicon, else `cpu`."""
-    import torch
+    """The accelerators (`cuda:0`, `cuda:1`, `npu:0`, `mps`, ...), or `["cpu"]` when there are none."""
+    from wanserve.engine.devices import detect_devices as all_devices
 
-    if torch.cuda.is_available():
-        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return ["mps"]
-    return ["cpu"]
+    accelerators = [d.device for d in all_devices() if d.type != "cpu"]
+    return accelerators or ["cpu"]

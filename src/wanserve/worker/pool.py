@@ -89,6 +89,13 @@ class WorkerPool:
         for thread in self._threads:
             thread.join(timeout_s)
 
+    def is_random(self, model: str) -> bool:
+        """Whether any worker serves `model` with random weights (the engine knows; the catalog guesses)."""
+        from wanserve.engine.registry import get_spec
+
+        answers = [w.engine.is_random(model) for w, _ in self.workers if hasattr(w.engine, "is_random")]
+        return any(answers) if answers else get_spec(model).random_weights
+
     def status(self) -> list[WorkerStatus]:
         return [
             WorkerStatus(

@@ -32,26 +32,37 @@ EngineFactory = Callable[[str, Settings], EngineLike]
 
 
 def default_engine_factory(device: str, settings: Settings) -> EngineLike:
-    """A real `Engine` on `device`, with the weights of `settings.checkpoint_dir/<model>` where present."""
-    from wanserve.engine.config import EngineConfig
+    """A real `Engine` on `device` with the configured weight locations and memory options."""
+    from wanserve.engine.config import EngineConfig, MemoryConfig
     from wanserve.engine.engine import Engine
 
     paths: tuple[tuple[str, str], ...] = ()
-    if settings.checkpoint_dir is not None:
-        root = settings.checkpoint_dir
-        paths = tuple((m, str(root / m)) for m in settings.models if (root / m).is_dir())
-    return Engine(EngineConfig(device=device, model_paths=paths))
+    if settings.checkpoint_dir is not None and settings.models:
+        paths = ((settings.models[0], str(settings.checkpoint_dir)),)
+    return Engine(
+        EngineConfig(
+            device=device,
+            models_dir=str(settings.models_dir) if settings.models_dir else None,
+            model_paths=paths,
+            memory=MemoryConfig(text_encoder_on_cpu=settings.t5_cpu),
+        )
+    )
 
 
 def served_models(settings: Settings) -> tuple[list[str], bool]:
     """(models to load, whether they are the tiny fallback because no weights are configured)."""
+    if settings.ulysses_size > 1 or settings.ring_size > 1:
+        raise ValueError(
+            f"`ULYSSES_SIZE`={settings.ulysses_size} / `RING_SIZE`={settings.ring_size}: multi-rank worker groups "
+            "are not served by `wanserve serve` yet; use 1"
+        )
     if settings.models:
         for name in settings.models:
             get_spec(name)  # unknown names fail at start-up, listing the catalog
-        return list(settings.models), False
-    if settings.checkpoint_dir is None:
+        return list(dict.fromkeys(settings.models)), False
+    if not settings.weights_configured:
         return [spec.name for spec in tiny_models()], True
-    raise ValueError("`WANSERVE_MODELS` must name the models to serve from `WANSERVE_CHECKPOINT_DIR`")
+    raise ValueError("`WANSERVE_MODELS` (or `--model`) must name the models to serve from the configured weights")
 
 
 @dataclass
@@ -100,13 +111,14 @@ class Runtime:
         counts = self.service.queue_stats()
         workers = self.pool.status() if self.pool is not None else []
         ready = bool(workers) and all(w.ready for w in workers)
+        random = {m: self.pool.is_random(m) if self.pool else get_spec(m).random_weights for m in self.models}
         errors = [w.load_error for w in workers if w.load_error]
         status = "error" if errors else "ok" if ready else "starting"
         return {
             "status": status,
             "version": __version__,
-            "random_weights": self.random_weights,
-            "models": [{"name": m, "loaded": ready, "random_weights": get_spec(m).random_weights} for m in self.models],
+            "random_weights": any(random.values()),
+            "models": [{"name": m, "loaded": ready, "random_weights": random[m]} for m in self.models],
             "devices": self.devices,
             "rank": 0,
             "world_size": 1,
