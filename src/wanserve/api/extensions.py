@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from wanserve import __version__
-from wanserve.api.metrics import ServiceMetrics, metrics_router
+from wanserve.api.metrics import DeviceMemory, ServiceMetrics, metrics_router
 from wanserve.api.routes import legacy_animate, legacy_wan21_i2v, legacy_wan21_multi, openai
 from wanserve.api.schemas.jobs import JobPublic
 from wanserve.api.schemas.legacy import ParallelCapabilities
 from wanserve.jobs.views import JobView
 from wanserve.jobs.webhooks import WebhookConfig, WebhookSender
+from wanserve.worker.device_memory import device_memory
 
 if TYPE_CHECKING:
     from wanserve.worker.runtime import Runtime
@@ -45,6 +46,7 @@ def install_metrics(app: FastAPI, runtime: Runtime) -> None:
     metrics = ServiceMetrics(
         job_counts=service.queue_stats,
         queue_depth=lambda: service.queue_stats().get("queued", 0),
+        devices=lambda: [DeviceMemory(*stats) for stats in device_memory(runtime.devices)],
     )
     models: OrderedDict[str, str] = OrderedDict()
 
