@@ -83,6 +83,14 @@ def test_resolve_model_dir_skips_seed_dir_holding_another_model_kind(tmp_path, m
     assert resolve_model_dir(get_spec("wan2.1-i2v-14b-480p")) == tmp_path / "i2v"
 
 
+def test_resolve_model_dir_ignores_seed_variables_for_tiny_models(tmp_path, monkeypatch):
+    monkeypatch.setenv("WAN_CHECKPOINT_DIR", str(_seed_dir(tmp_path / "t2v")))
+    assert resolve_model_dir(get_spec("tiny-t2v")) is None
+    ours = _mkdir(tmp_path / "models" / "tiny-t2v")
+    monkeypatch.setenv("WANSERVE_MODELS_DIR", str(tmp_path / "models"))
+    assert resolve_model_dir(get_spec("tiny-t2v")) == ours
+
+
 def test_detect_layout_recognises_both_layouts(t2v_dirs):
     _, diffusers_dir, original_dir = t2v_dirs
     assert detect_layout(diffusers_dir) == "diffusers"

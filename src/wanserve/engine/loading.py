@@ -71,11 +71,14 @@ def resolve_model_dir(spec: ModelSpec, explicit: str | Path | None = None) -> Pa
     Order: `explicit` (returned even if it does not exist, so errors name it), `<models_root()>/<name>`, then
     the seed services' variables: `WAN_CHECKPOINT_DIR`, `WAN_MODELS_ROOT/<name>` or `WAN_MODELS_ROOT/<hub repo
     name>`, `MODEL_CKPT_DIR`. A single-model variable is skipped when its directory holds a different kind of
-    model.
+    model. Tiny models look only at `explicit` and `<models_root()>/<name>`.
     """
     if explicit is not None and str(explicit) != "":
         return Path(explicit).expanduser()
-    candidates: list[tuple[Path, bool]] = [(models_root() / spec.name, False)]
+    ours = models_root() / spec.name
+    if spec.tiny:  # the seed variables point at real models
+        return ours if ours.is_dir() else None
+    candidates: list[tuple[Path, bool]] = [(ours, False)]
     seed_dir = os.environ.get("WAN_CHECKPOINT_DIR")
     if seed_dir:
         candidates.append((Path(seed_dir).expanduser(), True))
