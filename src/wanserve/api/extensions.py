@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -13,12 +14,13 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from wanserve import __version__
-from wanserve.api.metrics import ServiceMetrics, metrics_router
+from wanserve.api.metrics import DeviceMemory, ServiceMetrics, metrics_router
 from wanserve.api.routes import legacy_animate, legacy_wan21_i2v, legacy_wan21_multi, openai
 from wanserve.api.schemas.jobs import JobPublic
 from wanserve.api.schemas.legacy import ParallelCapabilities
 from wanserve.jobs.views import JobView
 from wanserve.jobs.webhooks import WebhookConfig, WebhookSender
+from wanserve.worker.device_memory import device_memory
 
 if TYPE_CHECKING:
     from wanserve.worker.runtime import Runtime
@@ -45,18 +47,27 @@ def install_metrics(app: FastAPI, runtime: Runtime) -> None:
     metrics = ServiceMetrics(
         job_counts=service.queue_stats,
         queue_depth=lambda: service.queue_stats().get("queued", 0),
+        devices=lambda: [DeviceMemory(*stats) for stats in device_memory(runtime.devices)],
     )
-    models: OrderedDict[str, str] = OrderedDict()
+    models: OrderedDict[str, str] = OrderedDict()  # job id -> model, for labelling step times (workers' threads)
+    lock = threading.Lock()
 
-    def model_of(job_id: str) -> str:
-        if job_id not in models:
-            models[job_id] = service.store.get(job_id).model
+    def remember(job_id: str, model: str) -> None:
+        with lock:
+            models[job_id] = model
             while len(models) > _MODEL_CACHE_SIZE:
                 models.popitem(last=False)
-        return models[job_id]
+
+    def model_of(job_id: str) -> str:
+        with lock:
+            model = models.get(job_id)
+        if model is None:
+            model = service.store.get(job_id).model
+            remember(job_id, model)
+        return model
 
     def created(view: JobView) -> None:
-        models[view.id] = view.model
+        remember(view.id, view.model)
         metrics.job_submitted(view.model, view.kind)
 
     def steps(job_id: str, step_times_s: Sequence[float]) -> None:
@@ -65,7 +76,8 @@ def install_metrics(app: FastAPI, runtime: Runtime) -> None:
             metrics.step_observed(model, step_time_s)
 
     def finished(view: JobView) -> None:
-        models.pop(view.id, None)
+        with lock:
+            models.pop(view.id, None)
         total_s = (view.finished_at - view.created_at).total_seconds() if view.finished_at else None
         run_s = (view.finished_at - view.started_at).total_seconds() if view.finished_at and view.started_at else None
         metrics.job_finished(view.model, view.status, total_s, run_s)

@@ -248,6 +248,16 @@ class JobService:
         rows, count = self.store.list(status, model, owner_key, limit, offset)
         return JobPage(self._views(rows), count)
 
+    def list_jobs_after(
+        self, after: str | None = None, limit: int = 20, ascending: bool = False, owner_key: str | None = None
+    ) -> tuple[list[JobView], bool]:
+        """Cursor paging: up to `limit` jobs after the job `after` (newest first unless `ascending`), and whether
+        more follow. `JobNotFoundError` for an unknown cursor."""
+        if not 1 <= limit <= 1000:
+            raise InvalidRequestError("limit", f"`limit` must be between 1 and 1000, got {limit}")
+        rows, has_more = self.store.page_after(after, limit, ascending, owner_key)
+        return self._views(rows), has_more
+
     def _view(self, job: Job) -> JobView:
         return self._views([job])[0]
 

@@ -128,6 +128,22 @@ class JobStore:
             rows = session.scalars(select(Job).where(*conditions).order_by(Job.seq.desc()).limit(limit).offset(offset))
             return list(rows), count
 
+    def page_after(
+        self, after_id: str | None, limit: int, ascending: bool = False, owner_key: str | None = None
+    ) -> tuple[list[Job], bool]:
+        """Up to `limit` jobs following the job `after_id` in creation order (newest first unless `ascending`), and
+        whether more follow. Raises `JobNotFoundError` for an unknown `after_id`."""
+        conditions = [] if owner_key is None else [Job.owner_key == owner_key]
+        with self._sessions() as session:
+            if after_id is not None:
+                seq = session.scalar(select(Job.seq).where(Job.id == after_id, *conditions))
+                if seq is None:
+                    raise JobNotFoundError(f"job {after_id!r} not found")
+                conditions.append(Job.seq > seq if ascending else Job.seq < seq)
+            order = Job.seq.asc() if ascending else Job.seq.desc()
+            rows = list(session.scalars(select(Job).where(*conditions).order_by(order).limit(limit + 1)))
+        return rows[:limit], len(rows) > limit
+
     def queue_positions(self, seqs: Iterable[int]) -> dict[int, int]:
         """Position in the queue (1 = next to run) of each queued job given by `seq`, from one consistent read."""
         wanted = sorted(set(seqs))

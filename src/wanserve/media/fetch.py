@@ -120,11 +120,6 @@ def _parse(url: str | httpx.URL, field: str) -> httpx.URL:
     return parsed
 
 
-def check_url_syntax(url: str, field: str) -> None:
-    """Cheap submit-time check: an http(s) URL with a host. The network checks happen when it is used."""
-    _parse(url, field)
-
-
 def resolve_url(url: str | httpx.URL, field: str, allow_private_addresses: bool = False) -> PinnedURL:
     """Checks the scheme, resolves the host and checks every address. Raises `InvalidRequestError`."""
     parsed = _parse(url, field)

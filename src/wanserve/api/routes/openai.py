@@ -35,7 +35,7 @@ from wanserve.api.schemas.openai import (
 )
 from wanserve.engine.registry import get_spec
 from wanserve.errors import InvalidRequestError, QueueFullError, WanserveError
-from wanserve.jobs.service import JobService, JobSubmission
+from wanserve.jobs.service import JobSubmission
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,6 @@ PASS_THROUGH_FIELDS = frozenset(
 )
 OPENAI_FIELDS = frozenset({"model", "prompt", "seconds", "size", "input_reference", "webhook_url"})
 _RENAMED = {"image": "input_reference", "num_frames": "seconds", "width": "size", "height": "size"}
-_SCAN_PAGE = 500
 
 
 def openai_error_response(status: int, message: str, param: str | None, code: str | None) -> JSONResponse:
@@ -234,37 +233,11 @@ async def list_videos(
     order: str = Query("desc", pattern="^(asc|desc)$"),
 ) -> VideoList:
     """List video jobs (OpenAI `client.videos.list`), cursor-paged by `after`."""
-    views, has_more = await run_in_threadpool(_page, service, owner, after, limit, order)
+    views, has_more = await run_in_threadpool(service.list_jobs_after, after, limit, order == "asc", owner)
     data = [video_object(view) for view in views]
     return VideoList(
         data=data, has_more=has_more, first_id=data[0].id if data else None, last_id=data[-1].id if data else None
     )
-
-
-def _page(service: JobService, owner: str | None, after: str | None, limit: int, order: str):
-    """One page after the job `after`, newest first (`desc`) or oldest first (`asc`).
-
-    The job service pages by offset; the cursor is found by reading pages in order.
-    """
-    total = service.list_jobs(limit=1, owner_key=owner).count
-    ordered_offsets = range(0, total, _SCAN_PAGE)
-    collected: list = []
-    found = after is None
-    if after is not None:
-        service.get_job(after, owner)  # 404 for an unknown cursor
-    offsets = ordered_offsets if order == "desc" else reversed(ordered_offsets)
-    for offset in offsets:
-        views = service.list_jobs(limit=_SCAN_PAGE, offset=offset, owner_key=owner).data
-        if order == "asc":
-            views = list(reversed(views))
-        for view in views:
-            if not found:
-                found = view.id == after
-                continue
-            collected.append(view)
-            if len(collected) > limit:
-                return collected[:limit], True
-    return collected, False
 
 
 @router.get("/videos/{video_id}", response_model=VideoObject)
