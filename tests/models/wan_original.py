@@ -365,30 +365,12 @@ def write_original_layout(spec: ModelSpec, components: dict, path: Path, shards:
     return path
 
 
-def official_architecture(components: dict) -> dict:
-    """The tiny components with the hyper-parameters the official code fixes and the `.pth` files cannot
-    carry: T5 relative-position max distance 128 and exact-GELU CLIP (tiny.py uses 16 and quick-GELU)."""
-    from transformers import CLIPVisionModel, UMT5EncoderModel
-
-    out = dict(components)
-    te = components["text_encoder"]
-    config = te.config.__class__(**{**te.config.to_dict(), "relative_attention_max_distance": 128})
-    out["text_encoder"] = UMT5EncoderModel(config).eval()
-    out["text_encoder"].load_state_dict(te.state_dict())
-    if "image_encoder" in components:
-        ie = components["image_encoder"]
-        config = ie.config.__class__(**{**ie.config.to_dict(), "hidden_act": "gelu"})
-        out["image_encoder"] = CLIPVisionModel(config).eval()
-        out["image_encoder"].load_state_dict(ie.state_dict())
-    return out
-
-
 def write_tiny_checkpoints(spec: ModelSpec, root: Path, shards: int = 2) -> tuple[dict, Path, Path]:
-    """Tiny components of `spec` (official architecture) and the diffusers and original directories holding
+    """Tiny components of `spec` (tiny.py uses the official fixed hyper-parameters) and the diffusers and original directories holding
     them."""
     from wanserve.engine.tiny import build_tiny_components
 
-    components = official_architecture(build_tiny_components(spec))
+    components = build_tiny_components(spec)
     diffusers_dir = write_diffusers_layout(spec, components, root / "diffusers")
     original_dir = write_original_layout(spec, components, root / "original", shards=shards)
     return components, diffusers_dir, original_dir

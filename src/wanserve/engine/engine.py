@@ -173,12 +173,15 @@ class _Run:
         self.stage_times: dict[str, float] = {}
         self.step_times: list[float] = []
         self._stage: Stage | None = None
+        self.steps = 0
+        """Denoising steps this run will take; known once the model is loaded."""
         self._stage_start = 0.0
 
-    def _enter(self, stage: Stage, step: int = 0, steps: int = 0) -> None:
+    def _enter(self, stage: Stage) -> None:
+        """Starts `stage`; its event carries the step counts so far (0 of n before denoising, n of n after)."""
         self._close_stage()
         self._stage, self._stage_start = stage, time.perf_counter()
-        self.on_progress(ProgressEvent(stage=stage, step=step, steps=steps))
+        self.on_progress(ProgressEvent(stage=stage, step=len(self.step_times), steps=self.steps))
 
     def _close_stage(self) -> None:
         if self._stage is not None:
@@ -197,6 +200,7 @@ class _Run:
         loaded = self.engine.load(request.model)
         pipe = self._pipeline_for(loaded)
         device = loaded.device
+        self.steps = engine_inputs.effective_steps(loaded.spec, request)
         self._check_stop()
 
         # 2. Encode the prompt
@@ -225,8 +229,8 @@ class _Run:
         self._check_stop()
 
         # 4. Denoising loop (inside the pipeline; we observe every step)
-        steps = engine_inputs.effective_steps(loaded.spec, request)
-        self._enter(Stage.DENOISING, 0, steps)
+        steps = self.steps
+        self._enter(Stage.DENOISING)
         generator = torch.Generator(device="cpu").manual_seed(request.seed)
         last = [time.perf_counter()]
 
@@ -243,7 +247,7 @@ class _Run:
             )
             self._check_stop()
             if done == steps:
-                self._enter(Stage.DECODING, steps, steps)
+                self._enter(Stage.DECODING)
             return {}
 
         pipe.scheduler = make_scheduler(pipe.scheduler, request.solver, request.flow_shift)
@@ -266,7 +270,7 @@ class _Run:
         with torch.inference_mode():
             frames = pipe(**common, **kwargs).frames[0]
         if self._stage != Stage.DECODING:
-            self._enter(Stage.DECODING, steps, steps)
+            self._enter(Stage.DECODING)
 
         # 5. Write the video and its thumbnail (atomically: a failure leaves neither)
         self._enter(Stage.WRITING)

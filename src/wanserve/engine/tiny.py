@@ -43,7 +43,7 @@ def build_tiny_text_encoder(vocab_size: int):
         num_layers=2,
         num_heads=4,
         relative_attention_num_buckets=8,
-        relative_attention_max_distance=16,
+        relative_attention_max_distance=128,
         feed_forward_proj="gated-gelu",
         dropout_rate=0.0,
         pad_token_id=0,
@@ -92,6 +92,7 @@ def build_tiny_clip():
         num_hidden_layers=3,
         num_attention_heads=2,
         intermediate_size=37,
+        hidden_act="gelu",
         image_size=CLIP_IMAGE_SIZE,
         patch_size=CLIP_PATCH,
     )

@@ -99,6 +99,8 @@ def encode_mp4(
         # Convert with the BT.709 matrix and say so in the stream: an untagged video leaves players to guess
         # between BT.601 and BT.709, and a wrong guess shifts the colours (reds most).
         ctx = stream.codec_context
+        # Frame and slice threads: PyAV defaults to slices only, which leaves most cores idle in x264.
+        ctx.thread_type = "AUTO"
         ctx.colorspace, ctx.color_primaries, ctx.color_trc, ctx.color_range = _BT709, _BT709, _BT709, _LIMITED_RANGE
         for frame in itertools.chain([first], iterator):
             rgb = frame if frame is first else frame_to_uint8(frame)
