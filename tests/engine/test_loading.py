@@ -188,3 +188,15 @@ def test_build_scheduler_uses_spec_shift_and_solver():
     scheduler = build_scheduler(spec)
     assert type(scheduler).__name__ == "UniPCMultistepScheduler"
     assert (scheduler.config.flow_shift, scheduler.config.prediction_type) == (12.0, "flow_prediction")
+
+
+def test_load_components_dtype_per_component(t2v_dirs):
+    """Each component loads in its own dtype (the engine passes MemoryConfig's choices through)."""
+    for directory in t2v_dirs[1:]:
+        loaded = load_components(
+            get_spec("tiny-t2v"), directory, dtype=torch.bfloat16, text_encoder_dtype=torch.float16,
+            vae_dtype=torch.bfloat16,
+        )  # fmt: skip
+        assert loaded["transformer"].patch_embedding.weight.dtype == torch.bfloat16
+        assert loaded["text_encoder"].shared.weight.dtype == torch.float16
+        assert loaded["vae"].encoder.conv_in.weight.dtype == torch.bfloat16

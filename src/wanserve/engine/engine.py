@@ -104,6 +104,8 @@ class Engine:
                 directory,
                 dtype=torch_dtype(memory.transformer_dtype),
                 text_encoder_dtype=torch_dtype(memory.text_encoder_dtype),
+                image_encoder_dtype=torch_dtype(memory.image_encoder_dtype),
+                vae_dtype=torch_dtype(memory.vae_dtype),
             )
             path = str(directory)
         loaded = LoadedModel(

@@ -142,13 +142,15 @@ def load_components(
     path: str | Path,
     dtype: torch.dtype = torch.bfloat16,
     text_encoder_dtype: torch.dtype | None = None,
+    image_encoder_dtype: torch.dtype | None = None,
+    vae_dtype: torch.dtype = torch.float32,
 ) -> dict:
     """Loads `spec`'s pipeline components from `path` (either layout), offline.
 
     Returns diffusers component names: tokenizer, text_encoder, vae, transformer, transformer_2 (two experts),
-    image_encoder and image_processor (CLIP models), scheduler (from the spec). The transformers and the image
-    encoder get `dtype`, the text encoder `text_encoder_dtype` (default `dtype`), the VAE float32 (as the
-    official code decodes).
+    image_encoder and image_processor (CLIP models), scheduler (from the spec). The transformers get `dtype`, the
+    text and image encoders `text_encoder_dtype` and `image_encoder_dtype` (default `dtype`), the VAE `vae_dtype`
+    (float32 by default, as the official code decodes).
     """
     path = Path(path).expanduser()
     layout = detect_layout(path)
@@ -157,22 +159,27 @@ def load_components(
     missing = missing_files(spec, path, layout)
     if missing:
         raise CheckpointError(f"{spec.name}: {path} ({layout} layout) is missing {', '.join(missing)}")
-    te_dtype = text_encoder_dtype or dtype
+    dtypes = {
+        "transformer": dtype,
+        "text_encoder": text_encoder_dtype or dtype,
+        "image_encoder": image_encoder_dtype or dtype,
+        "vae": vae_dtype,
+    }
     logger.info("loading %s from %s (%s layout)", spec.name, path, layout)
     if layout == DIFFUSERS:
-        components = _load_diffusers(spec, path, dtype, te_dtype)
+        components = _load_diffusers(spec, path, dtypes)
     else:
-        components = original_loading.load_original(spec, path, dtype, te_dtype)
+        components = original_loading.load_original(spec, path, dtypes)
     components["scheduler"] = build_scheduler(spec)
     return components
 
 
-def _load_diffusers(spec: ModelSpec, path: Path, dtype: torch.dtype, te_dtype: torch.dtype) -> dict:
+def _load_diffusers(spec: ModelSpec, path: Path, dtypes: dict[str, torch.dtype]) -> dict:
     from diffusers import DiffusionPipeline
 
-    dtypes = {"default": dtype, "text_encoder": te_dtype, "vae": torch.float32}
+    by_component = {**dtypes, "transformer_2": dtypes["transformer"], "default": dtypes["transformer"]}
     try:
-        pipe = DiffusionPipeline.from_pretrained(path, dtype=dtypes, local_files_only=True)
+        pipe = DiffusionPipeline.from_pretrained(path, dtype=by_component, local_files_only=True)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise CheckpointError(f"{spec.name}: cannot load the diffusers layout in {path}: {exc}") from exc
     wanted = set(diffusers_components(spec)) - {"scheduler"}

@@ -29,21 +29,24 @@ from wanserve.models import umt5, wan_clip, wan_transformer, wan_vae
 logger = logging.getLogger(__name__)
 
 
-def load_original(spec: ModelSpec, path: Path, dtype: torch.dtype, te_dtype: torch.dtype) -> dict:
-    """Every component of `spec` from an original-layout directory (the scheduler excepted)."""
+def load_original(spec: ModelSpec, path: Path, dtypes: Mapping[str, torch.dtype]) -> dict:
+    """Every component of `spec` from an original-layout directory (the scheduler excepted).
+
+    `dtypes` maps `transformer`, `text_encoder`, `image_encoder` and `vae` to the dtype each is loaded in."""
     from transformers import AutoTokenizer
 
     if not original_supported(spec):
         raise CheckpointError(f"{path}: the original layout of {spec.name} is not supported; use the diffusers layout")
     components = {
         "tokenizer": AutoTokenizer.from_pretrained(str(path / ORIGINAL_TOKENIZER_DIR), local_files_only=True),
-        "text_encoder": load_t5(path / ORIGINAL_T5, te_dtype),
-        "vae": load_vae(path / ORIGINAL_VAE[spec.vae]),
+        "text_encoder": load_t5(path / ORIGINAL_T5, dtypes["text_encoder"]),
+        "vae": load_vae(path / ORIGINAL_VAE[spec.vae], dtypes["vae"]),
     }
     for name, folder in transformer_folders(spec).items():
-        components[name] = load_transformer(path / folder if folder else path, dtype)
+        components[name] = load_transformer(path / folder if folder else path, dtypes["transformer"])
     if spec.image_encoder:
-        components["image_encoder"], components["image_processor"] = load_clip(path / ORIGINAL_CLIP, dtype)
+        clip = load_clip(path / ORIGINAL_CLIP, dtypes["image_encoder"])
+        components["image_encoder"], components["image_processor"] = clip
     return components
 
 
@@ -79,15 +82,15 @@ def load_transformer(folder: Path, dtype: torch.dtype):
     return model.eval()
 
 
-def load_vae(path: Path):
-    """`Wan2.1_VAE.pth` or `Wan2.2_VAE.pth` as an `AutoencoderKLWan` in float32."""
+def load_vae(path: Path, dtype: torch.dtype = torch.float32):
+    """`Wan2.1_VAE.pth` or `Wan2.2_VAE.pth` as an `AutoencoderKLWan` (float32 by default, as the official code)."""
     from diffusers import AutoencoderKLWan
 
     state_dict = _torch_load(path)
     config = wan_vae.vae_config_from_state_dict(state_dict, source=str(path))
     model = _empty(lambda: AutoencoderKLWan(**config))
     converted = wan_vae.convert_vae_state_dict(state_dict, config, source=str(path))
-    _assign(model, [converted], source=str(path), dtype_of=lambda key: torch.float32)
+    _assign(model, [converted], source=str(path), dtype_of=lambda key: dtype)
     return model.eval()
 
 
