@@ -131,7 +131,7 @@ def fake_engine() -> FakeEngine:
 def make_service(tmp_path: Path):
     """Builds a `JobService` over a database URL (migrated), with storage in `tmp_path`."""
     from wanserve.dispatch.embedded import EmbeddedDispatcher
-    from wanserve.jobs.db import create_db_engine, make_session_factory, run_migrations
+    from wanserve.jobs.db import create_db_engine, run_migrations
     from wanserve.jobs.service import JobService, JobServiceConfig
     from wanserve.jobs.store import JobStore
     from wanserve.storage.local import LocalStorage
@@ -145,9 +145,7 @@ def make_service(tmp_path: Path):
         dispatcher = EmbeddedDispatcher()
         storage = LocalStorage(tmp_path / "outputs", tmp_path / "inputs")
         cfg = JobServiceConfig(served_models=("tiny-t2v", "tiny-i2v"), **config)
-        service = JobService(
-            JobStore(make_session_factory(engine)), storage, cfg, notify_waiting=dispatcher.notify_job_waiting
-        )
+        service = JobService(JobStore.for_engine(engine), storage, cfg, notify_waiting=dispatcher.notify_job_waiting)
         service.dispatcher = dispatcher
         return service
 
@@ -274,8 +272,10 @@ def start_server(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def sqlite_server(start_server) -> ServerProcess:
-    """One shared server over SQLite for the integration tests that need no special settings."""
-    return start_server(name="shared-sqlite")
+    """One shared server over SQLite for the integration tests that need no special settings (it also serves
+    tiny-i2v, and may fetch inputs from local URLs)."""
+    env = {"WANSERVE_MODELS": "tiny-t2v,tiny-i2v", "WANSERVE_ALLOW_PRIVATE_URLS": "true"}
+    return start_server(env, name="shared-sqlite")
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """Database connections and migrations.
 
-SQLite (the default) runs in WAL mode with a busy timeout, and every transaction starts with `BEGIN IMMEDIATE` so two
-writers never deadlock upgrading read locks. PostgreSQL is used as is (`postgresql+psycopg://...`). Alembic
+SQLite (the default) runs in WAL mode with a busy timeout; every writing transaction starts with `BEGIN IMMEDIATE`
+so two writers never deadlock upgrading read locks, while readers (`make_read_session_factory`) take no lock. PostgreSQL is used as is (`postgresql+psycopg://...`). Alembic
 migrations live in this package (`jobs/migrations`) and run at start-up (`run_migrations`).
 """
 
@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+READ_ONLY_OPTION = "wanserve_read_only"
 
 
 def create_db_engine(url: str) -> Engine:
@@ -48,12 +49,19 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Readers take no lock in WAL mode; writers take the write lock up front.
+        read_only = connection.get_execution_options().get(READ_ONLY_OPTION, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions whose objects stay readable after commit (they are handed across threads as snapshots)."""
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def make_read_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for reads only (on SQLite they start with a plain `BEGIN`, taking no write lock)."""
+    return sessionmaker(engine.execution_options(**{READ_ONLY_OPTION: True}), expire_on_commit=False)
 
 
 def alembic_config(engine: Engine) -> Config:

@@ -19,6 +19,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,15 +29,17 @@ from typing import Any
 from wanserve.engine.registry import get_spec
 from wanserve.engine.requests import GenerationRequest, GenerationResult
 from wanserve.engine.validation import MEDIA_FIELDS, request_params, resolve_request
-from wanserve.errors import InvalidRequestError, JobStateError
+from wanserve.errors import InvalidRequestError, JobNotFoundError, JobStateError, QueueFullError
 from wanserve.jobs.events import EventHub
 from wanserve.jobs.media_inputs import MediaLimits, StoredInput, load_input
 from wanserve.jobs.model import Job, JobStatus, utcnow
-from wanserve.jobs.store import JobStore, LeaseState
-from wanserve.jobs.views import JobEventView, JobView, make_view, queued_eta_s, running_eta_s
+from wanserve.jobs.store import JobStore, LeaseState, ModelStats
+from wanserve.jobs.views import JobEventView, JobView, make_view, queued_etas, running_eta_s
 from wanserve.storage.local import LocalStorage
 
 logger = logging.getLogger(__name__)
+
+STATS_TTL_S = 2.0
 
 FinalListener = Callable[[JobView], None]
 CreatedListener = Callable[[JobView], None]
@@ -104,6 +107,7 @@ class JobService:
         self.config = config
         self.hub = hub or EventHub()
         self._notify_waiting = notify_waiting or (lambda job_id: None)
+        self._stats_cache: tuple[float, Mapping[str, ModelStats]] | None = None
         self._final_listeners: list[FinalListener] = []
         self._created_listeners: list[CreatedListener] = []
         self._step_listeners: list[StepListener] = []
@@ -134,7 +138,7 @@ class JobService:
         request = resolve_request(model, {**params, **placeholders})
         fingerprint = _fingerprint(model, params, media, webhook_url)
         if key:
-            existing = self.store._by_idempotency_key(submission.owner_key, key)
+            existing = self.store.by_idempotency_key(submission.owner_key, key)
             if existing is not None:
                 return self._same_request(existing, fingerprint), False
 
@@ -174,8 +178,10 @@ class JobService:
                 request_fingerprint=fingerprint,
                 owner_key=submission.owner_key,
             )
-            retry_after = max(1, round(self._eta_for_new_job(model, request.num_inference_steps) or 5))
-            row, created = self.store.create(job, self.config.max_queue, retry_after)
+            row, created = self.store.create(job, self.config.max_queue)
+        except QueueFullError as exc:
+            self.storage.delete_inputs(job_id)
+            raise QueueFullError(str(exc), self._retry_after_s(model, request.num_inference_steps)) from None
         except BaseException:
             self.storage.delete_inputs(job_id)
             raise
@@ -214,18 +220,14 @@ class JobService:
 
     def find_by_idempotency_key(self, key: str, owner_key: str | None = None) -> JobView:
         """The job made with `Idempotency-Key` `key` (by `owner_key`); `JobNotFoundError` when there is none."""
-        job = self.store._by_idempotency_key(owner_key or "", key)
+        job = self.store.by_idempotency_key(owner_key or "", key)
         if job is None:
-            from wanserve.errors import JobNotFoundError
-
             raise JobNotFoundError(f"job {key!r} not found")
         return self._view(job)
 
     def _get(self, job_id: str, owner_key: str | None) -> Job:
         job = self.store.get(job_id)
         if owner_key is not None and job.owner_key != owner_key:
-            from wanserve.errors import JobNotFoundError
-
             raise JobNotFoundError(f"job {job_id!r} not found")
         return job
 
@@ -266,22 +268,30 @@ class JobService:
         queued = [j for j in jobs if j.status == JobStatus.QUEUED.value]
         running = [j for j in jobs if j.status == JobStatus.RUNNING.value]
         positions = self.store.queue_positions(j.seq for j in queued)
-        stats = self.store.model_stats() if queued or running else {}
-        all_running = self.store.running() if queued else []
+        stats = self._model_stats() if queued or running else {}
+        etas: dict[int, float | None] = {}
+        if queued and stats:
+            queue = self.store.queued_up_to(max(j.seq for j in queued))
+            etas = queued_etas(queue, self.store.running(), stats, self.config.concurrency)
         views = []
         for job in jobs:
-            eta = None
-            if job.status == JobStatus.RUNNING.value:
-                eta = running_eta_s(job, stats)
-            elif job.status == JobStatus.QUEUED.value and stats:
-                eta = queued_eta_s(self.store.queued_ahead(job.seq), all_running, stats, self.config.concurrency)
+            eta = running_eta_s(job, stats) if job.status == JobStatus.RUNNING.value else etas.get(job.seq)
             views.append(make_view(job, positions.get(job.seq), eta))
         return views
 
-    def _eta_for_new_job(self, model: str, steps: int) -> float | None:
-        stats = self.store.model_stats()
-        s = stats.get(model)
-        return None if s is None else (steps * s.step_time_s + s.overhead_s) / max(1, self.config.concurrency)
+    def _model_stats(self) -> Mapping[str, ModelStats]:
+        """Per-model timings, re-read at most every `STATS_TTL_S` seconds."""
+        now = time.monotonic()
+        cached = self._stats_cache
+        if cached is None or now - cached[0] > STATS_TTL_S:
+            cached = self._stats_cache = (now, self.store.model_stats())
+        return cached[1]
+
+    def _retry_after_s(self, model: str, steps: int) -> int:
+        """Seconds a client should wait when the queue is full: about one job's run, shared by the workers."""
+        s = self._model_stats().get(model)
+        run_s = 5.0 if s is None else steps * s.step_time_s + s.overhead_s
+        return max(1, min(600, round(run_s / max(1, self.config.concurrency))))
 
     def content_path(self, job_id: str, variant: str = "video", owner_key: str | None = None) -> Path:
         """The file of a succeeded job: `video` (MP4) or `thumbnail` (JPEG). 409 when there is none (yet)."""

@@ -10,17 +10,20 @@ Every change also appends a `JobEvent` in the same transaction, numbered per job
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from wanserve.errors import JobNotFoundError, JobStateError, QueueFullError
+from wanserve.jobs.db import make_read_session_factory, make_session_factory
 from wanserve.jobs.model import FINAL_STATUSES, Job, JobEvent, JobStatus, utcnow
 
 logger = logging.getLogger(__name__)
@@ -60,10 +63,25 @@ def job_snapshot(job: Job) -> dict[str, Any]:
 class JobStore:
     """SQL access to the job tables. Methods return detached `Job` rows (safe to read from any thread)."""
 
-    def __init__(self, sessions: sessionmaker[Session]):
+    def __init__(self, sessions: sessionmaker[Session], read_sessions: sessionmaker[Session] | None = None):
         self._sessions = sessions
+        self._reads = read_sessions or sessions
         bind = sessions.kw.get("bind")
-        self.dialect = bind.dialect.name if bind is not None else "sqlite"
+        # SQLite has one writer at a time and its busy handler waits by sleeping (up to 100 ms a try): writers of
+        # this process queue on a lock instead, and are woken the moment the previous one commits.
+        sqlite = bind is not None and bind.dialect.name == "sqlite"
+        self._write_lock = threading.Lock() if sqlite else contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Session]:
+        """A writing transaction (committed at the end of the block)."""
+        with self._write_lock, self._sessions.begin() as session:
+            yield session
+
+    @classmethod
+    def for_engine(cls, engine: Engine) -> JobStore:
+        """A store over `engine`, with lock-free read sessions."""
+        return cls(make_session_factory(engine), make_read_session_factory(engine))
 
     # 1. Creating and reading
     def create(self, job: Job, max_queue: int, retry_after_s: int = 5) -> tuple[Job, bool]:
@@ -72,11 +90,11 @@ class JobStore:
         Raises `QueueFullError` when `max_queue` jobs already wait.
         """
         if job.idempotency_key:
-            existing = self._by_idempotency_key(job.owner_key, job.idempotency_key)
+            existing = self.by_idempotency_key(job.owner_key, job.idempotency_key)
             if existing is not None:
                 return existing, False
         try:
-            with self._sessions.begin() as session:
+            with self._write() as session:
                 depth = session.scalar(select(func.count()).select_from(Job).where(Job.status == Q))
                 if depth >= max_queue:
                     raise QueueFullError(
@@ -89,19 +107,19 @@ class JobStore:
                 session.add(JobEvent(job_id=job.id, seq=1, kind="status", data=job_snapshot(job)))
         except IntegrityError:
             # Two requests with one idempotency key raced: the other one won.
-            existing = self._by_idempotency_key(job.owner_key, job.idempotency_key) if job.idempotency_key else None
+            existing = self.by_idempotency_key(job.owner_key, job.idempotency_key) if job.idempotency_key else None
             if existing is None:
                 raise
             return existing, False
         return job, True
 
-    def _by_idempotency_key(self, owner_key: str, key: str) -> Job | None:
-        with self._sessions() as session:
+    def by_idempotency_key(self, owner_key: str, key: str) -> Job | None:
+        with self._reads() as session:
             return session.scalar(select(Job).where(Job.owner_key == owner_key, Job.idempotency_key == key))
 
     def get(self, job_id: str) -> Job:
         """The job; raises `JobNotFoundError`."""
-        with self._sessions() as session:
+        with self._reads() as session:
             job = session.scalar(select(Job).where(Job.id == job_id))
         if job is None:
             raise JobNotFoundError(f"job {job_id!r} not found")
@@ -123,7 +141,7 @@ class JobStore:
             conditions.append(Job.model == model)
         if owner_key is not None:
             conditions.append(Job.owner_key == owner_key)
-        with self._sessions() as session:
+        with self._reads() as session:
             count = session.scalar(select(func.count()).select_from(Job).where(*conditions))
             rows = session.scalars(select(Job).where(*conditions).order_by(Job.seq.desc()).limit(limit).offset(offset))
             return list(rows), count
@@ -134,7 +152,7 @@ class JobStore:
         """Up to `limit` jobs following the job `after_id` in creation order (newest first unless `ascending`), and
         whether more follow. Raises `JobNotFoundError` for an unknown `after_id`."""
         conditions = [] if owner_key is None else [Job.owner_key == owner_key]
-        with self._sessions() as session:
+        with self._reads() as session:
             if after_id is not None:
                 seq = session.scalar(select(Job.seq).where(Job.id == after_id, *conditions))
                 if seq is None:
@@ -152,57 +170,54 @@ class JobStore:
         ranked = (
             select(Job.seq, func.row_number().over(order_by=Job.seq).label("pos")).where(Job.status == Q).subquery()
         )
-        with self._sessions() as session:
+        with self._reads() as session:
             rows = session.execute(select(ranked.c.seq, ranked.c.pos).where(ranked.c.seq.in_(wanted)))
             return {seq: pos for seq, pos in rows}
 
-    def queued_ahead(self, seq: int) -> list[tuple[str, int]]:
-        """(model, steps) of the queued jobs up to and including `seq`, in queue order."""
-        with self._sessions() as session:
+    def queued_up_to(self, seq: int) -> list[tuple[int, str, int]]:
+        """(seq, model, steps) of the queued jobs up to and including `seq`, in queue order."""
+        with self._reads() as session:
             rows = session.execute(
-                select(Job.model, Job.steps).where(Job.status == Q, Job.seq <= seq).order_by(Job.seq)
+                select(Job.seq, Job.model, Job.steps).where(Job.status == Q, Job.seq <= seq).order_by(Job.seq)
             )
-            return [(m, s) for m, s in rows]
+            return [(q, m, s) for q, m, s in rows]
 
     def running(self) -> list[Job]:
-        with self._sessions() as session:
+        with self._reads() as session:
             return list(session.scalars(select(Job).where(Job.status == R).order_by(Job.seq)))
 
     def counts(self) -> dict[str, int]:
         """Number of jobs per status."""
-        with self._sessions() as session:
+        with self._reads() as session:
             return {s: n for s, n in session.execute(select(Job.status, func.count()).group_by(Job.status))}
 
-    def model_stats(self, recent: int = 20) -> dict[str, ModelStats]:
-        """Mean step time and overhead of each model over its `recent` latest successful jobs."""
-        ranked = (
-            select(
-                Job.model,
-                Job.step_time_sum_s,
-                Job.steps_timed,
-                Job.run_time_s,
-                func.row_number().over(partition_by=Job.model, order_by=Job.seq.desc()).label("rn"),
-            )
-            .where(Job.status == JobStatus.SUCCEEDED.value, Job.steps_timed > 0, Job.run_time_s.is_not(None))
+    def model_stats(self, recent: int = 200) -> dict[str, ModelStats]:
+        """Mean step time and overhead of each model over the `recent` latest successful jobs (an index range
+        scan, however many jobs the table holds)."""
+        latest = (
+            select(Job.model, Job.step_time_sum_s, Job.steps_timed, Job.run_time_s)
+            .where(Job.status == JobStatus.SUCCEEDED.value)
+            .order_by(Job.seq.desc())
+            .limit(recent)
             .subquery()
         )
         query = select(
-            ranked.c.model,
-            func.sum(ranked.c.step_time_sum_s),
-            func.sum(ranked.c.steps_timed),
-            func.sum(ranked.c.run_time_s),
+            latest.c.model,
+            func.sum(latest.c.step_time_sum_s),
+            func.sum(latest.c.steps_timed),
+            func.sum(latest.c.run_time_s),
             func.count(),
-        ).where(ranked.c.rn <= recent)
+        ).where(latest.c.steps_timed > 0, latest.c.run_time_s.is_not(None))
         stats: dict[str, ModelStats] = {}
-        with self._sessions() as session:
-            for model, step_sum, steps, run_sum, n in session.execute(query.group_by(ranked.c.model)):
+        with self._reads() as session:
+            for model, step_sum, steps, run_sum, n in session.execute(query.group_by(latest.c.model)):
                 step_time = step_sum / steps
                 stats[model] = ModelStats(step_time, max(0.0, (run_sum - step_sum) / n))
         return stats
 
     def events_after(self, job_id: str, after_seq: int, limit: int = 500) -> list[JobEvent]:
         """The job's events numbered above `after_seq`, in order."""
-        with self._sessions() as session:
+        with self._reads() as session:
             query = select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.seq > after_seq)
             return list(session.scalars(query.order_by(JobEvent.seq).limit(limit)))
 
@@ -212,7 +227,7 @@ class JobStore:
         if not models:
             return None
         for _ in range(20):
-            with self._sessions.begin() as session:
+            with self._write() as session:
                 query = select(Job.id).where(Job.status == Q, Job.model.in_(list(models))).order_by(Job.seq).limit(1)
                 job_id = session.scalar(query.with_for_update(skip_locked=True))
                 if job_id is None:
@@ -244,7 +259,7 @@ class JobStore:
     def heartbeat(self, job_id: str, owner: str, lease_s: float) -> LeaseState:
         """Extends the lease if `owner` still holds it."""
         now = utcnow()
-        with self._sessions.begin() as session:
+        with self._write() as session:
             held = session.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.status == R, Job.lease_owner == owner)
@@ -255,7 +270,7 @@ class JobStore:
 
     def lease_state(self, job_id: str, owner: str) -> LeaseState:
         """Whether `owner` still holds the job's lease and whether a cancel was requested (read only)."""
-        with self._sessions() as session:
+        with self._reads() as session:
             row = session.execute(
                 select(Job.status, Job.lease_owner, Job.cancel_requested).where(Job.id == job_id)
             ).first()
@@ -277,7 +292,7 @@ class JobStore:
         last = {}
         for _, values in changes:
             last.update(values)
-        with self._sessions.begin() as session:
+        with self._write() as session:
             held = session.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.status == R, Job.lease_owner == owner)
@@ -297,7 +312,7 @@ class JobStore:
         """Moves a running job owned by `owner` to a final status. None if the lease was lost (nothing changes)."""
         assert status.is_final and status != JobStatus.EXPIRED
         now = utcnow()
-        with self._sessions.begin() as session:
+        with self._write() as session:
             done = session.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.status == R, Job.lease_owner == owner)
@@ -319,7 +334,7 @@ class JobStore:
     def request_cancel(self, job_id: str, retention_s: float) -> Job:
         """Cancels a queued job at once; marks a running one for cancellation. 409 for a finished job."""
         now = utcnow()
-        with self._sessions.begin() as session:
+        with self._write() as session:
             cancelled = session.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.status == Q)
@@ -347,7 +362,7 @@ class JobStore:
 
     def delete(self, job_id: str) -> Job:
         """Deletes a job that is not running (its events go with it). Returns the deleted row."""
-        with self._sessions.begin() as session:
+        with self._write() as session:
             job = session.scalar(select(Job).where(Job.id == job_id))
             if job is None:
                 raise JobNotFoundError(f"job {job_id!r} not found")
@@ -367,7 +382,7 @@ class JobStore:
         """Running jobs whose lease expired (or whose owner is known dead) go back to `queued`; to `failed`
         (`worker_lost`) after their last attempt; to `cancelled` when a cancel was requested. Returns them."""
         now = now or utcnow()
-        with self._sessions() as session:
+        with self._reads() as session:
             rows = session.execute(select(Job.id, Job.lease_owner, Job.lease_expires_at).where(Job.status == R)).all()
         lost = [
             (job_id, owner)
@@ -376,7 +391,7 @@ class JobStore:
         ]
         changed = []
         for job_id, owner in lost:
-            with self._sessions.begin() as session:
+            with self._write() as session:
                 row = session.execute(
                     select(Job.attempts, Job.max_attempts, Job.cancel_requested).where(Job.id == job_id)
                 ).first()
@@ -410,13 +425,13 @@ class JobStore:
     def expire_finished(self, now: datetime | None = None) -> list[Job]:
         """Finished jobs past their retention become `expired`. Returns them (their files are to be deleted)."""
         now = now or utcnow()
-        with self._sessions() as session:
+        with self._reads() as session:
             ids = session.scalars(
                 select(Job.id).where(Job.status.in_(FINAL_STATUSES), Job.status != "expired", Job.expires_at < now)
             ).all()
         expired = []
         for job_id in ids:
-            with self._sessions.begin() as session:
+            with self._write() as session:
                 done = session.execute(
                     update(Job)
                     .where(Job.id == job_id, Job.status.in_(FINAL_STATUSES), Job.status != "expired")

@@ -99,29 +99,30 @@ def running_eta_s(job: Job, stats: Mapping[str, ModelStats]) -> float | None:
     return max(0.0, (job.steps - job.step) * step_time + overhead)
 
 
-def queued_eta_s(
-    ahead: Sequence[tuple[str, int]],
+def queued_etas(
+    queue: Sequence[tuple[int, str, int]],
     running: Sequence[Job],
     stats: Mapping[str, ModelStats],
     concurrency: int,
-) -> float | None:
-    """Seconds until a queued job finishes: the work of the running jobs and of the jobs ahead (itself included),
-    shared by `concurrency` workers. `ahead` is (model, steps) in queue order ending with the job itself."""
-    total = 0.0
+) -> dict[int, float | None]:
+    """Seconds until each queued job finishes, by `seq`: the running jobs' remaining work and the work of the jobs
+    ahead, shared by `concurrency` workers, then the job's own run. `queue` is (seq, model, steps) in queue order."""
+    shared = 0.0
     for job in running:
         left = running_eta_s(job, stats)
         if left is not None:
-            total += left
-    own = None
-    for model, steps in ahead:
+            shared += left
+    etas: dict[int, float | None] = {}
+    known = True
+    for seq, model, steps in queue:
         own = _job_work_s(model, steps, stats)
-        if own is None:
-            return None
-        total += own
-    if own is None:
-        return None
-    # The job itself runs on one worker: only the work before it is shared.
-    return round((total - own) / max(1, concurrency) + own, 3)
+        known = known and own is not None
+        if not known:
+            etas[seq] = None
+            continue
+        etas[seq] = round(shared / max(1, concurrency) + own, 3)
+        shared += own
+    return etas
 
 
 def make_view(

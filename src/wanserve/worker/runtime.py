@@ -17,7 +17,7 @@ from wanserve import __version__
 from wanserve.config import Settings
 from wanserve.dispatch.embedded import EmbeddedDispatcher
 from wanserve.engine.registry import get_spec, tiny_models
-from wanserve.jobs.db import create_db_engine, make_session_factory, run_migrations
+from wanserve.jobs.db import create_db_engine, run_migrations
 from wanserve.jobs.media_inputs import MediaLimits
 from wanserve.jobs.service import JobService, JobServiceConfig
 from wanserve.jobs.store import JobStore
@@ -161,9 +161,7 @@ def build_runtime(
         concurrency=concurrency,
         media=MediaLimits(max_bytes=settings.max_upload_bytes, allow_private_urls=settings.allow_private_urls),
     )
-    service = JobService(
-        JobStore(make_session_factory(db)), storage, config, notify_waiting=dispatcher.notify_job_waiting
-    )
+    service = JobService(JobStore.for_engine(db), storage, config, notify_waiting=dispatcher.notify_job_waiting)
     runtime = Runtime(settings, db, service, storage, dispatcher, models, tiny_fallback, devices)
     if start_workers:
         factory = engine_factory or default_engine_factory

@@ -1,0 +1,82 @@
+"""`Settings`: prefix, seed-project aliases, derived paths, refusals outside development mode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from wanserve.config import Settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    for name in (
+        "MAX_CONCURRENT_TASKS",
+        "TASK_TIMEOUT",
+        "SERVER_PORT",
+        "WAN_CHECKPOINT_DIR",
+        "T5_CPU",
+        "WANSERVE_PORT",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_settings_seed_aliases_read(monkeypatch):
+    monkeypatch.setenv("MAX_CONCURRENT_TASKS", "3")
+    monkeypatch.setenv("TASK_TIMEOUT", "90")
+    monkeypatch.setenv("SERVER_PORT", "9001")
+    monkeypatch.setenv("WAN_CHECKPOINT_DIR", "/ckpt/wan")
+    monkeypatch.setenv("T5_CPU", "true")
+    settings = Settings()
+    assert (settings.concurrency, settings.task_timeout_s, settings.port) == (3, 90.0, 9001)
+    assert settings.checkpoint_dir == Path("/ckpt/wan") and settings.t5_cpu and settings.weights_configured
+
+
+def test_settings_prefixed_name_wins_over_alias(monkeypatch):
+    monkeypatch.setenv("SERVER_PORT", "9001")
+    monkeypatch.setenv("WANSERVE_PORT", "9002")
+    assert Settings().port == 9002
+
+
+def test_settings_defaults_sqlite_in_data_dir(tmp_path):
+    settings = Settings(data_dir=tmp_path / "d")
+    assert settings.resolved_database_url == f"sqlite:///{(tmp_path / 'd' / 'wanserve.db').resolve()}"
+    assert settings.resolved_output_dir == (tmp_path / "d" / "outputs").resolve()
+    assert not settings.weights_configured and settings.retention_s == 86400
+
+
+def test_settings_models_comma_separated(monkeypatch):
+    monkeypatch.setenv("WANSERVE_MODELS", "tiny-t2v, tiny-i2v")
+    assert Settings().models == ["tiny-t2v", "tiny-i2v"]
+
+
+def test_settings_dotenv_read(tmp_path):
+    (tmp_path / ".env").write_text("WANSERVE_MAX_QUEUE=7\n")
+    assert Settings().max_queue == 7
+
+
+@pytest.mark.parametrize(
+    ("values", "fragment"),
+    [
+        ({}, "WANSERVE_API_KEY"),
+        ({"api_key": "k", "cors_origins": ["*"]}, "WANSERVE_CORS_ORIGINS"),
+        ({"api_key": "k", "hold_dir": "/tmp/h"}, "WANSERVE_TEST_HOLD_DIR"),
+    ],
+)
+def test_settings_production_refuses_unsafe(values, fragment):
+    with pytest.raises(ValidationError, match=fragment):
+        Settings(environment="production", **values)
+
+
+def test_settings_production_with_key_accepted():
+    assert not Settings(environment="production", api_key="secret").dev_mode
+
+
+def test_settings_bad_values_refused():
+    with pytest.raises(ValidationError, match="concurrency"):
+        Settings(concurrency=0)
+    with pytest.raises(ValidationError, match="max_upload_mb"):
+        Settings(max_upload_mb=500, max_request_mb=100)
