@@ -267,7 +267,10 @@ class JobService:
         """Views with queue positions from one consistent read, and ETAs from measured step times."""
         queued = [j for j in jobs if j.status == JobStatus.QUEUED.value]
         running = [j for j in jobs if j.status == JobStatus.RUNNING.value]
-        positions = self.store.queue_positions(j.seq for j in queued)
+        # Rows read by the store carry the position they had in the same statement; others are looked up.
+        unknown = [j.seq for j in queued if getattr(j, "queue_position", None) is None]
+        positions = self.store.queue_positions(unknown)
+        positions.update({j.seq: j.queue_position for j in queued if getattr(j, "queue_position", None) is not None})
         stats = self._model_stats() if queued or running else {}
         etas: dict[int, float | None] = {}
         if queued and stats:

@@ -60,6 +60,21 @@ def job_snapshot(job: Job) -> dict[str, Any]:
     }
 
 
+def _select_jobs():
+    """Jobs with their queue position (None unless queued) computed in the same statement, so the positions of
+    a page are one consistent snapshot even while workers claim jobs."""
+    ranked = select(Job.seq, func.row_number().over(order_by=Job.seq).label("pos")).where(Job.status == Q).subquery()
+    return select(Job, ranked.c.pos).outerjoin(ranked, ranked.c.seq == Job.seq)
+
+
+def _with_positions(rows) -> list[Job]:
+    jobs = []
+    for job, position in rows:
+        job.queue_position = position  # a plain attribute, read by `JobService`; not a column
+        jobs.append(job)
+    return jobs
+
+
 class JobStore:
     """SQL access to the job tables. Methods return detached `Job` rows (safe to read from any thread)."""
 
@@ -120,10 +135,10 @@ class JobStore:
     def get(self, job_id: str) -> Job:
         """The job; raises `JobNotFoundError`."""
         with self._reads() as session:
-            job = session.scalar(select(Job).where(Job.id == job_id))
-        if job is None:
+            rows = _with_positions(session.execute(_select_jobs().where(Job.id == job_id)))
+        if not rows:
             raise JobNotFoundError(f"job {job_id!r} not found")
-        return job
+        return rows[0]
 
     def list(
         self,
@@ -143,8 +158,8 @@ class JobStore:
             conditions.append(Job.owner_key == owner_key)
         with self._reads() as session:
             count = session.scalar(select(func.count()).select_from(Job).where(*conditions))
-            rows = session.scalars(select(Job).where(*conditions).order_by(Job.seq.desc()).limit(limit).offset(offset))
-            return list(rows), count
+            query = _select_jobs().where(*conditions).order_by(Job.seq.desc()).limit(limit).offset(offset)
+            return _with_positions(session.execute(query)), count
 
     def page_after(
         self, after_id: str | None, limit: int, ascending: bool = False, owner_key: str | None = None
@@ -159,7 +174,7 @@ class JobStore:
                     raise JobNotFoundError(f"job {after_id!r} not found")
                 conditions.append(Job.seq > seq if ascending else Job.seq < seq)
             order = Job.seq.asc() if ascending else Job.seq.desc()
-            rows = list(session.scalars(select(Job).where(*conditions).order_by(order).limit(limit + 1)))
+            rows = _with_positions(session.execute(_select_jobs().where(*conditions).order_by(order).limit(limit + 1)))
         return rows[:limit], len(rows) > limit
 
     def queue_positions(self, seqs: Iterable[int]) -> dict[int, int]:
