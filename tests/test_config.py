@@ -80,3 +80,16 @@ def test_settings_bad_values_refused():
         Settings(concurrency=0)
     with pytest.raises(ValidationError, match="max_upload_mb"):
         Settings(max_upload_mb=500, max_request_mb=100)
+
+
+def test_engine_config_from_settings_seed_variables(monkeypatch, tmp_path):
+    """The seed services' `WAN_CHECKPOINT_DIR` applies to the first model; `T5_CPU` keeps the text encoder on CPU."""
+    from wanserve.config import Settings
+
+    monkeypatch.setenv("WAN_CHECKPOINT_DIR", str(tmp_path))
+    monkeypatch.setenv("T5_CPU", "1")
+    monkeypatch.setenv("WANSERVE_MODELS", "wan2.1-t2v-14b,wan2.1-t2v-1.3b")
+    config = Settings(_env_file=None).engine_config("cpu", (("wan2.1-t2v-1.3b", "/weights/small"),))
+    assert dict(config.model_paths) == {"wan2.1-t2v-14b": str(tmp_path), "wan2.1-t2v-1.3b": "/weights/small"}
+    assert config.memory.text_encoder_on_cpu is True
+    assert config.device == "cpu"

@@ -129,6 +129,21 @@ class Settings(BaseSettings):
                 )
         return self
 
+    def engine_config(self, device: str | None, model_paths: tuple[tuple[str, str], ...] = ()):
+        """The `EngineConfig` these settings describe for one device; `model_paths` adds explicit weight locations
+        (the seed services' single `checkpoint_dir` applies to the first configured model)."""
+        from wanserve.engine.config import EngineConfig, MemoryConfig
+
+        paths = dict(model_paths)
+        if self.checkpoint_dir is not None and self.models:
+            paths.setdefault(self.models[0], str(self.checkpoint_dir))
+        return EngineConfig(
+            device=device,
+            models_dir=str(self.models_dir) if self.models_dir else None,
+            model_paths=paths,
+            memory=MemoryConfig(text_encoder_on_cpu=self.t5_cpu),
+        )
+
     @property
     def weights_configured(self) -> bool:
         """Whether any real weights or models were configured (else the tiny models serve)."""

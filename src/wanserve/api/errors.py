@@ -10,16 +10,42 @@ validation errors name the field; unknown fields are refused by name.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from wanserve.errors import InvalidRequestError, QueueFullError, WanserveError
 
 logger = logging.getLogger(__name__)
+
+
+class ShapedErrorRoute(APIRoute):
+    """A route whose errors take another API's shape (OpenAI's, the replaced services'): subclasses say how in
+    `error_response`, for the project's errors, request validation errors and HTTP exceptions alike."""
+
+    def error_response(self, exc: WanserveError | RequestValidationError | HTTPException) -> Response:
+        raise NotImplementedError
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except (WanserveError, RequestValidationError, HTTPException) as exc:
+                return self.error_response(exc)
+
+        return handle
+
+
+def retry_after_headers(exc: WanserveError) -> dict[str, str] | None:
+    """`Retry-After` for a full queue."""
+    return {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, QueueFullError) else None
 
 
 def error_response(status: int, error_type: str, message: str, param: str | None = None, headers=None) -> JSONResponse:

@@ -56,7 +56,7 @@ def generate(
     model_path: Path | None = typer.Option(None, "--model-path", help="Directory holding the model's weights."),
 ) -> None:
     """Generate one video and write it as an MP4 (plus a JPEG thumbnail beside it)."""
-    from wanserve.engine.config import EngineConfig
+    from wanserve.config import Settings
     from wanserve.engine.engine import Engine
     from wanserve.engine.registry import get_spec
     from wanserve.engine.validation import resolve_request
@@ -74,8 +74,8 @@ def generate(
     try:
         request = resolve_request(model, params, output_path=str(out.resolve()))
         spec = get_spec(model)
-        config = EngineConfig(device=device, model_paths=((model, str(model_path)),) if model_path else ())
-        engine = Engine(config)
+        explicit = ((model, str(model_path)),) if model_path else ()
+        engine = Engine(Settings().engine_config(device, explicit))
         if spec.random_weights:
             console.print(f"[yellow]{model} has random weights: the video will be noise, not a picture.[/]")
         result = _run_with_progress(engine, request)

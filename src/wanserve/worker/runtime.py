@@ -33,20 +33,9 @@ EngineFactory = Callable[[str, Settings], EngineLike]
 
 def default_engine_factory(device: str, settings: Settings) -> EngineLike:
     """A real `Engine` on `device` with the configured weight locations and memory options."""
-    from wanserve.engine.config import EngineConfig, MemoryConfig
     from wanserve.engine.engine import Engine
 
-    paths: tuple[tuple[str, str], ...] = ()
-    if settings.checkpoint_dir is not None and settings.models:
-        paths = ((settings.models[0], str(settings.checkpoint_dir)),)
-    return Engine(
-        EngineConfig(
-            device=device,
-            models_dir=str(settings.models_dir) if settings.models_dir else None,
-            model_paths=paths,
-            memory=MemoryConfig(text_encoder_on_cpu=settings.t5_cpu),
-        )
-    )
+    return Engine(settings.engine_config(device))
 
 
 def served_models(settings: Settings) -> tuple[list[str], bool]:

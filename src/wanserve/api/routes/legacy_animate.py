@@ -25,12 +25,13 @@ from wanserve.api.deps import JobServiceDep, OwnerDep, get_settings
 from wanserve.api.routes.legacy_common import (
     LegacyRoute,
     choose_model,
+    copy_given,
     job_id_of,
     legacy_status,
     public_id,
 )
 from wanserve.api.routes.legacy_wan21_i2v import read_json, rename_native_error
-from wanserve.api.schemas.legacy import ANIMATE_STATUS, AnimateJobCreate, AnimateJobStatus, parse_body, solver_name
+from wanserve.api.schemas.legacy import ANIMATE_STATUS, AnimateJobCreate, AnimateJobStatus, parse_body
 from wanserve.engine.registry import get_spec
 from wanserve.engine.requests import TaskKind
 from wanserve.errors import InvalidRequestError, JobNotFoundError, JobStateError, PayloadTooLargeError
@@ -116,21 +117,15 @@ def animate_params(body: AnimateJobCreate, model: str, pose_frames: int) -> dict
         "animate_mode": "replace" if body.replace_flag else "animate",
         "num_frames": frames,
     }
-    for name, target in (
+    renames = (
         ("negative_prompt", "negative_prompt"),
         ("seed", "seed"),
         ("fps", "fps"),
         ("sampling_steps", "num_inference_steps"),
         ("guide_scale", "guidance_scale"),
         ("shift", "flow_shift"),
-    ):
-        value = getattr(body, name)
-        if value is not None:
-            params[target] = value
-    solver = solver_name(body.sample_solver)
-    if solver is not None:
-        params["solver"] = solver
-    return params
+    )
+    return copy_given(body, renames, params)
 
 
 def _prepare(request: Request, body: AnimateJobCreate, model: str) -> tuple[dict[str, Any], dict[str, bytes]]:

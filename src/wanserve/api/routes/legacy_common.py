@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Coroutine
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from fastapi import Request, Response
-from fastapi.exceptions import HTTPException, RequestValidationError
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 
-from wanserve.api.schemas.legacy import ParallelCapabilities
+from wanserve.api.errors import ShapedErrorRoute, retry_after_headers
+from wanserve.api.schemas.legacy import ParallelCapabilities, solver_name
 from wanserve.engine.registry import CATALOG, get_spec
 from wanserve.engine.requests import TaskKind
-from wanserve.errors import InvalidRequestError, JobNotFoundError, QueueFullError, WanserveError
+from wanserve.errors import InvalidRequestError, JobNotFoundError, WanserveError
 from wanserve.jobs.service import JobService
 
 logger = logging.getLogger(__name__)
@@ -33,26 +32,30 @@ def legacy_error(status: int, message: str, field: str | None = None, headers: d
     return JSONResponse(status_code=status, content=body, headers=headers)
 
 
-class LegacyRoute(APIRoute):
+class LegacyRoute(ShapedErrorRoute):
     """Turns every error raised while handling a request into the old services' error shape."""
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
+    def error_response(self, exc) -> Response:
+        if isinstance(exc, WanserveError):
+            return legacy_error(exc.http_status, str(exc), getattr(exc, "field", None), retry_after_headers(exc))
+        if isinstance(exc, RequestValidationError):
+            first = exc.errors()[0] if exc.errors() else {}
+            field = str(first.get("loc", ("", ""))[-1]) or None
+            return legacy_error(422, f"`{field}` {first.get('msg', 'is invalid')}", field)
+        return legacy_error(exc.status_code, str(exc.detail), None, exc.headers)
 
-        async def handle(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except WanserveError as exc:
-                headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, QueueFullError) else None
-                return legacy_error(exc.http_status, str(exc), getattr(exc, "field", None), headers)
-            except RequestValidationError as exc:
-                first = exc.errors()[0] if exc.errors() else {}
-                field = str(first.get("loc", ("", ""))[-1]) or None
-                return legacy_error(422, f"`{field}` {first.get('msg', 'is invalid')}", field)
-            except HTTPException as exc:
-                return legacy_error(exc.status_code, str(exc.detail), None, exc.headers)
 
-        return handle
+def copy_given(body: Any, renames: tuple[tuple[str, str], ...], params: dict[str, Any]) -> dict[str, Any]:
+    """Copies the fields of `body` that were given into `params` under wanserve's names, and `sample_solver` as
+    `solver`."""
+    for name, target in renames:
+        value = getattr(body, name)
+        if value is not None:
+            params[target] = value
+    solver = solver_name(body.sample_solver)
+    if solver is not None:
+        params["solver"] = solver
+    return params
 
 
 def capabilities(request: Request) -> ParallelCapabilities:

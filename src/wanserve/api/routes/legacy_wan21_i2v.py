@@ -21,6 +21,7 @@ from wanserve.api.routes.legacy_common import (
     LegacyRoute,
     capabilities,
     choose_model,
+    copy_given,
     job_id_of,
     last_change,
     legacy_status,
@@ -37,7 +38,6 @@ from wanserve.api.schemas.legacy import (
     check_parallel_options,
     parse_body,
     parse_star_size,
-    solver_name,
 )
 from wanserve.engine.requests import TaskKind
 from wanserve.errors import InvalidRequestError, JobNotFoundError, JobStateError
@@ -61,20 +61,14 @@ def i2v_params(body: Any) -> dict[str, Any]:
     params: dict[str, Any] = {"prompt": body.prompt}
     if body.image_size:
         params["width"], params["height"] = parse_star_size(body.image_size)
-    for name, target in (
+    renames = (
         ("negative_prompt", "negative_prompt"),
         ("seed", "seed"),
         ("num_frames", "num_frames"),
         ("guidance_scale", "guidance_scale"),
         ("sample_shift", "flow_shift"),
-    ):
-        value = getattr(body, name)
-        if value is not None:
-            params[target] = value
-    solver = solver_name(body.sample_solver)
-    if solver is not None:
-        params["solver"] = solver
-    return params
+    )
+    return copy_given(body, renames, params)
 
 
 def rename_native_error(exc, names: dict[str, str]):

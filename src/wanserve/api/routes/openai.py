@@ -8,17 +8,16 @@ statuses is in `api/schemas/openai.py`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import HTTPException, RequestValidationError
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
-from fastapi.routing import APIRoute
 from starlette.datastructures import UploadFile
 
 from wanserve.api.deps import JobServiceDep, OwnerDep
+from wanserve.api.errors import ShapedErrorRoute, retry_after_headers
 from wanserve.api.schemas.openai import (
     DEFAULT_LIST_LIMIT,
     MAX_LIST_LIMIT,
@@ -34,7 +33,7 @@ from wanserve.api.schemas.openai import (
     video_object,
 )
 from wanserve.engine.registry import get_spec
-from wanserve.errors import InvalidRequestError, QueueFullError, WanserveError
+from wanserve.errors import InvalidRequestError, WanserveError
 from wanserve.jobs.service import JobSubmission
 
 logger = logging.getLogger(__name__)
@@ -64,34 +63,24 @@ def openai_error_response(status: int, message: str, param: str | None, code: st
     return JSONResponse(status_code=status, content=body.model_dump())
 
 
-class OpenAIRoute(APIRoute):
+class OpenAIRoute(ShapedErrorRoute):
     """Turns every error raised while handling a request into OpenAI's error shape."""
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def handle(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except WanserveError as exc:
-                field = getattr(exc, "field", None)
-                response = openai_error_response(exc.http_status, str(exc), field, exc.error_type)
-                if isinstance(exc, QueueFullError):
-                    response.headers["Retry-After"] = str(exc.retry_after_s)
-                return response
-            except RequestValidationError as exc:
-                first = exc.errors()[0] if exc.errors() else {}
-                param = str(first.get("loc", ("", ""))[-1]) or None
-                message = f"`{param}` {first.get('msg', 'is invalid')}, got {first.get('input')!r}"
-                return openai_error_response(400, message, param, "invalid_value")
-            except HTTPException as exc:
-                code = "not_found" if exc.status_code == 404 else None
-                response = openai_error_response(exc.status_code, str(exc.detail), None, code)
-                for name, value in (exc.headers or {}).items():
-                    response.headers[name] = value
-                return response
-
-        return handle
+    def error_response(self, exc) -> Response:
+        if isinstance(exc, WanserveError):
+            response = openai_error_response(exc.http_status, str(exc), getattr(exc, "field", None), exc.error_type)
+            response.headers.update(retry_after_headers(exc) or {})
+            return response
+        if isinstance(exc, RequestValidationError):
+            first = exc.errors()[0] if exc.errors() else {}
+            param = str(first.get("loc", ("", ""))[-1]) or None
+            message = f"`{param}` {first.get('msg', 'is invalid')}, got {first.get('input')!r}"
+            return openai_error_response(400, message, param, "invalid_value")
+        response = openai_error_response(
+            exc.status_code, str(exc.detail), None, "not_found" if exc.status_code == 404 else None
+        )
+        response.headers.update(exc.headers or {})
+        return response
 
 
 router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute)
