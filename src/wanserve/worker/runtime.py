@@ -128,7 +128,7 @@ def build_runtime(
     models, tiny_fallback = served_models(settings)
     if tiny_fallback:
         logger.warning(
-            "no weights configured (WANSERVE_CHECKPOINT_DIR / WANSERVE_MODELS unset): serving the tiny models, "
+            "no weights configured (WANSERVE_MODELS, WANSERVE_MODELS_DIR, WANSERVE_CHECKPOINT_DIR unset): serving the tiny models, "
             "which have RANDOM weights and draw noise: %s",
             ", ".join(models),
         )
