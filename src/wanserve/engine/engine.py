@@ -175,8 +175,8 @@ class _Run:
         self.stage_times: dict[str, float] = {}
         self.step_times: list[float] = []
         self._stage: Stage | None = None
-        self.steps = 0
-        """Denoising steps this run will take; known once the model is loaded."""
+        self.steps = engine_inputs.effective_steps(get_spec(request.model), request)
+        """Denoising steps this run will take (known from the spec, so even the loading event reports them)."""
         self._stage_start = 0.0
 
     def _enter(self, stage: Stage) -> None:
@@ -202,7 +202,6 @@ class _Run:
         loaded = self.engine.load(request.model)
         pipe = self._pipeline_for(loaded)
         device = loaded.device
-        self.steps = engine_inputs.effective_steps(loaded.spec, request)
         self._check_stop()
 
         # 2. Encode the prompt

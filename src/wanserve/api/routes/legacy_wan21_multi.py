@@ -131,9 +131,9 @@ def multi_device_status(view: Any) -> MultiDeviceStatusResponse:
         "failed": view.error_message or "failed",
         "cancelled": view.error_message or "cancelled",
     }
-    # Stages after denoising report no step counts; the total comes from the parameters then.
-    total_steps = view.steps or int(view.params.get("num_inference_steps", 0)) or None
-    current_step = total_steps if status == "succeeded" else view.step
+    # Every stage event carries the step counts, so a finished job still reports n of n.
+    total_steps = view.steps or None
+    current_step = view.step
     elapsed = None
     if view.started_at is not None:
         end = view.finished_at or datetime.now(timezone.utc)
