@@ -226,7 +226,7 @@ class _Run:
 
         # 3. Decode and encode the image/video inputs
         self._enter(Stage.ENCODING_IMAGE)
-        kwargs = engine_inputs.pipeline_inputs(pipe, loaded.spec, request, device)
+        kwargs = engine_inputs.pipeline_inputs(loaded.spec, request)
         self._check_stop()
 
         # 4. Denoising loop (inside the pipeline; we observe every step)

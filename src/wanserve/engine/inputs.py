@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from wanserve.engine.registry import ModelSpec
 from wanserve.engine.requests import GenerationRequest, TaskKind
 from wanserve.errors import InvalidRequestError
+from wanserve.media.images import load_image
+from wanserve.media.video import load_video
 
 ANIMATE_CONDITIONING_FRAMES = 1
 """Frames each Animate segment takes from the previous one (diffusers' `prev_segment_conditioning_frames`)."""
@@ -32,19 +32,11 @@ def effective_steps(spec: ModelSpec, request: GenerationRequest) -> int:
     return request.num_inference_steps
 
 
-def _image(source, field: str, request: GenerationRequest):
-    from wanserve.media.images import load_image
-
-    return load_image(source, field=field)
-
-
-def _video(source, field: str, max_frames: int, *, min_frames: int | None = None, mode: str = "RGB"):
-    from wanserve.media.video import load_video
-
-    frames = load_video(source, field=field, max_frames=max_frames)
-    needed = min_frames if min_frames is not None else max_frames
-    if len(frames) < needed:
-        raise InvalidRequestError(field, f"`{field}` has {len(frames)} frames; at least {needed} are needed")
+def _video(source, field: str, num_frames: int, mode: str = "RGB"):
+    """The first `num_frames` frames of an input video; a shorter video is refused, never padded."""
+    frames = load_video(source, field=field, max_frames=num_frames)
+    if len(frames) < num_frames:
+        raise InvalidRequestError(field, f"`{field}` has {len(frames)} frames; at least {num_frames} are needed")
     return [frame.convert(mode) for frame in frames]
 
 
@@ -57,12 +49,12 @@ def load_media(request: GenerationRequest) -> dict[str, Any]:
     n = request.num_frames
     out: dict[str, Any] = {}
     if request.image is not None:
-        out["image"] = _image(request.image, "image", request)
+        out["image"] = load_image(request.image, field="image")
     if request.last_image is not None:
-        out["last_image"] = _image(request.last_image, "last_image", request)
+        out["last_image"] = load_image(request.last_image, field="last_image")
     if request.reference_images:
         out["reference_images"] = [
-            _image(ref, f"reference_images[{i}]", request) for i, ref in enumerate(request.reference_images)
+            load_image(ref, field=f"reference_images[{i}]") for i, ref in enumerate(request.reference_images)
         ]
     if request.video is not None:
         out["video"] = _video(request.video, "video", n)
@@ -75,7 +67,7 @@ def load_media(request: GenerationRequest) -> dict[str, Any]:
     return out
 
 
-def pipeline_inputs(pipe, spec: ModelSpec, request: GenerationRequest, device: torch.device) -> dict[str, Any]:
+def pipeline_inputs(spec: ModelSpec, request: GenerationRequest) -> dict[str, Any]:
     """The task-specific keyword arguments for `pipe(...)`."""
     media = load_media(request)
     task = request.task
