@@ -134,6 +134,7 @@ class Engine:
         return loaded
 
     def unload(self, model: str) -> None:
+        """Forgets `model`; its memory is freed once nothing else holds its modules."""
         self._models.pop(model, None)
 
     def _pipeline(self, loaded: LoadedModel, request: GenerationRequest):
@@ -200,7 +201,7 @@ class _Run:
         # 1. Load the model (once per engine)
         self._enter(Stage.LOADING)
         loaded = self.engine.load(request.model)
-        pipe = self._pipeline_for(loaded)
+        pipe = self.engine._pipeline(loaded, request)
         device = loaded.device
         self._check_stop()
 
@@ -290,9 +291,6 @@ class _Run:
             stage_times_s=dict(self.stage_times),
             step_times_s=tuple(self.step_times),
         )
-
-    def _pipeline_for(self, loaded: LoadedModel):
-        return self.engine._pipeline(loaded, self.request)
 
 
 def _synchronize(device: torch.device) -> None:
