@@ -65,7 +65,7 @@ def db_url(request, tmp_path: Path) -> str:
     engine = create_db_engine(url)
     run_migrations(engine)
     with engine.begin() as conn:
-        conn.execute(text("TRUNCATE job_events, jobs RESTART IDENTITY CASCADE"))
+        conn.execute(text("TRUNCATE job_events, jobs, webhook_outbox RESTART IDENTITY CASCADE"))
     engine.dispose()
     return url
 

@@ -85,7 +85,7 @@ def test_sweep_expires_results_past_retention(tmp_path, fake_engine):
     assert service.storage.video_path(done.id).exists()
     lost = service.create_job(JobSubmission(params={"prompt": "a dog"}))[0]
     service.claim_next_job("gone", ["tiny-t2v"])  # its lease (1 ms) expires at once
-    runtime.pool.sweep()
+    runtime.sweeper.sweep()
     assert service.get_job(done.id).status == "expired" and not service.storage.video_path(done.id).exists()
     assert service.get_job(lost.id).status == "queued"
     runtime.stop()

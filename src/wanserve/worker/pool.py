@@ -1,5 +1,4 @@
-"""`WorkerPool`: the in-process workers of `wanserve serve` (one thread each) and the sweeper that returns lost
-jobs to the queue and expires old results."""
+"""`WorkerPool`: the in-process workers of `wanserve serve` (one thread each)."""
 
 from __future__ import annotations
 
@@ -26,33 +25,28 @@ class WorkerStatus:
 
 
 class WorkerPool:
-    """Starts workers and the sweeper on threads; stops them on shutdown."""
+    """Starts workers on threads; stops them on shutdown."""
 
     def __init__(
         self,
         service: JobService,
         dispatcher: Dispatcher,
         workers: list[tuple[Worker, str]],
-        sweep_interval_s: float,
     ):
         self.service, self.dispatcher = service, dispatcher
         self.workers = workers
-        self.sweep_interval_s = sweep_interval_s
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._load_errors: dict[str, str] = {}
 
     def start(self) -> None:
-        """Starts every worker (each loads its models first) and the sweeper."""
+        """Starts every worker (each loads its models first)."""
         for worker, _device in self.workers:
             thread = threading.Thread(
                 target=self._run_worker, args=(worker,), name=worker.config.worker_id, daemon=True
             )
             thread.start()
             self._threads.append(thread)
-        sweeper = threading.Thread(target=self._sweep_loop, name="job-sweeper", daemon=True)
-        sweeper.start()
-        self._threads.append(sweeper)
         threading.Thread(target=self._announce_ready, name="workers-ready", daemon=True).start()
 
     def _announce_ready(self) -> None:
@@ -68,18 +62,6 @@ class WorkerPool:
         except Exception as exc:
             self._load_errors[worker.config.worker_id] = f"{type(exc).__name__}: {exc}"
             logger.exception("worker %s stopped", worker.config.worker_id)
-
-    def _sweep_loop(self) -> None:
-        while not self._stop.wait(self.sweep_interval_s):
-            self.sweep()
-
-    def sweep(self) -> None:
-        """Returns jobs with expired leases to the queue (or fails them) and expires results past retention."""
-        try:
-            self.service.release_lost_jobs()
-            self.service.expire_finished_jobs()
-        except Exception:
-            logger.exception("job sweep failed; retrying in %.0f s", self.sweep_interval_s)
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Stops claiming; waits up to `timeout_s` for running jobs to finish (unfinished ones are recovered at

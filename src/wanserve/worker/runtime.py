@@ -1,7 +1,10 @@
-"""Assembling one `wanserve serve` process: database (migrated), job service, storage, dispatcher, workers.
+"""Assembling one `wanserve serve` process: database (migrated), job service, storage, dispatcher, event push,
+sweeper, workers.
 
 `build_runtime(settings)` returns a `Runtime`; `start()` recovers jobs left running by dead processes of this host
-and starts the workers (each loads and warms its models, then takes jobs); `stop()` shuts them down.
+and starts the sweeper, the event push and the workers (each loads and warms its models, then takes jobs); `stop()`
+shuts them down. The dispatcher is embedded (in-process wake-ups) unless `WANSERVE_BROKER_URL` names a Redis
+server (Celery); event streams follow other processes through PostgreSQL LISTEN/NOTIFY or Redis pub/sub.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ from sqlalchemy import Engine as DBEngine
 
 from wanserve import __version__
 from wanserve.config import Settings
+from wanserve.dispatch.base import Dispatcher
 from wanserve.dispatch.embedded import EmbeddedDispatcher
 from wanserve.engine.registry import get_spec, tiny_models
 from wanserve.jobs.db import create_db_engine, run_migrations
+from wanserve.jobs.events import EventHub
 from wanserve.jobs.media_inputs import MediaLimits
 from wanserve.jobs.service import JobService, JobServiceConfig
 from wanserve.jobs.store import JobStore
@@ -25,10 +30,16 @@ from wanserve.storage.local import LocalStorage
 from wanserve.worker.identity import owner_id, owner_is_dead
 from wanserve.worker.loop import EngineLike, Worker, WorkerConfig
 from wanserve.worker.pool import WorkerPool
+from wanserve.worker.sweeper import Sweeper
 
 logger = logging.getLogger(__name__)
 
 EngineFactory = Callable[[str, Settings], EngineLike]
+
+POLL_WITHOUT_PUSH_S = 1.0
+"""Event streams re-read the database this often when nothing pushes other processes' events."""
+POLL_WITH_PUSH_S = 15.0
+"""... and this often as a safety net when a push (LISTEN/NOTIFY, Redis pub/sub) wakes them."""
 
 
 def default_engine_factory(device: str, settings: Settings) -> EngineLike:
@@ -62,13 +73,15 @@ class Runtime:
     db: DBEngine
     service: JobService
     storage: LocalStorage
-    dispatcher: EmbeddedDispatcher
+    dispatcher: Dispatcher
     models: list[str]
     tiny_fallback: bool
     devices: list[str]
+    sweeper: Sweeper
     pool: WorkerPool | None = None
     extras: dict[str, Any] = field(default_factory=dict)
-    """Room for other components (metrics, webhook sender) to hang their objects."""
+    """Room for other components (metrics, webhook outbox, event push) to hang their objects; those with a
+    `start()` are started by `start`, those with a `close()` closed by `stop`."""
 
     @property
     def random_weights(self) -> bool:
@@ -80,12 +93,19 @@ class Runtime:
         recovered = self.service.release_lost_jobs(owner_is_dead=owner_is_dead)
         if recovered:
             logger.warning("recovered %d jobs left running by a stopped process", len(recovered))
+        for extra in self.extras.values():
+            start = getattr(extra, "start", None)
+            if callable(start):
+                start()
+        self.sweeper.start()
         if self.pool is not None:
             self.pool.start()
 
     def stop(self) -> None:
         if self.pool is not None:
             self.pool.stop()
+        self.sweeper.close()
+        self.dispatcher.close()
         for name, extra in self.extras.items():
             close = getattr(extra, "close", None)
             if callable(close):
@@ -135,7 +155,10 @@ def build_runtime(
     db = create_db_engine(settings.resolved_database_url)
     run_migrations(db)
     storage = LocalStorage(settings.resolved_output_dir, settings.input_dir)
-    dispatcher = EmbeddedDispatcher()
+    store = JobStore.for_engine(db)
+    dispatcher = build_dispatcher(settings, store)
+    hub = EventHub()
+    push = build_event_push(settings, db, hub)
     if devices is None:
         from wanserve.worker.devices import detect_devices
 
@@ -149,9 +172,13 @@ def build_runtime(
         lease_s=settings.lease_s,
         concurrency=concurrency,
         media=MediaLimits(max_bytes=settings.max_upload_bytes, allow_private_urls=settings.allow_private_urls),
+        event_poll_s=POLL_WITHOUT_PUSH_S if push is None else POLL_WITH_PUSH_S,
     )
-    service = JobService(JobStore.for_engine(db), storage, config, notify_waiting=dispatcher.notify_job_waiting)
-    runtime = Runtime(settings, db, service, storage, dispatcher, models, tiny_fallback, devices)
+    service = JobService(store, storage, config, hub=hub, notify_waiting=dispatcher.notify_job_waiting)
+    sweeper = Sweeper(service, dispatcher, settings.sweep_interval_s)
+    runtime = Runtime(settings, db, service, storage, dispatcher, models, tiny_fallback, devices, sweeper)
+    if push is not None:
+        runtime.extras["event_push"] = push
     if start_workers:
         factory = engine_factory or default_engine_factory
         workers = []
@@ -166,5 +193,28 @@ def build_runtime(
                 hold_step=settings.hold_step,
             )
             workers.append((Worker(service, factory(device, settings), dispatcher, worker_config, models), device))
-        runtime.pool = WorkerPool(service, dispatcher, workers, settings.sweep_interval_s)
+        runtime.pool = WorkerPool(service, dispatcher, workers)
     return runtime
+
+
+def build_dispatcher(settings: Settings, store: JobStore) -> Dispatcher:
+    """Celery over Redis when `broker_url` is set, else in-process wake-ups."""
+    if settings.broker_url:
+        from wanserve.dispatch.celery import CeleryConfig, CeleryDispatcher
+
+        return CeleryDispatcher(CeleryConfig(settings.broker_url), store)
+    return EmbeddedDispatcher()
+
+
+def build_event_push(settings: Settings, db: DBEngine, hub: EventHub):
+    """The push that carries other processes' job events to this one: PostgreSQL LISTEN/NOTIFY when the database
+    is PostgreSQL, else Redis pub/sub when a broker is set, else none (readers re-read every second)."""
+    from wanserve.jobs.event_push import PostgresEventListener, RedisEventBridge
+
+    if db.dialect.name == "postgresql":
+        return PostgresEventListener(settings.resolved_database_url, hub)
+    if settings.broker_url:
+        bridge = RedisEventBridge(settings.broker_url, hub)
+        hub.add_publisher(bridge.publish)
+        return bridge
+    return None
