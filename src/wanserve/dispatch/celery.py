@@ -180,10 +180,14 @@ class CeleryDispatcher:
             loglevel=logging.WARNING,
         )
         with self._lock:
+            if not self._consumers:
+                _reset_worker_state()  # a stop requested before (an earlier run in this process) is over
             self._consumers.append(consumer)
         watcher = threading.Thread(target=self._stop_when, args=(stop,), name=f"{worker_name}-stop", daemon=True)
         watcher.start()
         logger.info("%s consuming %s", worker_name, ", ".join(queue_name(m) for m in runner.models))
+        # Celery's solo pool runs tasks on this thread and looks them up in the thread's current app.
+        app.set_current()
         try:
             consumer.start()
         finally:
@@ -198,7 +202,9 @@ class CeleryDispatcher:
         _request_worker_stop()
 
     def close(self) -> None:
-        _request_worker_stop()
+        with self._lock:
+            if self._consumers:
+                _request_worker_stop()
         self._redis.close()
 
 
