@@ -6,8 +6,8 @@ from __future__ import annotations
 import threading
 
 from fastapi.testclient import TestClient
-
 from tests.conftest import FakeEngine
+
 from wanserve.api.app import create_app
 from wanserve.config import Settings
 from wanserve.errors import WeightsNotFoundError

@@ -20,8 +20,8 @@ from wanserve.dispatch.embedded import EmbeddedDispatcher
 from wanserve.engine.registry import get_spec, tiny_models
 from wanserve.jobs.db import create_db_engine, run_migrations
 from wanserve.jobs.media_inputs import MediaLimits
-from wanserve.jobs.serving import ServingStatus, WorkersElsewhere
 from wanserve.jobs.service import JobService, JobServiceConfig
+from wanserve.jobs.serving import ServingStatus, WorkersElsewhere
 from wanserve.jobs.store import JobStore
 from wanserve.storage.local import LocalStorage
 from wanserve.worker.identity import owner_id, owner_is_dead
