@@ -90,3 +90,14 @@ def test_webhook_config_rejects_bad_values() -> None:
         WebhookConfig(initial_backoff_s=5, max_backoff_s=1)
     with pytest.raises(ValueError, match="`lease_s` \\(10\\) must exceed `timeout_s` \\(10\\)"):
         WebhookConfig(lease_s=10, timeout_s=10)
+
+
+def test_webhook_unsigned_warns_at_first_post_not_at_start(receiver, caplog) -> None:
+    with caplog.at_level("WARNING", logger="wanserve.jobs.webhooks"):
+        poster = _poster(secret="")
+        assert "unsigned" not in caplog.text  # a server with no webhooks has nothing to be warned about
+        for _ in range(2):
+            assert poster.post(receiver.url, b"{}", "job.failed", "d6").delivered
+            assert SIGNATURE_HEADER not in receiver.received[-1][0]
+        poster.close()
+    assert caplog.text.count("webhooks are sent unsigned") == 1

@@ -42,7 +42,7 @@ class WebhookConfig:
     """How webhooks are signed and retried."""
 
     secret: str = ""
-    """HMAC-SHA256 key. Empty: deliveries go out unsigned (and a warning is logged once)."""
+    """HMAC-SHA256 key. Empty: deliveries go out unsigned (a warning is logged at the first one)."""
     max_attempts: int = 5
     """Attempts per delivery, the first included."""
     initial_backoff_s: float = 1.0
@@ -122,8 +122,7 @@ class WebhookPoster:
         self.config = config
         self._user_agent = user_agent
         self._client = httpx.Client(trust_env=False, follow_redirects=False)
-        if not config.secret:
-            logger.warning("webhook secret is not set: webhooks are sent unsigned")
+        self._warned_unsigned = False
 
     def backoff_s(self, attempts: int) -> float:
         """The wait after the `attempts`-th failed attempt."""
@@ -146,6 +145,10 @@ class WebhookPoster:
         }
         if self.config.secret:
             headers[SIGNATURE_HEADER] = sign_payload(self.config.secret, body, timestamp)
+        elif not self._warned_unsigned:
+            # Said at the first webhook, not at start-up: a server nobody sends webhooks through has nothing to fix.
+            self._warned_unsigned = True
+            logger.warning("webhook secret is not set (WANSERVE_WEBHOOK_SECRET): webhooks are sent unsigned")
         try:
             response = self._client.post(
                 pinned.connect_url,
