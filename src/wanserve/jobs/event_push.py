@@ -102,10 +102,21 @@ class RedisEventBridge(_ListenerThread):
         super().__init__(hub)
         self._redis = redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=2)
         self._listen_client = redis.Redis.from_url(redis_url, socket_connect_timeout=2, health_check_interval=10)
+        self._publish_failing = False
 
     def publish(self, job_id: str) -> None:
-        """Tells the other processes that `job_id` has new events (hand this to `EventHub.add_publisher`)."""
-        self._redis.publish(self.channel, job_id)
+        """Tells the other processes that `job_id` has new events (hand this to `EventHub.add_publisher`). While
+        Redis is down this logs once and returns: readers elsewhere fall back to re-reading."""
+        import redis
+
+        try:
+            self._redis.publish(self.channel, job_id)
+        except redis.RedisError as exc:
+            if not self._publish_failing:
+                logger.warning("could not push job events through Redis (%s); readers elsewhere re-read", exc)
+            self._publish_failing = True
+            return
+        self._publish_failing = False
 
     def _listen(self) -> None:
         pubsub = self._listen_client.pubsub(ignore_subscribe_messages=True)
