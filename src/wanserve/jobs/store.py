@@ -264,10 +264,13 @@ class JobStore:
         for _ in range(20):
             with self._write() as session:
                 query = select(Job.id).where(Job.status == Q, Job.model.in_(list(models)))
-                if job_id is not None:
-                    query = query.where(Job.id == job_id)
-                query = query.order_by(Job.seq).limit(1)
-                picked = session.scalar(query.with_for_update(skip_locked=True))
+                if job_id is None:
+                    query = query.order_by(Job.seq).limit(1).with_for_update(skip_locked=True)
+                else:
+                    # The named job is waited for, not skipped: a row locked for a moment (its sender recording the
+                    # message) must not make its own message look stale.
+                    query = query.where(Job.id == job_id).with_for_update()
+                picked = session.scalar(query)
                 if picked is None:
                     return None
                 now = utcnow()
