@@ -36,8 +36,8 @@ from wanserve.api.schemas.legacy import (
     Wan21Results,
     Wan21StatusResponse,
     Wan21SubmitRequest,
-    parse_body,
     parallel_plan,
+    parse_body,
     parse_star_size,
 )
 from wanserve.engine.requests import TaskKind
