@@ -32,7 +32,7 @@ MEDIA_FIELDS = (
     "background_video",
 )
 _REQUEST_FIELDS = {f.name for f in dataclasses.fields(GenerationRequest)}
-USER_FIELDS = frozenset(_REQUEST_FIELDS - {"model", "output_path"})
+USER_FIELDS = frozenset(_REQUEST_FIELDS - {"model"})
 
 # Which inputs each task needs and which it accepts. Anything else given is an error, not silently ignored.
 _TASK_INPUTS: dict[TaskKind, tuple[frozenset[str], frozenset[str]]] = {
@@ -124,7 +124,7 @@ def _check_frames(spec: ModelSpec, value: int) -> None:
         raise InvalidRequestError("num_frames", f"`num_frames` must be {k}k+1 (for example 81), got {value}")
 
 
-def resolve_request(model: str, params: Mapping[str, Any], output_path: str = "") -> GenerationRequest:
+def resolve_request(model: str, params: Mapping[str, Any]) -> GenerationRequest:
     """Validates `params` against the model's spec and fills every default. Raises `InvalidRequestError`."""
     spec = get_spec(model)
     unknown = sorted(set(params) - USER_FIELDS)
@@ -226,7 +226,6 @@ def resolve_request(model: str, params: Mapping[str, Any], output_path: str = ""
         model=spec.name,
         task=task,
         prompt=prompt,
-        output_path=output_path,
         negative_prompt=negative,
         width=width,
         height=height,
@@ -266,7 +265,7 @@ def request_params(request: GenerationRequest) -> dict[str, Any]:
                 out[f.name] = None if value is None else _describe(value)
         elif isinstance(value, TaskKind):
             out[f.name] = value.value
-        elif f.name != "output_path":
+        else:
             out[f.name] = value
     return out
 

@@ -15,10 +15,18 @@ from pathlib import Path
 from typing import Protocol
 
 from wanserve.dispatch.base import Dispatcher
-from wanserve.engine.requests import GenerationRequest, GenerationResult, ProgressCallback, ProgressEvent, StopCallback
+from wanserve.engine.requests import (
+    GenerationRequest,
+    GenerationResult,
+    ProgressCallback,
+    ProgressEvent,
+    Stage,
+    StopCallback,
+)
 from wanserve.errors import GenerationCancelled, WanserveError
 from wanserve.jobs.model import Job
 from wanserve.jobs.service import JobService
+from wanserve.media.outputs import write_video_files
 
 logger = logging.getLogger(__name__)
 
@@ -136,13 +144,26 @@ class Worker:
         self.current_job: str | None = None
         self.ready = threading.Event()
         """Set once the models are loaded and the worker takes jobs."""
+        self.load_errors: dict[str, str] = {}
+        """Model -> why it could not be loaded; the worker serves the others and never claims its jobs."""
 
     def load_models(self) -> None:
-        """Loads and warms every model so the first job pays no loading time."""
+        """Loads and warms every model so the first job pays no loading time. A model that fails to load is left
+        out (and reported through `load_errors`); a worker that can load none raises."""
         for model in self.models:
             started = time.monotonic()
-            self.engine.load(model)
+            try:
+                self.engine.load(model)
+            except Exception as exc:
+                self.load_errors[model] = f"{type(exc).__name__}: {exc}"
+                logger.error("%s: %s could not be loaded: %s", self.config.worker_id, model, self.load_errors[model])
+                continue
             logger.info("%s: %s loaded and warm in %.1f s", self.config.worker_id, model, time.monotonic() - started)
+        self.models = [m for m in self.models if m not in self.load_errors]
+        if not self.models:
+            raise RuntimeError(
+                "no model could be loaded: " + "; ".join(f"{m}: {e}" for m, e in self.load_errors.items())
+            )
         self.ready.set()
 
     def run(self, stop: threading.Event) -> None:
@@ -203,6 +224,10 @@ class Worker:
         try:
             request = self.service.generation_request(job)
             result = self.engine.generate(request, on_progress=on_progress, should_stop=should_stop)
+            on_progress(ProgressEvent(Stage.WRITING, step=len(result.step_times_s), steps=len(result.step_times_s)))
+            files = write_video_files(
+                result.frames, self.service.storage.video_path(job.id), fps=request.fps, crf=request.crf
+            )
             recorder.flush()
         except GenerationCancelled:
             recorder.flush_quietly()
@@ -231,7 +256,7 @@ class Worker:
             return
         finally:
             heartbeat.stop()
-        view = self.service.finish_succeeded(job.id, owner, result)
+        view = self.service.finish_succeeded(job.id, owner, result, files)
         if view is not None:
             logger.info("job %s succeeded in %.2f s", job.id, (view.finished_at - view.started_at).total_seconds())
 
