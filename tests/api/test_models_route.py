@@ -37,10 +37,20 @@ def test_list_models_served_in_order_first_is_default(client):
 def test_list_models_sizes_frames_and_defaults_from_the_spec(client):
     model = by_id(client)["tiny-t2v"]
     assert model["sizes"] == [{"width": 64, "height": 64}, {"width": 96, "height": 64}, {"width": 64, "height": 96}]
-    assert (model["size_multiple"], model["max_side"], model["frames_multiple"], model["max_frames"]) == (16, 256, 4, 33)
+    assert (model["size_multiple"], model["max_side"], model["frames_multiple"], model["max_frames"]) == (
+        16,
+        256,
+        4,
+        33,
+    )
     assert model["default_task"] == "t2v" and [t["task"] for t in model["tasks"]] == ["t2v", "v2v"]
     t2v = params_of(model["tasks"][0])
-    assert t2v["num_inference_steps"] == {"name": "num_inference_steps", "type": "integer", "default": 2, "choices": None}
+    assert t2v["num_inference_steps"] == {
+        "name": "num_inference_steps",
+        "type": "integer",
+        "default": 2,
+        "choices": None,
+    }
     assert t2v["guidance_scale"]["default"] == 5.0 and t2v["guidance_scale"]["type"] == "number"
     assert (t2v["width"]["default"], t2v["height"]["default"], t2v["num_frames"]["default"]) == (64, 64, 9)
     assert t2v["seed"]["default"] is None and t2v["prompt"]["default"] == ""

@@ -171,7 +171,18 @@ def test_keyboard_submit_and_labelled_controls(page, web_server):
     open_page(page, web_server)
     page.keyboard.press("Tab")
     expect(page.get_by_role("link", name="Skip to jobs")).to_be_focused()
-    for name in ("Model", "Task", "Prompt", "Negative prompt", "Size", "Steps", "Guidance", "Seed", "Frames", "Seconds"):
+    for name in (
+        "Model",
+        "Task",
+        "Prompt",
+        "Negative prompt",
+        "Size",
+        "Steps",
+        "Guidance",
+        "Seed",
+        "Frames",
+        "Seconds",
+    ):
         expect(page.get_by_label(name, exact=True)).to_be_visible()
     prompt = unique("by keyboard")
     page.get_by_label("Prompt", exact=True).fill(prompt)

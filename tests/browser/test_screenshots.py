@@ -13,8 +13,6 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.conftest import Hold
-
 pytestmark = pytest.mark.browser
 
 OUT = os.environ.get("WANSERVE_SCREENSHOT_DIR")
@@ -22,13 +20,13 @@ JOB = {"model": "tiny-t2v", "width": 96, "height": 64, "num_frames": 17, "num_in
 
 
 @pytest.mark.skipif(not OUT, reason="WANSERVE_SCREENSHOT_DIR is not set")
-def test_screenshots(new_page, start_server, sse):
+def test_screenshots(new_page, start_server, sse, hold_for):
     server = start_server({"WANSERVE_MODELS": "tiny-t2v,tiny-i2v,tiny-t2v-moe"}, name="screenshots")
-    url, hold, out = server.url, Hold(server.hold_dir), Path(OUT)
+    url, out = server.url, Path(OUT)
     out.mkdir(parents=True, exist_ok=True)
     done = httpx.post(f"{url}/v1/jobs", json={**JOB, "prompt": "A red fox running through fresh snow"}).json()
     sse(url, done["id"])
-    hold.on()
+    hold = hold_for(server)
     try:
         running = httpx.post(f"{url}/v1/jobs", json={**JOB, "prompt": "Waves breaking on black volcanic sand"}).json()
         sse(url, running["id"], until=lambda e: e["event"] == "step")
@@ -48,7 +46,9 @@ def test_screenshots(new_page, start_server, sse):
                 page.locator("#jobs-heading").scroll_into_view_if_needed()
                 page.screenshot(path=out / f"{name}-jobs.png")
             else:
-                page.locator(f"#job-{done['id']}").get_by_role("button", name="Play: A red fox running through fresh snow").click()
+                page.locator(f"#job-{done['id']}").get_by_role(
+                    "button", name="Play: A red fox running through fresh snow"
+                ).click()
                 page.wait_for_function("() => document.querySelector('#viewer video')?.currentTime > 0")
                 page.screenshot(path=out / f"{name}-player.png")
     finally:
