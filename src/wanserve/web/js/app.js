@@ -68,10 +68,17 @@ async function loadHealth() {
   try {
     const response = await fetch("/health", { headers: apiKey() ? { Authorization: `Bearer ${apiKey()}` } : {} });
     const health = await response.json();
+    const state = health.phase || health.status || "unknown";
     const models = (health.models || []).length;
-    $("server-status").textContent = `Server ${health.status || "unknown"} · v${health.version || "?"} · ${models} model${models === 1 ? "" : "s"} · ${(health.devices || []).join(", ")}`;
-    $("server-status").dataset.status = health.status || "";
-    if (health.status === "starting") setTimeout(loadHealth, HEALTH_POLL_MS);
+    const parts = [`Server ${state}`, `v${health.version || "?"}`, `${models} model${models === 1 ? "" : "s"}`];
+    if (health.devices) parts.push(health.devices.join(", "));
+    if (!["ready", "ok", "healthy"].includes(state) && health.detail) parts.push(health.detail);
+    $("server-status").textContent = parts.join(" · ");
+    $("server-status").dataset.status = state;
+    form.setUnavailable(
+      Object.fromEntries((health.models || []).filter((m) => m.unavailable_reason).map((m) => [m.name, m.unavailable_reason])),
+    );
+    if (state === "starting") setTimeout(loadHealth, HEALTH_POLL_MS);
   } catch {
     $("server-status").textContent = "Server status unknown";
   }
@@ -208,9 +215,9 @@ function wire() {
 
 async function start() {
   hideError();
-  loadHealth();
   try {
     await loadModels();
+    loadHealth();
   } catch (error) {
     showError(error);
     return;

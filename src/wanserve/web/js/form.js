@@ -21,6 +21,7 @@ export class JobForm {
     this.defaults = {};
     this.negativeEdited = false;
     this.previews = [];
+    this.unavailable = {};
     $("model").addEventListener("change", () => this.selectModel($("model").value));
     $("task").addEventListener("change", () => this.selectTask($("task").value));
     $("size").addEventListener("change", () => this.#sizeChanged());
@@ -48,6 +49,20 @@ export class JobForm {
     if (chosen) this.selectModel(chosen.id);
   }
 
+  /** Models no worker can load (from `/health`): `{name: reason}`; their jobs would be refused. */
+  setUnavailable(reasons) {
+    this.unavailable = reasons;
+    if (this.model) this.#note();
+  }
+
+  #note() {
+    const reason = this.unavailable[this.model.id];
+    const notes = [];
+    if (reason) notes.push(`Unavailable: ${reason}`);
+    if (this.model.random_weights) notes.push("Random weights: its output is noise, for trying the service out.");
+    $("model-note").textContent = notes.join(" ");
+  }
+
   modelById(id) {
     return this.models.find((m) => m.id === id) || null;
   }
@@ -60,8 +75,7 @@ export class JobForm {
       ...this.model.sizes.map((s, i) => new Option(`${s.width} × ${s.height}${i === 0 ? " (default)" : ""}`, `${s.width}x${s.height}`)),
       new Option("Custom…", "custom"),
     );
-    const note = this.model.random_weights ? "Random weights: its output is noise, for trying the service out." : "";
-    $("model-note").textContent = note;
+    this.#note();
     this.selectTask(task && this.model.tasks.some((t) => t.task === task) ? task : this.model.default_task);
   }
 

@@ -116,7 +116,7 @@ export class JobList {
     card.badge.className = `badge badge-${job.status}`;
     card.text.textContent = progressText(job);
     card.bar.value = Math.round((job.progress || 0) * 100);
-    card.bar.hidden = !ACTIVE.has(job.status);
+    card.bar.hidden = job.status !== "running";
     card.error.hidden = !job.error;
     card.error.textContent = errorText(job);
     if (job.thumbnail_url && !card.thumbLoaded) this.#thumbnail(card, job);
