@@ -24,6 +24,7 @@ from wanserve.worker.identity import owner_id
 from wanserve.worker.loop import EngineLike, Worker, WorkerConfig
 from wanserve.worker.pool import WorkerPool
 from wanserve.worker.runtime import Runtime
+from wanserve.worker.status import PoolServingStatus
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ def served_models(settings: Settings) -> tuple[list[str], bool]:
     if settings.ulysses_size > 1 or settings.ring_size > 1:
         raise ValueError(
             f"`ULYSSES_SIZE`={settings.ulysses_size} / `RING_SIZE`={settings.ring_size}: multi-rank worker groups "
-            "are not served yet; use 1"
+            "are not served by `wanserve serve` yet; use 1"
         )
     if settings.models:
         for name in settings.models:
@@ -158,4 +159,5 @@ def build_runtime(
         runtime.pool = build_worker_group(
             settings, service, dispatcher, models, devices, engine_factory, concurrency=concurrency
         )
+        runtime.serving = service.serving = PoolServingStatus(runtime.pool, models)
     return runtime

@@ -220,8 +220,9 @@ class _Run:
             negative_embeds = negative_embeds.to(device) if negative_embeds is not None else None
         self._check_stop()
 
-        # 3. Decode and encode the image/video inputs
-        self._enter(Stage.ENCODING_IMAGE)
+        # 3. Decode and encode the image/video inputs (a stage only for requests that have some)
+        if _has_media_inputs(request):
+            self._enter(Stage.ENCODING_IMAGE)
         kwargs = engine_inputs.pipeline_inputs(loaded.spec, request)
         self._check_stop()
 
@@ -282,6 +283,12 @@ class _Run:
             stage_times_s=dict(self.stage_times),
             step_times_s=tuple(self.step_times),
         )
+
+
+def _has_media_inputs(request: GenerationRequest) -> bool:
+    """Whether the request carries an image or video to decode (t2v and text-only ti2v do not)."""
+    singles = (request.image, request.last_image, request.video, request.mask, request.pose_video)
+    return any(x is not None for x in singles) or bool(request.reference_images)
 
 
 def _synchronize(device: torch.device) -> None:

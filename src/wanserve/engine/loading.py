@@ -161,8 +161,13 @@ def _load_diffusers(spec: ModelSpec, path: Path, dtypes: dict[str, torch.dtype])
     from diffusers import DiffusionPipeline
 
     by_component = {**dtypes, "transformer_2": dtypes["transformer"], "default": dtypes["transformer"]}
+    given = {}
     try:
-        pipe = DiffusionPipeline.from_pretrained(path, dtype=by_component, local_files_only=True)
+        if (path / "image_processor").is_dir():  # loaded with the class that needs no torchvision (no warning)
+            from wanserve.models.wan_clip import clip_image_processor_class
+
+            given["image_processor"] = clip_image_processor_class().from_pretrained(path / "image_processor")
+        pipe = DiffusionPipeline.from_pretrained(path, dtype=by_component, local_files_only=True, **given)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise CheckpointError(f"{spec.name}: cannot load the diffusers layout in {path}: {exc}") from exc
     wanted = set(diffusers_components(spec)) - {"scheduler"}

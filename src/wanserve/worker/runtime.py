@@ -7,6 +7,7 @@ models, then takes jobs); `stop()` shuts them down; `health()` is what `/health`
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ from wanserve.config import Settings
 from wanserve.dispatch.base import Dispatcher
 from wanserve.engine.registry import get_spec
 from wanserve.jobs.service import JobService
+from wanserve.jobs.serving import ServingStatus, WorkersElsewhere
 from wanserve.storage.local import LocalStorage
 from wanserve.worker.identity import owner_is_dead
 from wanserve.worker.pool import WorkerPool
@@ -37,6 +39,9 @@ class Runtime:
     tiny_fallback: bool
     devices: list[str]
     pool: WorkerPool | None = None
+    serving: ServingStatus = field(default_factory=WorkersElsewhere)
+    """What the workers can serve now (`/health`, and refusing jobs for models no worker can load)."""
+    started_monotonic: float = field(default_factory=time.monotonic)
     extras: dict[str, Any] = field(default_factory=dict)
     """Room for other components (metrics, webhook sender) to hang their objects."""
 
@@ -66,23 +71,48 @@ class Runtime:
         self.db.dispose()
 
     def health(self) -> dict[str, Any]:
-        """What `/health` reports."""
+        """What `/health` reports: our fields, and the Wan2.1 I2V service's (`status: "healthy"`, `rank`,
+        `total_tasks`, `pipeline_world_size`, `pipeline_rank`, `config`) so its clients keep working."""
+        state = self.serving.serving_state()
         counts = self.service.queue_stats()
         workers = self.pool.status() if self.pool is not None else []
-        ready = bool(workers) and all(w.ready for w in workers)
         random = {m: self.pool.is_random(m) if self.pool else get_spec(m).random_weights for m in self.models}
+        loaded = {m: any(w.ready and m in w.models for w in workers) for m in self.models}
         errors = [w.load_error for w in workers if w.load_error]
-        status = "error" if errors else "ok" if ready else "starting"
+        errors += [f"{m}: {e}" for w in workers for m, e in w.model_errors.items()]
+        legacy_status = {"ready": "healthy", "degraded": "healthy", "starting": "starting"}
         return {
-            "status": status,
+            "status": legacy_status.get(state.phase, "unhealthy"),
+            "ready": state.ready,
+            "phase": state.phase,
+            "detail": state.detail,
             "version": __version__,
             "random_weights": any(random.values()),
-            "models": [{"name": m, "loaded": ready, "random_weights": random[m]} for m in self.models],
+            "models": [
+                {
+                    "name": m,
+                    "loaded": loaded[m],
+                    "random_weights": random[m],
+                    "unavailable_reason": state.unavailable_models.get(m),
+                }
+                for m in self.models
+            ],
             "devices": self.devices,
             "rank": 0,
             "world_size": 1,
+            "pipeline_rank": 0,
+            "pipeline_world_size": 1,
+            "total_tasks": sum(counts.values()),
             "queue_depth": counts.get("queued", 0),
             "running_jobs": counts.get("running", 0),
             "workers": [w.__dict__ for w in workers],
             "errors": errors,
+            "config": {
+                "device_type": self.devices[0].split(":")[0] if self.devices else "cpu",
+                "device_count": len(self.devices),
+                "t5_cpu": self.settings.t5_cpu,
+                "max_concurrent": len(workers) or self.settings.concurrency,
+            },
+            "uptime": round(time.monotonic() - self.started_monotonic, 3),
+            "timestamp": time.time(),
         }

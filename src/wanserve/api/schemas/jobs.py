@@ -126,21 +126,44 @@ class JobDeleted(BaseModel):
 
 class ModelHealth(BaseModel):
     name: str
-    loaded: bool
+    loaded: bool = Field(description="A ready worker has it loaded and warm.")
     random_weights: bool
+    unavailable_reason: str | None = Field(None, description="Why no worker can load it (its jobs get a 503).")
+
+
+class HealthConfig(BaseModel):
+    """The Wan2.1 I2V service's `config` block."""
+
+    device_type: str
+    device_count: int
+    t5_cpu: bool
+    max_concurrent: int | None
 
 
 class HealthPublic(BaseModel):
-    """Service status."""
+    """Service status: 200 when jobs can run, 503 while starting or when no worker can serve."""
 
-    status: Literal["ok", "starting", "error"]
+    status: Literal["healthy", "starting", "unhealthy"] = Field(
+        description="`healthy` once jobs can run (the Wan2.1 I2V service's word), `starting`, or `unhealthy`."
+    )
+    ready: bool
+    phase: Literal["starting", "ready", "degraded", "unavailable"] = Field(
+        description="`degraded`: some models cannot be served (see `models[].unavailable_reason`)."
+    )
+    detail: str
     version: str
     random_weights: bool = Field(description="True when any served model has random weights.")
     models: list[ModelHealth]
     devices: list[str]
     rank: int
     world_size: int
+    pipeline_rank: int
+    pipeline_world_size: int = Field(description="Ranks in one worker group.")
+    total_tasks: int = Field(description="Jobs in the store, any status.")
     queue_depth: int
     running_jobs: int
     workers: list[dict[str, Any]]
     errors: list[str]
+    config: HealthConfig
+    uptime: float = Field(description="Seconds since this process started.")
+    timestamp: float = Field(description="Unix seconds.")
