@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     """Attempts per webhook delivery, with exponential backoff between them."""
 
     # Compatibility routes of the replaced services
+    parallel_fields: Literal["refuse", "hint"] = Field("refuse", validation_alias=_env("PARALLEL_FIELDS"))
+    """The Wan2.1 services' multi-GPU fields (`ulysses_size`, `vae_parallel`, `use_attentioncache`, ...) this server
+    cannot honour: `refuse` (422 naming the field) or `hint` (run with what it has; the job and its status show the
+    plan used and each field not honoured)."""
     legacy_input_dir: Path | None = Field(None, validation_alias=_env("LEGACY_INPUT_DIR"))
     """The only directory the multi-device service's `image_path` may read from; unset: `image_path` is refused."""
     animate_jobs_root: Path | None = Field(None, validation_alias=_env("ANIMATE_JOBS_ROOT"))
