@@ -23,8 +23,9 @@ from wanserve.api.errors import install_error_handlers
 from wanserve.api.extensions import COMPAT_EXTENSIONS
 from wanserve.api.routes import health, jobs, models, web
 from wanserve.api.schemas.jobs import JobCreate
+from wanserve.bootstrap import EngineFactory, build_runtime
 from wanserve.config import Settings
-from wanserve.worker.runtime import EngineFactory, Runtime, build_runtime
+from wanserve.worker.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 

@@ -85,6 +85,8 @@ class JobSubmission:
     webhook_url: str | None = None
     idempotency_key: str | None = None
     owner_key: str = ""
+    parallel_plan: Mapping[str, Any] | None = None
+    """The parallel plan the job will run with and the requested fields it cannot honour (legacy routes)."""
 
 
 @dataclass(frozen=True)
@@ -185,6 +187,7 @@ class JobService:
                 idempotency_key=key,
                 request_fingerprint=fingerprint,
                 owner_key=submission.owner_key,
+                parallel_plan=dict(submission.parallel_plan) if submission.parallel_plan is not None else None,
             )
             row, created = self.store.create(job, self.config.max_queue)
         except QueueFullError as exc:

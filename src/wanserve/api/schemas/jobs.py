@@ -82,6 +82,11 @@ class JobPublic(BaseModel):
     expires_at: datetime | None = Field(description="When the outputs are deleted.")
     content_url: str | None = Field(description="The MP4, once succeeded.")
     thumbnail_url: str | None
+    parallel_plan: dict[str, Any] | None = Field(
+        None,
+        description="Set when the request carried multi-GPU fields: the plan the job runs with and `not_honoured`, "
+        "each field the server could not honour (only with `WANSERVE_PARALLEL_FIELDS=hint`; else they are refused).",
+    )
 
     @classmethod
     def from_view(cls, view: JobView) -> JobPublic:
@@ -108,6 +113,7 @@ class JobPublic(BaseModel):
             expires_at=view.expires_at,
             content_url=base if view.has_output else None,
             thumbnail_url=f"{base}?variant=thumbnail" if view.has_output else None,
+            parallel_plan=view.parallel_plan,
         )
 
 
