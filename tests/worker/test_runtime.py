@@ -10,11 +10,11 @@ import sys
 
 import pytest
 
+from wanserve.bootstrap import build_runtime, served_models
 from wanserve.config import Settings
 from wanserve.engine.registry import tiny_models
 from wanserve.jobs.service import JobSubmission
 from wanserve.worker import identity
-from wanserve.worker.runtime import build_runtime, served_models
 
 
 def test_served_models_no_weights_tiny_fallback_logged(tmp_path, caplog):

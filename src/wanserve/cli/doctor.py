@@ -57,14 +57,14 @@ def register(app: typer.Typer) -> None:
     def doctor(
         quick: bool = typer.Option(False, "--quick", help="Skip the libx264 test encode."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
-        data_dir: Path = typer.Option(
-            Path("data"), "--data-dir", envvar="WANSERVE_DATA_DIR", help="Data directory (outputs, database)."
+        data_dir: Path | None = typer.Option(
+            None, "--data-dir", help="Data directory: outputs, database (env WANSERVE_DATA_DIR).", show_default="./data"
         ),
         models_dir: Path | None = typer.Option(
             None,
             "--models-dir",
-            envvar="WANSERVE_MODELS_DIR",
-            help="Directory of model directories (default: where `wanserve download` puts them).",
+            help="Directory of model directories (env WANSERVE_MODELS_DIR).",
+            show_default="~/.cache/wanserve/models",
         ),
         device: str | None = typer.Option(
             None, "--device", envvar="WANSERVE_DEVICE", help="Check this device (cuda, cuda:1, npu:0, mps, cpu)."
@@ -93,9 +93,14 @@ def register(app: typer.Typer) -> None:
         if health or memory or pipeline:
             _service_doctor(url, health, memory, pipeline, model, api_key, as_json)
             return
+        from wanserve.config import Settings
         from wanserve.engine.diagnostics import run_diagnostics
 
-        report = run_diagnostics(data_dir=data_dir, models_dir=models_dir, quick=quick, device=device)
+        overrides = {"data_dir": data_dir, "models_dir": models_dir}
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+        report = run_diagnostics(
+            data_dir=settings.data_dir, weights=settings.weights_config(), quick=quick, device=device
+        )
         if as_json:
             typer.echo(json.dumps(report.to_dict(), indent=2))
         else:

@@ -49,6 +49,12 @@ def register(app: typer.Typer) -> None:
             help="Jobs run at once (env WANSERVE_CONCURRENCY or MAX_CONCURRENT_TASKS).",
             show_default="one per device",
         ),
+        workers: bool = typer.Option(
+            True,
+            "--workers/--no-workers",
+            help="Run workers in this process, or serve the API alone (jobs run in "
+            "`wanserve worker` processes sharing the database and storage).",
+        ),
     ) -> None:
         """Serve the job API with workers on the devices found. Without weights, serves the tiny random models.
 
@@ -58,7 +64,7 @@ def register(app: typer.Typer) -> None:
         from pydantic import ValidationError
 
         from wanserve.config import Settings
-        from wanserve.worker.runtime import served_models
+        from wanserve.bootstrap import served_models
 
         # 1. Validate the settings and the model names before building anything (no model is loaded yet).
         overrides = {"host": host, "port": port, "models": model or None, "concurrency": concurrency}
@@ -74,7 +80,7 @@ def register(app: typer.Typer) -> None:
 
         from wanserve.api.app import create_app
 
-        app_ = create_app(settings)
+        app_ = create_app(settings, start_workers=workers)
         sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:

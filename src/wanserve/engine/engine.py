@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -88,15 +87,11 @@ class Engine:
             from wanserve.engine.config import torch_dtype
             from wanserve.errors import WeightsNotFoundError
 
-            explicit = dict(self.config.model_paths).get(model)
-            if explicit is None and self.config.models_dir:
-                candidate = os.path.join(self.config.models_dir, model)
-                explicit = candidate if os.path.isdir(candidate) else None
-            directory = loading.resolve_model_dir(spec, explicit)
+            directory = loading.resolve_model_dir(spec, self.config.weights)
             if directory is None:
                 raise WeightsNotFoundError(
-                    f"no weights for {model}: set WANSERVE_MODELS_DIR (expects <dir>/{model}) or pass a path; "
-                    f"`wanserve download {model}` fetches them"
+                    f"no weights for {model} in {self.config.weights.download_dir(model)}: set WANSERVE_MODELS_DIR "
+                    f"(expects <dir>/{model}) or pass a path; `wanserve download {model}` fetches them"
                 )
             memory = self.config.memory
             components = loading.load_components(
