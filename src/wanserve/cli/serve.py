@@ -63,8 +63,8 @@ def register(app: typer.Typer) -> None:
         logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines say nothing a user needs
         from pydantic import ValidationError
 
-        from wanserve.config import Settings
         from wanserve.bootstrap import served_models
+        from wanserve.config import Settings
 
         # 1. Validate the settings and the model names before building anything (no model is loaded yet).
         overrides = {"host": host, "port": port, "models": model or None, "concurrency": concurrency}
