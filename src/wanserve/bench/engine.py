@@ -48,6 +48,8 @@ class EngineBenchConfig:
     forward_reps: int = 3
     run_stock: bool = True
     progress: Callable[[str], None] = field(default=lambda message: None, compare=False)
+    on_partial: Callable[[dict], None] = field(default=lambda report: None, compare=False)
+    """Called with the report so far after each phase (a run cut short still leaves its measurements)."""
 
 
 def _timed_cuda(fn: Callable[[], Any], reps: int, warmup: int = 1) -> float:
@@ -166,7 +168,9 @@ def run_engine_bench(config: EngineBenchConfig, components: dict | None = None, 
     from wanserve.engine.realsize import WAN21_T2V_TRANSFORMERS, build_random_components, forward_flops, latent_tokens
 
     if not torch.cuda.is_available():
-        raise RuntimeError("`wanserve bench engine` needs a CUDA GPU")
+        from wanserve.errors import WanserveError
+
+        raise WanserveError("`wanserve bench engine` needs a CUDA GPU; none is visible to torch here")
     if config.mode not in MODES:
         raise ValueError(f"`mode` must be one of {', '.join(MODES)}, got {config.mode!r}")
     say = config.progress
@@ -184,6 +188,7 @@ def run_engine_bench(config: EngineBenchConfig, components: dict | None = None, 
     # 1. Kernel ceilings
     say("measuring the matmul and attention kernels")
     report["kernels"] = measure_kernels(heads, latent_tokens(config.width, config.height, config.frames))
+    config.on_partial(report)
 
     # 2. Stock diffusers (before the engine touches the shared transformer)
     say(f"building {config.model} with random weights" if components is None else "using the given components")
@@ -203,6 +208,7 @@ def run_engine_bench(config: EngineBenchConfig, components: dict | None = None, 
         stock["mp4_write_s"] = round(_write_seconds(stock_frames), 3)
         stock["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     report["stock"] = stock
+    config.on_partial(report)
 
     # 3. The engine in the chosen mode
     speed = SpeedConfig(compile="blocks") if config.mode == "exact" else SpeedConfig(attention="native", compile="none")
@@ -215,6 +221,8 @@ def run_engine_bench(config: EngineBenchConfig, components: dict | None = None, 
     for size in sizes:
         say(f"engine forward at {size}")
         ours[f"forward_s_{size[0]}x{size[1]}x{size[2]}"] = round(_forward_seconds(transformer, config, size), 4)
+        report["engine"] = ours
+        config.on_partial(report)
     say("engine generation (timed)")
     torch.cuda.reset_peak_memory_stats()
     request, result, total = _engine_generate(engine, config, config.steps)

@@ -8,8 +8,15 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from wanserve.errors import WanserveError
+
 console = Console(stderr=True)
 bench_app = typer.Typer(help="Benchmarks: the engine against stock diffusers on this GPU.", no_args_is_help=True)
+
+
+@bench_app.callback()
+def bench() -> None:
+    """Benchmarks: `engine` (the engine against stock diffusers on this GPU)."""
 
 
 def _parse_shape(text: str, option: str) -> tuple[int, int, int]:
@@ -50,8 +57,13 @@ def bench_engine(
         model=model, width=width, height=height, frames=frames, steps=steps, mode=mode,
         forward_sizes=tuple(_parse_shape(s, "--forward-size") for s in forward_size), run_stock=not no_stock,
         progress=lambda message: console.print(f"[dim]bench:[/] {message}"),
+        on_partial=(lambda partial: out.write_text(json.dumps(partial, indent=2) + "\n")) if out else (lambda r: None),
     )  # fmt: skip
-    report = run_engine_bench(config)
+    try:
+        report = run_engine_bench(config)
+    except WanserveError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(code=2) from None
     text = json.dumps(report, indent=2)
     if out is not None:
         out.write_text(text + "\n")
