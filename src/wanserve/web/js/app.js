@@ -21,11 +21,11 @@ function announce(text) {
   $("announcer").textContent = text;
 }
 
+/** Shows an `ApiError` (its message, HTTP status and type), a failed fetch, or a sentence. */
 function showError(error) {
-  const text =
-    error instanceof ApiError
-      ? `${error.message}${error.status ? ` (HTTP ${error.status}${error.type ? `, ${error.type}` : ""})` : ""}`
-      : `Could not reach the server: ${error.message}`;
+  let text = error;
+  if (error instanceof ApiError) text = `${error.message} (HTTP ${error.status}, ${error.type})`;
+  else if (error instanceof Error) text = `Could not reach the server: ${error.message}`;
   $("error-text").textContent = text;
   $("error-banner").hidden = false;
   if (error instanceof ApiError && error.status === 401) showKeyForm();
@@ -117,7 +117,7 @@ function jobLink() {
 
 function rerun(job) {
   if (!form.modelById(job.model)) {
-    showError(new ApiError(0, `The model ${job.model} is not served any more; pick another.`, "", null));
+    showError(`The model ${job.model} is not served any more; pick another.`);
     return;
   }
   hideError();

@@ -11,7 +11,7 @@ const ACTIVE = new Set(["queued", "running"]);
 const FINAL = new Set(["succeeded", "failed", "cancelled", "expired"]);
 
 export class JobList {
-  /** `handlers`: `{onOpen(job), onRerun(job), onError(error), announce(text), outputOf(job)}`. */
+  /** `handlers`: `{onOpen(job), onRerun(job), onError(error or text), announce(text), outputOf(job)}`. */
   constructor(list, summary, more, handlers) {
     Object.assign(this, { list, summary, more, handlers });
     this.jobs = new Map();
@@ -126,6 +126,7 @@ export class JobList {
     card.state = state;
     if (known && known.status !== job.status && FINAL.has(job.status)) {
       this.handlers.announce(`Job "${name}": ${statusLabel(job.status).toLowerCase()}.`);
+      if (job.status === "failed") this.handlers.onError(`Job "${name}" failed: ${errorText(job)}`);
     }
   }
 
