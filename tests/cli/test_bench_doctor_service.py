@@ -8,7 +8,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from wanserve.cli.bench import RequestResult, summarize
+from wanserve.cli.bench_serve import RequestResult, summarize
 from wanserve.cli.main import app
 
 runner = CliRunner()
