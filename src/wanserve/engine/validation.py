@@ -49,6 +49,11 @@ _TASK_INPUTS: dict[TaskKind, tuple[frozenset[str], frozenset[str]]] = {
 }
 
 
+def task_inputs(task: TaskKind) -> tuple[frozenset[str], frozenset[str]]:
+    """(media inputs `task` requires, media inputs it accepts)."""
+    return _TASK_INPUTS[task]
+
+
 def infer_task(spec: ModelSpec, given: Mapping[str, Any]) -> TaskKind:
     """The task implied by the inputs given, when the request does not name one."""
     has = {name for name in MEDIA_FIELDS if given.get(name)}
@@ -139,7 +144,7 @@ def resolve_request(model: str, params: Mapping[str, Any]) -> GenerationRequest:
     if task not in spec.tasks:
         served = ", ".join(t.value for t in spec.tasks)
         raise InvalidRequestError("task", f"`task` {task.value!r} is not served by {spec.name} (serves: {served})")
-    required, allowed = _TASK_INPUTS[task]
+    required, allowed = task_inputs(task)
     present = {name for name in MEDIA_FIELDS if given.get(name)}
     for name in sorted(required - present):
         raise InvalidRequestError(name, f"`{name}` is required for task {task.value!r} ({spec.name})")
