@@ -145,8 +145,9 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instea
     if as_json:
         typer.echo(json.dumps({"models": rows}, indent=2))
         return
-    print_table(Console(), "wanserve models", COLUMNS, table_rows(rows))
-    typer.echo(
+    console = Console()
+    print_table(console, "wanserve models", COLUMNS, table_rows(rows))
+    console.print(  # wrapped to the terminal like the tables
         "GiB: weights in their default dtypes / estimated peak accelerator memory of one default-size "
         "generation without offload / with model offload (engine/memory_estimate.py; --json has more)."
     )
