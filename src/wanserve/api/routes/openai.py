@@ -51,6 +51,7 @@ PASS_THROUGH_FIELDS = frozenset(
         "solver",
         "fps",
         "crf",
+        "max_sequence_length",
     }
 )
 OPENAI_FIELDS = frozenset({"model", "prompt", "seconds", "size", "input_reference", "webhook_url"})
