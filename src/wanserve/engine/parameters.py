@@ -37,6 +37,13 @@ class Parameter:
     """The `wanserve generate` flag that sets it (`--size` sets width and height together)."""
     choices: tuple[str, ...] = ()
 
+    @property
+    def task_names(self) -> str:
+        """The task kinds that use it, in `TaskKind` order ("all" for every one)."""
+        if self.tasks is None:
+            return "all"
+        return ", ".join(t.value for t in TaskKind if t in self.tasks)
+
     def applies_to(self, task: TaskKind, experts: int) -> bool:
         """Whether a request of `task` on a model with `experts` experts uses this parameter."""
         if self.two_expert_only and experts < 2:
@@ -131,5 +138,4 @@ def not_applicable_reason(name: str, task: TaskKind, model: str, experts: int) -
     param = BY_NAME[name]
     if param.two_expert_only and experts < 2:
         return f"`{name}` applies to two-expert (A14B) models only; {model} has one"
-    tasks = ", ".join(sorted(t.value for t in param.tasks or ()))
-    return f"`{name}` is not used by task {task.value!r} (it applies to: {tasks}); remove it"
+    return f"`{name}` is not used by task {task.value!r} (it applies to: {param.task_names}); remove it"

@@ -167,7 +167,12 @@ def build_submission(
     if is_openai_model_name(model):
         model = default_model
     spec = get_spec(model)
-    params: dict[str, Any] = {k: fields[k] for k in PASS_THROUGH_FIELDS if fields.get(k) not in (None, "")}
+    # An empty form field is "not given", except an empty negative prompt: that asks for none (not the default).
+    params: dict[str, Any] = {
+        k: fields[k]
+        for k in PASS_THROUGH_FIELDS
+        if fields.get(k) is not None and (fields[k] != "" or k == "negative_prompt")
+    }
     params["prompt"] = prompt
     if fields.get("seconds") not in (None, ""):
         fps = spec.fps

@@ -22,8 +22,7 @@ _JSON_TYPES: dict[str, Any] = {
 
 
 def _description(param: Parameter) -> str:
-    tasks = ", ".join(t.value for t in param.tasks) if param.tasks else ""
-    applies = f" Tasks: {tasks}." if tasks else ""
+    applies = f" Tasks: {param.task_names}." if param.tasks else ""
     models = " Two-expert models only." if param.two_expert_only else ""
     choices = f" One of: {', '.join(param.choices)}." if param.choices else ""
     return f"{param.help}{choices}{applies}{models}"
