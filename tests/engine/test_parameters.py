@@ -23,7 +23,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "parameters.md"
 
 
 def test_generation_request_fields_are_the_table():
-    engine_only = {"model", "output_path"}
+    engine_only = {"model"}
     assert {f.name for f in dataclasses.fields(GenerationRequest)} - engine_only == TABLE
 
 
@@ -81,7 +81,7 @@ def _every_flag(tmp_path) -> tuple[list[str], dict[str, object]]:
 def test_cli_has_a_flag_for_every_parameter(tmp_path, monkeypatch):
     seen: dict[str, object] = {}
 
-    def fake_resolve(model, params, output_path=""):
+    def fake_resolve(model, params):
         seen.update(params)
         raise InvalidRequestError("model", "stop here")
 

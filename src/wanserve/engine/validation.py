@@ -103,7 +103,7 @@ def _check_frames(spec: ModelSpec, value: int) -> None:
         raise InvalidRequestError("num_frames", f"`num_frames` must be {k}k+1 (for example 81), got {value}")
 
 
-def resolve_request(model: str, params: Mapping[str, Any], output_path: str = "") -> GenerationRequest:
+def resolve_request(model: str, params: Mapping[str, Any]) -> GenerationRequest:
     """Validates `params` against the model's spec and fills every default. Raises `InvalidRequestError`."""
     spec = get_spec(model)
     unknown = sorted(set(params) - USER_FIELDS)
@@ -218,7 +218,6 @@ def resolve_request(model: str, params: Mapping[str, Any], output_path: str = ""
         model=spec.name,
         task=task,
         prompt=prompt,
-        output_path=output_path,
         negative_prompt=negative,
         width=width,
         height=height,
@@ -264,9 +263,7 @@ def request_params(request: GenerationRequest) -> dict[str, Any]:
     return out
 
 
-def request_from_params(
-    params: Mapping[str, Any], inputs: Mapping[str, Any], output_path: str = ""
-) -> GenerationRequest:
+def request_from_params(params: Mapping[str, Any], inputs: Mapping[str, Any]) -> GenerationRequest:
     """The `GenerationRequest` of parameters `resolve_request` resolved earlier (a job's stored `params`) and its
     stored media `inputs`. Nothing is validated again: validation ran once, when the job was submitted."""
     values = {k: v for k, v in params.items() if k in _REQUEST_FIELDS and k not in MEDIA_FIELDS}
@@ -274,7 +271,7 @@ def request_from_params(
     values["task"] = TaskKind(values["task"])
     if "reference_images" in values:
         values["reference_images"] = tuple(values["reference_images"])
-    return GenerationRequest(**{**values, "output_path": output_path})
+    return GenerationRequest(**values)
 
 
 def _describe(value: Any) -> str:
