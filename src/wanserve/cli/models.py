@@ -11,13 +11,15 @@ from rich.table import Table
 
 
 def model_rows() -> list[dict]:
-    """One JSON-ready dict per catalog model: defaults, tasks, memory estimate and local weights status."""
+    """One JSON-ready dict per catalog model: defaults, tasks, memory estimates and local weights status."""
+    from wanserve.config import Settings
     from wanserve.engine.loading import weights_status
     from wanserve.engine.registry import CATALOG
 
+    weights = Settings().weights_config()
     rows = []
     for spec in CATALOG.values():
-        status = weights_status(spec)
+        status = weights_status(spec, weights)
         rows.append(
             {
                 "name": spec.name,
@@ -36,8 +38,7 @@ def model_rows() -> list[dict]:
                     "size": _size(spec.default_size),
                 },
                 "sizes": [_size(s) for s in spec.sizes],
-                "memory_gb": spec.memory_gb,
-                "params_b": spec.params_b,
+                "memory": _memory(spec),
                 "experts": spec.experts,
                 "random_weights": spec.random_weights,
                 "real_counterpart": spec.real_counterpart,
@@ -46,6 +47,36 @@ def model_rows() -> list[dict]:
             }
         )
     return rows
+
+
+def _memory(spec) -> dict | None:
+    """Parameter counts, weights and peak estimates at the default size, without and with offload."""
+    from wanserve.engine.architectures import ARCHITECTURES, PARAM_COUNTS
+    from wanserve.engine.config import MemoryConfig
+    from wanserve.engine.memory_estimate import estimate_memory
+
+    arch = ARCHITECTURES.get(spec.name)
+    if arch is None:
+        return None
+    estimates = {mode: estimate_memory(spec, MemoryConfig(offload=mode)) for mode in ("none", "model", "group")}
+    return {
+        "size": _size(spec.default_size),
+        "num_frames": spec.num_frames,
+        "params": {name: PARAM_COUNTS[key].total for name, key in arch.components().items()},
+        "weights_gib": estimates["none"].weights_gib,
+        "peak_gib": estimates["none"].peak_gib,
+        "peak_model_offload_gib": estimates["model"].peak_gib,
+        "peak_group_offload_gib": estimates["group"].peak_gib,
+        "denoise_activations_gib": estimates["none"].denoise_activations_gib,
+        "decode_activations_gib": estimates["none"].decode_activations_gib,
+    }
+
+
+def _memory_text(row: dict) -> str:
+    memory = row["memory"]
+    if memory is None:
+        return "tiny"
+    return f"{memory['weights_gib']:.1f} / {memory['peak_gib']:.1f} / {memory['peak_model_offload_gib']:.1f}"
 
 
 def _size(size: tuple[int, int]) -> str:
@@ -76,7 +107,8 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instea
         typer.echo(json.dumps({"models": rows}, indent=2))
         return
     table = Table(title="wanserve models")
-    for column in ("model", "tasks", "steps", "guidance", "shift", "fps", "frames", "size", "memory", "weights"):
+    columns = ("model", "tasks", "steps", "guidance", "shift", "fps", "frames", "size", "GiB weights/peak/offload")
+    for column in (*columns, "weights"):
         table.add_column(column, overflow="fold")
     for row in rows:
         d = row["defaults"]
@@ -89,10 +121,14 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instea
             str(d["fps"]),
             str(d["num_frames"]),
             d["size"] + (f" +{len(row['sizes']) - 1}" if len(row["sizes"]) > 1 else ""),
-            f"{row['memory_gb']:g} GiB",
+            _memory_text(row),
             _weights_text(row),
         )
     Console().print(table)
+    typer.echo(
+        "GiB: weights in their default dtypes / estimated peak accelerator memory of one default-size "
+        "generation without offload / with model offload (engine/memory_estimate.py; --json has more)."
+    )
 
 
 def register(app: typer.Typer) -> None:

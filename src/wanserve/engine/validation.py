@@ -33,6 +33,12 @@ _REQUIRED_INPUTS: dict[TaskKind, frozenset[str]] = {
 }
 
 
+def task_inputs(task: TaskKind) -> tuple[frozenset[str], frozenset[str]]:
+    """(media inputs `task` requires, media inputs it accepts)."""
+    accepted = frozenset(name for name in MEDIA_FIELDS if BY_NAME[name].applies_to(task, experts=1))
+    return _REQUIRED_INPUTS.get(task, frozenset()), accepted
+
+
 def infer_task(spec: ModelSpec, given: Mapping[str, Any]) -> TaskKind:
     """The task implied by the inputs given, when the request does not name one."""
     has = {name for name in MEDIA_FIELDS if given.get(name)}
@@ -133,7 +139,7 @@ def resolve_request(model: str, params: Mapping[str, Any]) -> GenerationRequest:
     for name in sorted(set(given) - used, key=list(BY_NAME).index):
         raise InvalidRequestError(name, not_applicable_reason(name, task, spec.name, spec.experts))
     present = {name for name in MEDIA_FIELDS if name in given}
-    for name in sorted(_REQUIRED_INPUTS.get(task, frozenset()) - present):
+    for name in sorted(task_inputs(task)[0] - present):
         raise InvalidRequestError(name, f"`{name}` is required for task {task.value!r} ({spec.name})")
     if task == TaskKind.VACE and not present:
         raise InvalidRequestError("video", "task 'vace' needs a control `video` or `reference_images`")

@@ -7,6 +7,8 @@ fails that job (with its error type and message) and the loop goes on.
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -144,13 +146,26 @@ class Worker:
         self.current_job: str | None = None
         self.ready = threading.Event()
         """Set once the models are loaded and the worker takes jobs."""
+        self.load_errors: dict[str, str] = {}
+        """Model -> why it could not be loaded; the worker serves the others and never claims its jobs."""
 
     def load_models(self) -> None:
-        """Loads and warms every model so the first job pays no loading time."""
+        """Loads and warms every model so the first job pays no loading time. A model that fails to load is left
+        out (and reported through `load_errors`); a worker that can load none raises."""
         for model in self.models:
             started = time.monotonic()
-            self.engine.load(model)
+            try:
+                self.engine.load(model)
+            except Exception as exc:
+                self.load_errors[model] = f"{type(exc).__name__}: {exc}"
+                logger.error("%s: %s could not be loaded: %s", self.config.worker_id, model, self.load_errors[model])
+                continue
             logger.info("%s: %s loaded and warm in %.1f s", self.config.worker_id, model, time.monotonic() - started)
+        self.models = [m for m in self.models if m not in self.load_errors]
+        if not self.models:
+            raise RuntimeError(
+                "no model could be loaded: " + "; ".join(f"{m}: {e}" for m, e in self.load_errors.items())
+            )
         self.ready.set()
 
     def run(self, stop: threading.Event) -> None:
@@ -208,13 +223,17 @@ class Worker:
                 self._hold(job.id, stop, heartbeat)
 
         heartbeat.start()
+        scratch = tempfile.TemporaryDirectory(prefix=f"wanserve-{job.id[:8]}-")
         try:
-            request = self.service.generation_request(job)
+            # 1. Inputs from storage to this host; 2. generate; 3. encode beside them; 4. put the files in storage.
+            inputs = self.service.files.fetch_inputs(job.inputs, scratch.name)
+            request = self.service.generation_request(job, inputs)
             result = self.engine.generate(request, on_progress=on_progress, should_stop=should_stop)
             on_progress(ProgressEvent(Stage.WRITING, step=len(result.step_times_s), steps=len(result.step_times_s)))
-            files = write_video_files(
-                result.frames, self.service.storage.video_path(job.id), fps=request.fps, crf=request.crf
+            encoded = write_video_files(
+                result.frames, os.path.join(scratch.name, "output.mp4"), fps=request.fps, crf=request.crf
             )
+            files = self.service.files.store_outputs(job.id, encoded.video_path, encoded.thumbnail_path)
             recorder.flush()
         except GenerationCancelled:
             recorder.flush_quietly()
@@ -243,6 +262,7 @@ class Worker:
             return
         finally:
             heartbeat.stop()
+            scratch.cleanup()
         view = self.service.finish_succeeded(job.id, owner, result, files)
         if view is not None:
             logger.info("job %s succeeded in %.2f s", job.id, (view.finished_at - view.started_at).total_seconds())
