@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wanserve.engine.config import WeightsConfig
 from wanserve.engine.registry import CATALOG, ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -50,7 +51,8 @@ class ModelReadiness:
     layout: str | None = None
     missing: tuple[str, ...] = ()
     memory_gb: float = 0.0
-    """Estimated peak accelerator memory of one default generation, in GiB (bf16, no offload)."""
+    """Estimated peak accelerator memory of one default generation, in GiB (default memory options: bf16, no
+    offload; engine/memory_estimate.py). 0 for the tiny models."""
     message: str = ""
 
 
@@ -251,16 +253,13 @@ def check_disk(data_dir: Path, models_dir: Path) -> CheckResult:
     return CheckResult("disk", OK, summary, details)
 
 
-def model_readiness(spec: ModelSpec, models_dir: Path | None = None) -> ModelReadiness:
+def model_readiness(spec: ModelSpec, weights: WeightsConfig) -> ModelReadiness:
     """Whether `spec`'s weights are present and complete (tiny models are always ready, with random weights)."""
     if spec.tiny:
-        return ModelReadiness(
-            spec.name, True, True, memory_gb=spec.memory_gb, message="built in, random weights (tests only)"
-        )
+        return ModelReadiness(spec.name, True, True, message="built in, random weights (tests only)")
     from wanserve.engine.loading import weights_status
 
-    explicit = models_dir / spec.name if models_dir is not None and (models_dir / spec.name).is_dir() else None
-    status = weights_status(spec, explicit)
+    status = weights_status(spec, weights)
     if status.complete:
         message = f"{status.layout} layout at {status.path}"
     elif status.present:
@@ -274,9 +273,16 @@ def model_readiness(spec: ModelSpec, models_dir: Path | None = None) -> ModelRea
         path=status.path,
         layout=status.layout,
         missing=tuple(status.missing),
-        memory_gb=spec.memory_gb,
+        memory_gb=_peak_gib(spec),
         message=message,
     )
+
+
+def _peak_gib(spec: ModelSpec) -> float:
+    from wanserve.engine.memory_estimate import estimate_memory
+
+    estimate = estimate_memory(spec)
+    return estimate.peak_gib if estimate is not None else 0.0
 
 
 def check_models(models: list[ModelReadiness]) -> CheckResult:
@@ -297,16 +303,15 @@ def check_models(models: list[ModelReadiness]) -> CheckResult:
 
 def run_diagnostics(
     data_dir: Path,
-    models_dir: Path | None = None,
+    weights: WeightsConfig | None = None,
     quick: bool = False,
     device: str | None = None,
 ) -> DoctorReport:
-    """Runs every check. `models_dir` None means wherever the loader looks by default."""
-    from wanserve.engine.loading import models_root
-
+    """Runs every check; weights are looked for where `weights` says (the loader's own rule)."""
+    weights = weights or WeightsConfig()
     checks = [check_python(), check_torch(), check_devices(device), check_libraries(), check_video_encoding(quick)]
-    checks.append(check_disk(data_dir, models_dir if models_dir is not None else models_root()))
-    models = [model_readiness(spec, models_dir) for spec in CATALOG.values()]
+    checks.append(check_disk(data_dir, Path(weights.models_dir)))
+    models = [model_readiness(spec, weights) for spec in CATALOG.values()]
     checks.append(check_models(models))
     for check in checks:
         logger.debug("doctor %s: %s %s", check.name, check.status, check.message)

@@ -105,7 +105,8 @@ class Job(Base):
     error_type: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
     outputs: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    """video_path, thumbnail_path, width, height, num_frames, fps, seed, stage_times_s."""
+    """video_key, thumbnail_key (storage keys, never paths), video_bytes, width, height, num_frames, fps, seed,
+    stage_times_s."""
     step_time_sum_s: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
     steps_timed: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     run_time_s: Mapped[float | None] = mapped_column(Float)
@@ -115,6 +116,9 @@ class Job(Base):
     owner_key: Mapped[str] = mapped_column(String(64), nullable=False, default="")
     """Who made the job (API key id); empty when the server has no keys."""
     webhook_url: Mapped[str | None] = mapped_column(Text)
+    parallel_plan: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """The parallel plan the job runs with and each requested multi-GPU field it could not honour (set when the
+    request carried such fields: the Wan2.1 services' `ulysses_size`, `vae_parallel`, ...)."""
     dispatch_epoch: Mapped[str | None] = mapped_column(String(64))
     """Broker incarnation (Redis `run_id`) that holds this queued job's message; NULL when no message is known to
     be held (never sent, sending failed, or the job went back to the queue). The sweeper re-sends those."""

@@ -1,17 +1,14 @@
-"""Assembling one `wanserve serve` process: database (migrated), job service, storage, dispatcher, event push,
-sweeper, workers.
+"""`Runtime`: what one `wanserve serve` process runs (built by `wanserve.bootstrap.build_runtime`).
 
-`build_runtime(settings)` returns a `Runtime`; `start()` recovers jobs left running by dead processes of this host
-and starts the sweeper, the event push and the workers (each loads and warms its models, then takes jobs); `stop()`
-shuts them down. The dispatcher is embedded (in-process wake-ups) unless `WANSERVE_BROKER_URL` names a Redis
-server (Celery); event streams follow other processes through PostgreSQL LISTEN/NOTIFY or Redis pub/sub.
+`start()` recovers jobs left running by dead processes of this host and starts the extras (event push, webhook
+outbox), the sweeper and the workers (each loads and warms its models, then takes jobs); `stop()` shuts them down;
+`health()` is what `/health` reports.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,52 +17,15 @@ from sqlalchemy import Engine as DBEngine
 from wanserve import __version__
 from wanserve.config import Settings
 from wanserve.dispatch.base import Dispatcher
-from wanserve.dispatch.embedded import EmbeddedDispatcher
-from wanserve.engine.registry import get_spec, tiny_models
-from wanserve.jobs.db import create_db_engine, run_migrations
-from wanserve.jobs.events import EventHub
-from wanserve.jobs.media_inputs import MediaLimits
-from wanserve.jobs.service import JobService, JobServiceConfig
+from wanserve.engine.registry import get_spec
+from wanserve.jobs.service import JobService
 from wanserve.jobs.serving import ServingStatus, WorkersElsewhere
-from wanserve.jobs.store import JobStore
-from wanserve.storage.local import LocalStorage
-from wanserve.worker.identity import owner_id, owner_is_dead
-from wanserve.worker.loop import EngineLike, Worker, WorkerConfig
+from wanserve.storage.base import Storage
+from wanserve.worker.identity import owner_is_dead
 from wanserve.worker.pool import WorkerPool
-from wanserve.worker.status import PoolServingStatus
 from wanserve.worker.sweeper import Sweeper
 
 logger = logging.getLogger(__name__)
-
-EngineFactory = Callable[[str, Settings], EngineLike]
-
-POLL_WITHOUT_PUSH_S = 1.0
-"""Event streams re-read the database this often when nothing pushes other processes' events."""
-POLL_WITH_PUSH_S = 15.0
-"""... and this often as a safety net when a push (LISTEN/NOTIFY, Redis pub/sub) wakes them."""
-
-
-def default_engine_factory(device: str, settings: Settings) -> EngineLike:
-    """A real `Engine` on `device` with the configured weight locations and memory options."""
-    from wanserve.engine.engine import Engine
-
-    return Engine(settings.engine_config(device))
-
-
-def served_models(settings: Settings) -> tuple[list[str], bool]:
-    """(models to load, whether they are the tiny fallback because no weights are configured)."""
-    if settings.ulysses_size > 1 or settings.ring_size > 1:
-        raise ValueError(
-            f"`ULYSSES_SIZE`={settings.ulysses_size} / `RING_SIZE`={settings.ring_size}: multi-rank worker groups "
-            "are not served by `wanserve serve` yet; use 1"
-        )
-    if settings.models:
-        for name in settings.models:
-            get_spec(name)  # unknown names fail at start-up, listing the catalog
-        return list(dict.fromkeys(settings.models)), False
-    if not settings.weights_configured:
-        return [spec.name for spec in tiny_models()], True
-    raise ValueError("`WANSERVE_MODELS` (or `--model`) must name the models to serve from the configured weights")
 
 
 @dataclass
@@ -75,7 +35,7 @@ class Runtime:
     settings: Settings
     db: DBEngine
     service: JobService
-    storage: LocalStorage
+    storage: Storage
     dispatcher: Dispatcher
     models: list[str]
     tiny_fallback: bool
@@ -95,7 +55,7 @@ class Runtime:
         return any(get_spec(m).random_weights for m in self.models)
 
     def start(self) -> None:
-        """Recovers jobs of dead processes, then starts the workers."""
+        """Recovers jobs of dead processes, then starts the extras, the sweeper and the workers."""
         recovered = self.service.release_lost_jobs(owner_is_dead=owner_is_dead)
         if recovered:
             logger.warning("recovered %d jobs left running by a stopped process", len(recovered))
@@ -120,6 +80,10 @@ class Runtime:
                 except Exception:
                     logger.exception("closing %s failed", name)
         self.db.dispose()
+
+    def memory(self) -> dict[str, Any]:
+        """This process's memory, the host's, and the accelerator memory of the workers' devices (CUDA only)."""
+        return _memory_of(self.devices)
 
     def health(self) -> dict[str, Any]:
         """What `/health` reports: our fields, and the Wan2.1 I2V service's (`status: "healthy"`, `rank`,
@@ -164,89 +128,24 @@ class Runtime:
                 "t5_cpu": self.settings.t5_cpu,
                 "max_concurrent": len(workers) or self.settings.concurrency,
             },
+            "memory": self.memory(),
             "uptime": round(time.monotonic() - self.started_monotonic, 3),
             "timestamp": time.time(),
         }
 
 
-def build_runtime(
-    settings: Settings,
-    engine_factory: EngineFactory | None = None,
-    start_workers: bool = True,
-    devices: list[str] | None = None,
-) -> Runtime:
-    """Builds (but does not start) the runtime: migrates the database, makes the service and the workers."""
-    models, tiny_fallback = served_models(settings)
-    if tiny_fallback:
-        logger.warning(
-            "no weights configured (WANSERVE_MODELS, WANSERVE_MODELS_DIR, WANSERVE_CHECKPOINT_DIR unset): serving the tiny models, "
-            "which have RANDOM weights and draw noise: %s",
-            ", ".join(models),
-        )
-    db = create_db_engine(settings.resolved_database_url)
-    run_migrations(db)
-    storage = LocalStorage(settings.resolved_output_dir, settings.input_dir)
-    store = JobStore.for_engine(db)
-    dispatcher = build_dispatcher(settings, store)
-    hub = EventHub()
-    push = build_event_push(settings, db, hub)
-    if devices is None:
-        from wanserve.worker.devices import detect_devices
+def _memory_of(devices: list[str]) -> dict[str, Any]:
+    import psutil
 
-        devices = detect_devices() if start_workers else ["cpu"]
-    concurrency = settings.concurrency or len(devices)
-    config = JobServiceConfig(
-        served_models=tuple(models),
-        max_queue=settings.max_queue,
-        max_attempts=settings.max_attempts,
-        retention_s=settings.retention_s,
-        lease_s=settings.lease_s,
-        concurrency=concurrency,
-        media=MediaLimits(max_bytes=settings.max_upload_bytes, allow_private_urls=settings.allow_private_urls),
-        event_poll_s=POLL_WITHOUT_PUSH_S if push is None else POLL_WITH_PUSH_S,
-    )
-    service = JobService(store, storage, config, hub=hub, notify_waiting=dispatcher.notify_job_waiting)
-    sweeper = Sweeper(service, dispatcher, settings.sweep_interval_s)
-    runtime = Runtime(settings, db, service, storage, dispatcher, models, tiny_fallback, devices, sweeper)
-    if push is not None:
-        runtime.extras["event_push"] = push
-    if start_workers:
-        factory = engine_factory or default_engine_factory
-        workers = []
-        for slot in range(concurrency):
-            device = devices[slot % len(devices)]
-            worker_config = WorkerConfig(
-                worker_id=owner_id(slot),
-                task_timeout_s=settings.task_timeout_s,
-                heartbeat_s=settings.lease_s / 3,
-                poll_interval_s=settings.poll_interval_s,
-                hold_dir=settings.hold_dir,
-                hold_step=settings.hold_step,
-            )
-            workers.append((Worker(service, factory(device, settings), dispatcher, worker_config, models), device))
-        runtime.pool = WorkerPool(service, dispatcher, workers)
-        runtime.serving = service.serving = PoolServingStatus(runtime.pool, models)
-    return runtime
+    from wanserve.worker.device_memory import device_memory
 
-
-def build_dispatcher(settings: Settings, store: JobStore) -> Dispatcher:
-    """Celery over Redis when `broker_url` is set, else in-process wake-ups."""
-    if settings.broker_url:
-        from wanserve.dispatch.celery import CeleryConfig, CeleryDispatcher
-
-        return CeleryDispatcher(CeleryConfig(settings.broker_url), store)
-    return EmbeddedDispatcher()
-
-
-def build_event_push(settings: Settings, db: DBEngine, hub: EventHub):
-    """The push that carries other processes' job events to this one: PostgreSQL LISTEN/NOTIFY when the database
-    is PostgreSQL, else Redis pub/sub when a broker is set, else none (readers re-read every second)."""
-    from wanserve.jobs.event_push import PostgresEventListener, RedisEventBridge
-
-    if db.dialect.name == "postgresql":
-        return PostgresEventListener(settings.resolved_database_url, hub)
-    if settings.broker_url:
-        bridge = RedisEventBridge(settings.broker_url, hub)
-        hub.add_publisher(bridge.publish)
-        return bridge
-    return None
+    system = psutil.virtual_memory()
+    return {
+        "process_rss_bytes": psutil.Process().memory_info().rss,
+        "system_total_bytes": system.total,
+        "system_available_bytes": system.available,
+        "devices": [
+            {"device": d, "allocated_bytes": a, "reserved_bytes": r, "total_bytes": t}
+            for d, a, r, t in device_memory(devices)
+        ],
+    }

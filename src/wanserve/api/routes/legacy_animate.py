@@ -1,6 +1,7 @@
 """The Wan2.2-Animate backend's API: `POST /animate/jobs`, `GET /animate/jobs/{id}`, `GET /animate/jobs/{id}/media`.
 
-A job names a directory prepared by the Animate preprocessing (`src_root_path`) that must lie under the configured
+A job names a directory prepared by the Animate preprocessing (`src_root_path`). A relative path is taken from the
+server's working directory, as the backend took it; the directory must lie under the configured
 `animate_jobs_root` (confined: no `..`, symlinks resolved) and hold `src_ref.png`, `src_pose.mp4`, `src_face.mp4`,
 and for `replace_flag` also `src_bg.mp4` and `src_mask.mp4`; each file's bytes must be what its name says.
 
@@ -17,10 +18,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse
 
+from wanserve.api.content import content_response
 from wanserve.api.deps import JobServiceDep, OwnerDep, get_settings
 from wanserve.api.routes.legacy_common import (
     LegacyRoute,
@@ -67,7 +68,7 @@ NAMES = {
 
 def read_sources(src_root_path: str, jobs_root: Path, replace: bool, max_bytes: int) -> dict[str, bytes]:
     """The job directory's files as wanserve inputs, every one confined, present and of the right type."""
-    directory = confine_existing_dir(src_root_path, jobs_root, "src_root_path")
+    directory = confine_existing_dir(src_root_path, jobs_root, "src_root_path", base=Path.cwd())
     wanted = REQUIRED + (REPLACE_REQUIRED if replace else ())
     missing = [name for name in wanted if not (directory / name).is_file()]
     if missing:
@@ -156,7 +157,7 @@ def animate_status(view: Any) -> AnimateJobStatus:
     return AnimateJobStatus(
         job_id=view.idempotency_key or public_id(view.id),
         status=ANIMATE_STATUS[status],
-        output_path=outputs.get("video_path") if status == "succeeded" else None,
+        output_path=outputs.get("video_key") if status == "succeeded" else None,
         message=message,
         started_at=view.started_at.isoformat() if view.started_at else None,
         finished_at=view.finished_at.isoformat() if view.finished_at else None,
@@ -189,11 +190,12 @@ async def get_animate_job(request: Request, service: JobServiceDep, owner: Owner
 
 
 @router.get("/jobs/{job_id}/media")
-async def get_animate_media(request: Request, service: JobServiceDep, owner: OwnerDep, job_id: str) -> FileResponse:
-    """The MP4 of a succeeded Animate job; 404 until there is one (as before)."""
+async def get_animate_media(request: Request, service: JobServiceDep, owner: OwnerDep, job_id: str) -> Response:
+    """The MP4 of a succeeded Animate job; 404 until there is one (as before). Range requests work."""
     try:
         view = await run_in_threadpool(find_job, service, job_id, owner)
-        path = await run_in_threadpool(service.content_path, view.id, "video", owner)
+        content = await run_in_threadpool(service.content, view.id, "video", owner)
     except JobStateError:
         raise JobNotFoundError("Output not available yet") from None
-    return FileResponse(path, media_type="video/mp4", filename=f"{job_id}.mp4")
+    redirect = get_settings(request).storage_redirect
+    return content_response(request, service, content, f"{job_id}.mp4", redirect)
