@@ -39,7 +39,7 @@ class Setup:
         self.dispatcher = CeleryDispatcher(CeleryConfig(redis_url, redispatch_grace_s=0.0), store)
         self.service = JobService(
             store,
-            LocalStorage(tmp_path / "outputs", tmp_path / "inputs"),
+            LocalStorage.under(tmp_path, "outputs", "inputs"),
             JobServiceConfig(served_models=("tiny-t2v", "tiny-i2v")),
             notify_waiting=self.dispatcher.notify_job_waiting,
         )
