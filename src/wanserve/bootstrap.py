@@ -204,8 +204,8 @@ def build_runtime(
         devices = detect_devices() if start_workers else ["cpu"]
     concurrency = settings.concurrency or len(devices)
     service = build_job_service(settings, store, storage, dispatcher, models, concurrency, hub, push is not None)
-    sweeper = Sweeper(service, dispatcher, settings.sweep_interval_s)
-    runtime = Runtime(settings, db, service, storage, dispatcher, models, tiny_fallback, devices, sweeper)
+    runtime = Runtime(settings, db, service, storage, dispatcher, models, tiny_fallback, devices)
+    runtime.sweeper = Sweeper(service, settings.sweep_interval_s, dispatcher)
     if push is not None:
         runtime.extras["event_push"] = push
     if start_workers:

@@ -40,8 +40,8 @@ class Runtime:
     models: list[str]
     tiny_fallback: bool
     devices: list[str]
-    sweeper: Sweeper
     pool: WorkerPool | None = None
+    sweeper: Sweeper | None = None
     serving: ServingStatus = field(default_factory=WorkersElsewhere)
     """What the workers can serve now (`/health`, and refusing jobs for models no worker can load)."""
     started_monotonic: float = field(default_factory=time.monotonic)
@@ -63,14 +63,16 @@ class Runtime:
             start = getattr(extra, "start", None)
             if callable(start):
                 start()
-        self.sweeper.start()
+        if self.sweeper is not None:
+            self.sweeper.start()
         if self.pool is not None:
             self.pool.start()
 
     def stop(self) -> None:
         if self.pool is not None:
             self.pool.stop()
-        self.sweeper.close()
+        if self.sweeper is not None:
+            self.sweeper.stop()
         self.dispatcher.close()
         for name, extra in self.extras.items():
             close = getattr(extra, "close", None)

@@ -1,6 +1,7 @@
-"""`Sweeper`: the periodic upkeep every server process runs, whether or not it has workers: jobs whose lease
-expired go back to the queue (or fail after their last attempt), results past retention expire, and the dispatcher
-re-sends the messages of queued jobs that may have been lost."""
+"""`Sweeper`: the periodic upkeep every process runs, with or without workers: jobs whose lease expired go back to
+the queue (or fail after their last attempt), results past retention expire, and the dispatcher re-sends the
+messages of queued jobs that may have been lost. Each change is a guarded statement, so two sweepers never apply it
+twice (a re-sent message at most arrives twice, and the lease makes the second one a no-op)."""
 
 from __future__ import annotations
 
@@ -14,20 +15,12 @@ logger = logging.getLogger(__name__)
 
 
 class Sweeper:
-    """Runs `sweep` every `interval_s` on a thread of its own."""
+    """A thread that sweeps every `interval_s`."""
 
-    def __init__(self, service: JobService, dispatcher: Dispatcher, interval_s: float) -> None:
-        self.service, self.dispatcher, self.interval_s = service, dispatcher, interval_s
+    def __init__(self, service: JobService, interval_s: float, dispatcher: Dispatcher | None = None) -> None:
+        self.service, self.interval_s, self.dispatcher = service, interval_s, dispatcher
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-
-    def sweep(self) -> None:
-        """One round; a failing step is logged and retried next round, the others still run."""
-        for step in (self.service.release_lost_jobs, self.service.expire_finished_jobs, self.dispatcher.sweep):
-            try:
-                step()
-            except Exception:
-                logger.exception("sweep step %s failed; retrying in %.0f s", step.__name__, self.interval_s)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="job-sweeper", daemon=True)
@@ -37,7 +30,18 @@ class Sweeper:
         while not self._stop.wait(self.interval_s):
             self.sweep()
 
-    def close(self) -> None:
+    def sweep(self) -> None:
+        """One pass; a failing step is logged and retried at the next pass, the other steps still run."""
+        steps = [self.service.release_lost_jobs, self.service.expire_finished_jobs]
+        if self.dispatcher is not None:
+            steps.append(self.dispatcher.sweep)
+        for step in steps:
+            try:
+                step()
+            except Exception:
+                logger.exception("sweep step %s failed; retrying in %.0f s", step.__name__, self.interval_s)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(30)
+            self._thread.join(timeout_s)
