@@ -81,15 +81,15 @@ def serve_api() -> None:
 def follow(url: str, job_id: str) -> tuple[float, list[tuple[int, str, float]]]:
     """When the stream was opened, and (seq, event kind, arrival unix time) of every event of the job's stream."""
     opened_at, arrived = time.time(), []
-    kind, seq = "", 0
+    fields: dict[str, str] = {}
     with httpx.stream("GET", f"{url}/v1/jobs/{job_id}/events", timeout=300) as response:
         for line in response.iter_lines():
-            if line.startswith("event:"):
-                kind = line.partition(":")[2].strip()
-            elif line.startswith("id:"):
-                seq = int(line.partition(":")[2])
-            elif line.startswith("data:"):
-                arrived.append((seq, kind, time.time()))
+            if line:
+                key, _, value = line.partition(":")
+                fields[key] = value.strip()
+            elif "data" in fields:  # a blank line ends an event
+                arrived.append((int(fields["id"]), fields.get("event", "message"), time.time()))
+                fields = {}
     return opened_at, arrived
 
 

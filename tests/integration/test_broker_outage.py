@@ -17,11 +17,12 @@ JOB = {"model": "tiny-t2v", "prompt": "a cat", "width": 64, "height": 64, "num_f
 
 
 def test_redis_outage_mid_run_loses_no_job_and_runs_outage_submissions(
-    start_server, redis_server, fresh_postgres_url, hold_for, sse
+    start_server, redis_server, fresh_postgres_url, hold_for, sse, tmp_path
 ):
     env = {
         "WANSERVE_DATABASE_URL": fresh_postgres_url(),
         "WANSERVE_BROKER_URL": redis_server.url,
+        "WANSERVE_STORAGE_URL": str(tmp_path / "shared-storage"),  # either server serves the other's outputs
         "WANSERVE_SWEEP_INTERVAL_S": "0.5",
     }
     servers = [start_server(env, name="broker-a"), start_server(env, name="broker-b")]
