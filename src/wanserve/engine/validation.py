@@ -37,6 +37,7 @@ USER_FIELDS = frozenset(_REQUEST_FIELDS - {"model"})
 # Which inputs each task needs and which it accepts. Anything else given is an error, not silently ignored.
 _TASK_INPUTS: dict[TaskKind, tuple[frozenset[str], frozenset[str]]] = {
     TaskKind.T2V: (frozenset(), frozenset()),
+    TaskKind.T2I: (frozenset(), frozenset()),
     TaskKind.I2V: (frozenset({"image"}), frozenset({"image"})),
     TaskKind.FLF2V: (frozenset({"image", "last_image"}), frozenset({"image", "last_image"})),
     TaskKind.TI2V: (frozenset(), frozenset({"image"})),
@@ -124,6 +125,18 @@ def _check_frames(spec: ModelSpec, value: int) -> None:
         raise InvalidRequestError("num_frames", f"`num_frames` must be {k}k+1 (for example 81), got {value}")
 
 
+_VIDEO_ONLY = ("fps", "crf")
+
+
+def _check_image_request(given: Mapping[str, Any], num_frames: int) -> None:
+    """t2i makes one frame and writes a PNG (as Wan2.1's `t2i-14B`): video-only fields are refused, not ignored."""
+    if num_frames != 1:
+        raise InvalidRequestError("num_frames", f"`num_frames` must be 1 for task 't2i' (one image), got {num_frames}")
+    for field in _VIDEO_ONLY:
+        if field in given:
+            raise InvalidRequestError(field, f"`{field}` is not used by task 't2i' (the output is a PNG); remove it")
+
+
 def resolve_request(model: str, params: Mapping[str, Any]) -> GenerationRequest:
     """Validates `params` against the model's spec and fills every default. Raises `InvalidRequestError`."""
     spec = get_spec(model)
@@ -157,7 +170,7 @@ def resolve_request(model: str, params: Mapping[str, Any]) -> GenerationRequest:
     prompt = given.get("prompt", "")
     if not isinstance(prompt, str):
         raise InvalidRequestError("prompt", f"`prompt` must be a string, got {type(prompt).__name__}")
-    if not prompt.strip() and task in (TaskKind.T2V, TaskKind.V2V, TaskKind.VACE):
+    if not prompt.strip() and task in (TaskKind.T2V, TaskKind.T2I, TaskKind.V2V, TaskKind.VACE):
         raise InvalidRequestError("prompt", f"`prompt` must not be empty for task {task.value!r}")
     negative = given.get("negative_prompt", spec.default_negative_prompt)
     if not isinstance(negative, str):
@@ -169,13 +182,15 @@ def resolve_request(model: str, params: Mapping[str, Any]) -> GenerationRequest:
             )
 
     # 3. Shape
-    default_w, default_h = spec.default_size
+    default_w, default_h = spec.default_size_for(task)
     width = _int("width", given.get("width", default_w))
     height = _int("height", given.get("height", default_h))
     _check_size(spec, "width", width)
     _check_size(spec, "height", height)
-    num_frames = _int("num_frames", given.get("num_frames", spec.num_frames))
+    num_frames = _int("num_frames", given.get("num_frames", 1 if task == TaskKind.T2I else spec.num_frames))
     _check_frames(spec, num_frames)
+    if task == TaskKind.T2I:
+        _check_image_request(given, num_frames)
 
     # 4. Sampling
     steps = _int("num_inference_steps", given.get("num_inference_steps", spec.num_inference_steps))
@@ -257,6 +272,8 @@ def request_params(request: GenerationRequest) -> dict[str, Any]:
     """The resolved parameters as plain JSON values; media inputs are replaced by a short description."""
     out: dict[str, Any] = {}
     for f in dataclasses.fields(request):
+        if request.task == TaskKind.T2I and f.name in _VIDEO_ONLY:
+            continue  # refused for t2i, so not shown (and not stored: the worker resolves the stored params again)
         value = getattr(request, f.name)
         if f.name in MEDIA_FIELDS:
             if f.name == "reference_images":
