@@ -43,7 +43,10 @@ def test_list_models_sizes_frames_and_defaults_from_the_spec(client):
         4,
         33,
     )
-    assert model["default_task"] == "t2v" and [t["task"] for t in model["tasks"]] == ["t2v", "v2v"]
+    assert model["default_task"] == "t2v" and [t["task"] for t in model["tasks"]] == ["t2v", "v2v", "t2i"]
+    t2i = model["tasks"][2]
+    assert t2i["output"] == "image" and params_of(t2i)["num_frames"]["default"] == 1
+    assert "fps" not in params_of(t2i) and "crf" not in params_of(t2i)
     t2v = params_of(model["tasks"][0])
     assert t2v["num_inference_steps"] == {
         "name": "num_inference_steps",
