@@ -37,6 +37,21 @@ def test_speed_auto_resolves_to_native_and_no_compile_on_cpu():
         resolve_attention(SpeedConfig(attention="fa3"), torch.device("cpu"))
 
 
+def test_auto_attention_keeps_fa3_to_the_head_sizes_it_is_built_for(monkeypatch):
+    from wanserve.engine import speed
+
+    monkeypatch.setattr(speed, "fa3_available", lambda: True)
+    cuda = torch.device("cuda")
+    assert resolve_attention(SpeedConfig(), cuda, head_dim=128) == "_flash_3"
+    assert resolve_attention(SpeedConfig(), cuda, head_dim=12) == "_native_cudnn"
+    # The tiny models are float32, which no fused kernel takes.
+    assert resolve_attention(SpeedConfig(), cuda, head_dim=12, dtype=torch.float32) == "native"
+    with pytest.raises(ConfigError, match="needs a bfloat16 or float16 model"):
+        resolve_attention(SpeedConfig(attention="cudnn"), cuda, dtype=torch.float32)
+    with pytest.raises(ConfigError, match="head sizes .* this model's is 12"):
+        resolve_attention(SpeedConfig(attention="fa3"), cuda, head_dim=12)
+
+
 def test_forward_flops_match_the_published_wan21_14b_count():
     """32,760 tokens at 832x480x81; attention 893 TFLOP per 14B forward (FACTS.md's analytic count)."""
     assert latent_tokens(832, 480, 81) == 32760 and latent_tokens(1280, 720, 81) == 75600

@@ -8,15 +8,21 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from wanserve.cli.bench_serve import add_serve_command
 from wanserve.errors import WanserveError
 
 console = Console(stderr=True)
-bench_app = typer.Typer(help="Benchmarks: the engine against stock diffusers on this GPU.", no_args_is_help=True)
+bench_app = typer.Typer(
+    help="Benchmarks: the engine against stock diffusers on this GPU; a running service.", no_args_is_help=True
+)
 
 
 @bench_app.callback()
 def bench() -> None:
-    """Benchmarks: `engine` (the engine against stock diffusers on this GPU)."""
+    """Benchmarks: `engine` (the engine against stock diffusers on this GPU), `serve` (a running service)."""
+
+
+add_serve_command(bench_app)
 
 
 def _parse_shape(text: str, option: str) -> tuple[int, int, int]:

@@ -7,7 +7,8 @@ from dataclasses import asdict
 
 import typer
 from rich.console import Console
-from rich.table import Table
+
+from wanserve.cli.tables import Column, print_table
 
 
 def model_rows() -> list[dict]:
@@ -88,9 +89,9 @@ def _weights_text(row: dict) -> str:
     if row["random_weights"] and weights["path"] is None:
         return "random weights"
     if weights["complete"]:
-        return f"complete ({weights['layout']}) {weights['path']}"
+        return f"complete ({weights['layout']})"
     if weights["present"]:
-        return f"incomplete ({weights['layout']}): {len(weights['missing'])} missing in {weights['path']}"
+        return f"incomplete ({weights['layout']}): {len(weights['missing'])} missing"
     return "not downloaded"
 
 
@@ -100,32 +101,53 @@ def _guidance_text(defaults: dict) -> str:
     return f"{defaults['guidance_scale']:g}/{defaults['guidance_scale_2']:g} @{defaults['boundary_ratio']:g}"
 
 
+COLUMNS = (
+    Column("model"),
+    Column("tasks"),
+    Column("steps", "right"),
+    Column("guidance", "right"),
+    Column("shift", "right"),
+    Column("fps", "right"),
+    Column("frames", "right"),
+    Column("size"),
+    Column("GiB weights/peak/offload", "right"),
+    Column("weights"),
+    Column("path", foldable=True),
+)
+
+
+def table_rows(rows: list[dict]) -> list[list[str]]:
+    """The table's cells (one line each) for `model_rows()`."""
+    cells = []
+    for row in rows:
+        d = row["defaults"]
+        cells.append(
+            [
+                row["name"],
+                ",".join(row["tasks"]),
+                str(d["num_inference_steps"]),
+                _guidance_text(d),
+                f"{d['flow_shift']:g}",
+                str(d["fps"]),
+                str(d["num_frames"]),
+                d["size"] + (f" +{len(row['sizes']) - 1}" if len(row["sizes"]) > 1 else ""),
+                _memory_text(row),
+                _weights_text(row),
+                row["weights"]["path"] or "-",
+            ]
+        )
+    return cells
+
+
 def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
     """List the models wanserve serves, their defaults and whether their weights are present."""
     rows = model_rows()
     if as_json:
         typer.echo(json.dumps({"models": rows}, indent=2))
         return
-    table = Table(title="wanserve models")
-    columns = ("model", "tasks", "steps", "guidance", "shift", "fps", "frames", "size", "GiB weights/peak/offload")
-    for column in (*columns, "weights"):
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        d = row["defaults"]
-        table.add_row(
-            row["name"],
-            ",".join(row["tasks"]),
-            str(d["num_inference_steps"]),
-            _guidance_text(d),
-            f"{d['flow_shift']:g}",
-            str(d["fps"]),
-            str(d["num_frames"]),
-            d["size"] + (f" +{len(row['sizes']) - 1}" if len(row["sizes"]) > 1 else ""),
-            _memory_text(row),
-            _weights_text(row),
-        )
-    Console().print(table)
-    typer.echo(
+    console = Console()
+    print_table(console, "wanserve models", COLUMNS, table_rows(rows))
+    console.print(  # wrapped to the terminal like the tables
         "GiB: weights in their default dtypes / estimated peak accelerator memory of one default-size "
         "generation without offload / with model offload (engine/memory_estimate.py; --json has more)."
     )

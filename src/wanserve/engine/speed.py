@@ -26,6 +26,9 @@ logger = logging.getLogger(__name__)
 TRANSFORMERS = ("transformer", "transformer_2")
 """The components that run every denoising step (the A14B models have two experts)."""
 
+FA3_HEAD_DIMS = frozenset({64, 96, 128, 192, 256})
+"""Attention head sizes FlashAttention-3's forward kernels are built for (every real Wan model uses 128)."""
+
 
 @functools.cache
 def fa3_available() -> bool:
@@ -74,21 +77,38 @@ def register_fa3_backend() -> None:
     logger.info("FlashAttention-3 registered as diffusers' `_flash_3` attention backend")
 
 
-def resolve_attention(speed: SpeedConfig, device: torch.device) -> str:
-    """The attention backend `speed.attention` means on `device` (`auto`: FA3 if available, else cuDNN on CUDA)."""
+HALF_DTYPES = (torch.bfloat16, torch.float16)
+"""The fused attention kernels (FA3, cuDNN, flash) take only these; a float32 model keeps PyTorch's own."""
+
+
+def resolve_attention(
+    speed: SpeedConfig, device: torch.device, head_dim: int = 128, dtype: torch.dtype = torch.bfloat16
+) -> str:
+    """The attention backend `speed.attention` means on `device` for heads of `head_dim` in `dtype` (`auto`: FA3
+    where it is available and built for that head size, else cuDNN on CUDA; PyTorch's own on other devices and
+    for float32 models)."""
+    from wanserve.engine.config import ConfigError
+
     choice = speed.attention
     if choice == "auto":
-        if device.type != "cuda":
+        if device.type != "cuda" or dtype not in HALF_DTYPES:
             return "native"
-        return "_flash_3" if fa3_available() else "_native_cudnn"
+        return "_flash_3" if fa3_available() and head_dim in FA3_HEAD_DIMS else "_native_cudnn"
+    if choice != "native" and dtype not in HALF_DTYPES:
+        raise ConfigError(
+            "speed.attention", f"`speed.attention`={choice!r} needs a bfloat16 or float16 model, got {dtype}"
+        )
     if choice == "fa3":
         if not fa3_available():
-            from wanserve.engine.config import ConfigError
-
             raise ConfigError(
                 "speed.attention",
                 "`speed.attention`='fa3' needs the `flash_attn_interface` module (pip install 'wanserve[fa3]') and a "
                 f"Hopper GPU (compute capability 9.x); found device {device}",
+            )
+        if head_dim not in FA3_HEAD_DIMS:
+            raise ConfigError(
+                "speed.attention",
+                f"`speed.attention`='fa3' supports head sizes {sorted(FA3_HEAD_DIMS)}; this model's is {head_dim}",
             )
         return "_flash_3"
     return {"cudnn": "_native_cudnn", "flash": "_native_flash", "native": "native"}[choice]
@@ -121,20 +141,20 @@ def enable_compile_cache(cache_dir: str) -> None:
 
 def apply_speed_options(components: dict[str, Any], speed: SpeedConfig, device: torch.device) -> dict[str, str]:
     """Sets the attention kernel and compiles the transformers' repeated blocks. Returns what was applied."""
-    applied: dict[str, str] = {}
-    attention = resolve_attention(speed, device)
+    applied: dict[str, str] = {"attention": "native"}
     compile_mode = speed.compile_mode(device.type)
     for name in TRANSFORMERS:
         module = components.get(name)
         if not isinstance(module, torch.nn.Module):
             continue
+        attention = resolve_attention(speed, device, module.config.attention_head_dim, module.dtype)
+        applied["attention"] = attention
         if attention != "native":
             set_attention_backend(module, attention)
         if compile_mode == "blocks":
             if speed.compile_cache_dir:
                 enable_compile_cache(speed.compile_cache_dir)
             module.compile_repeated_blocks(fullgraph=True, dynamic=False, backend=speed.compile_backend)
-    applied["attention"] = attention
     applied["compile"] = compile_mode
-    logger.info("speed options: attention %s, compile %s", attention, compile_mode)
+    logger.info("speed options: attention %s, compile %s", applied["attention"], compile_mode)
     return applied
