@@ -287,7 +287,7 @@ function errorText(job) {
 }
 
 function statusIcon(status) {
-  return { queued: "…", running: "▶", failed: "!", cancelled: "×", expired: "⌛" }[status] || "";
+  return { queued: "…", failed: "!", cancelled: "×", expired: "–" }[status] || ""; // running: a CSS spinner
 }
 
 /** A download link; with an API key the file is fetched with it when the link is first used. */
