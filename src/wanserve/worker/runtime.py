@@ -19,7 +19,7 @@ from wanserve.dispatch.base import Dispatcher
 from wanserve.engine.registry import get_spec
 from wanserve.jobs.service import JobService
 from wanserve.jobs.serving import ServingStatus, WorkersElsewhere
-from wanserve.storage.local import LocalStorage
+from wanserve.storage.base import Storage
 from wanserve.worker.identity import owner_is_dead
 from wanserve.worker.pool import WorkerPool
 
@@ -33,7 +33,7 @@ class Runtime:
     settings: Settings
     db: DBEngine
     service: JobService
-    storage: LocalStorage
+    storage: Storage
     dispatcher: Dispatcher
     models: list[str]
     tiny_fallback: bool
@@ -69,6 +69,10 @@ class Runtime:
                 except Exception:
                     logger.exception("closing %s failed", name)
         self.db.dispose()
+
+    def memory(self) -> dict[str, Any]:
+        """This process's memory, the host's, and the accelerator memory of the workers' devices (CUDA only)."""
+        return _memory_of(self.devices)
 
     def health(self) -> dict[str, Any]:
         """What `/health` reports: our fields, and the Wan2.1 I2V service's (`status: "healthy"`, `rank`,
@@ -113,6 +117,24 @@ class Runtime:
                 "t5_cpu": self.settings.t5_cpu,
                 "max_concurrent": len(workers) or self.settings.concurrency,
             },
+            "memory": self.memory(),
             "uptime": round(time.monotonic() - self.started_monotonic, 3),
             "timestamp": time.time(),
         }
+
+
+def _memory_of(devices: list[str]) -> dict[str, Any]:
+    import psutil
+
+    from wanserve.worker.device_memory import device_memory
+
+    system = psutil.virtual_memory()
+    return {
+        "process_rss_bytes": psutil.Process().memory_info().rss,
+        "system_total_bytes": system.total,
+        "system_available_bytes": system.available,
+        "devices": [
+            {"device": d, "allocated_bytes": a, "reserved_bytes": r, "total_bytes": t}
+            for d, a, r, t in device_memory(devices)
+        ],
+    }
