@@ -21,8 +21,8 @@ def server(compat_server):
 
 
 @pytest.fixture(scope="module")
-def client(server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="any-key", max_retries=0)
+def client(openai_client) -> openai.OpenAI:
+    return openai_client
 
 
 def _png(b64: str) -> Image.Image:
