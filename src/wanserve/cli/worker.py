@@ -28,9 +28,13 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def worker(
         model: list[str] = typer.Option(
-            None, "--model", "-m", help="Model to serve (repeatable) (env WANSERVE_MODELS; default: the tiny models)."
+            None,
+            "--model",
+            "-m",
+            help="Model to serve, repeatable (env WANSERVE_MODELS, comma-separated).",
+            show_default="the tiny models when no weights are configured",
         ),
-        gpus: str | None = typer.Option(None, "--gpus", help="GPUs to use, e.g. 0,1,2,3 (default: every GPU)."),
+        gpus: str | None = typer.Option(None, "--gpus", help="GPUs to use, e.g. 0,1,2,3.", show_default="every GPU"),
         gpus_per_job: int = typer.Option(1, "--gpus-per-job", help="GPUs one job runs on (one worker per set)."),
         device: str | None = typer.Option(
             None, "--device", help="One device instead of GPUs: cpu, cuda:1, npu:0, mps (tests, small machines)."
@@ -38,17 +42,20 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run workers that take jobs from the shared database (start the API with `wanserve serve --no-workers`)."""
         logging.getLogger("alembic").setLevel(logging.WARNING)
+        from pydantic import ValidationError
+
         from wanserve.bootstrap import build_worker_process, worker_devices
+        from wanserve.cli.serve import settings_error
         from wanserve.config import Settings
 
         if gpus is not None and device is not None:
             raise typer.BadParameter(f"`--device` {device!r} and `--gpus` {gpus!r}: give one of them")
-        settings = Settings(**({"models": model} if model else {}))
         try:
+            settings = Settings(**({"models": model} if model else {}))
             devices = worker_devices(parse_gpus(gpus), device)
             process = build_worker_process(settings, devices, gpus_per_job)
-        except ValueError as exc:
-            typer.echo(f"error: {exc}", err=True)
+        except (ValidationError, ValueError) as exc:
+            typer.echo(f"error: {settings_error(exc)}", err=True)
             raise typer.Exit(code=2) from None
         logger.info(
             "wanserve worker on %s serving %s", ", ".join(devices), ", ".join(process.pool.workers[0][0].models)

@@ -171,5 +171,9 @@ class HealthPublic(BaseModel):
     workers: list[dict[str, Any]]
     errors: list[str]
     config: HealthConfig
+    memory: dict[str, Any] = Field(
+        description="`process_rss_bytes`, `system_total_bytes`, `system_available_bytes`, and per CUDA device "
+        "`devices[{device, allocated_bytes, reserved_bytes, total_bytes}]`."
+    )
     uptime: float = Field(description="Seconds since this process started.")
     timestamp: float = Field(description="Unix seconds.")
