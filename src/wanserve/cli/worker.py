@@ -11,14 +11,14 @@ logger = logging.getLogger(__name__)
 
 
 def parse_gpus(text: str | None) -> list[int] | None:
-    """`0,1,2,3` as [0, 1, 2, 3]; `typer.BadParameter` naming the bad item."""
+    """`0,1,2,3` as [0, 1, 2, 3]; `ValueError` naming the bad value."""
     if text is None:
         return None
     items = [part.strip() for part in text.split(",") if part.strip()]
     if not items or not all(item.isdigit() for item in items):
-        raise typer.BadParameter(f"`--gpus` must be GPU numbers like 0,1,2,3, got {text!r}", param_hint="--gpus")
+        raise ValueError(f"`--gpus` must be GPU numbers like 0,1,2,3, got {text!r}")
     if len(set(items)) != len(items):
-        raise typer.BadParameter(f"`--gpus` names a GPU twice: {text!r}", param_hint="--gpus")
+        raise ValueError(f"`--gpus` names a GPU twice: {text!r}")
     return [int(item) for item in items]
 
 
@@ -48,9 +48,9 @@ def register(app: typer.Typer) -> None:
         from wanserve.cli.serve import settings_error
         from wanserve.config import Settings
 
-        if gpus is not None and device is not None:
-            raise typer.BadParameter(f"`--device` {device!r} and `--gpus` {gpus!r}: give one of them")
         try:
+            if gpus is not None and device is not None:
+                raise ValueError(f"`--device` {device!r} and `--gpus` {gpus!r}: give one of them")
             settings = Settings(**({"models": model} if model else {}))
             devices = worker_devices(parse_gpus(gpus), device)
             process = build_worker_process(settings, devices, gpus_per_job)
