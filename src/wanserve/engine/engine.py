@@ -274,6 +274,10 @@ class _Run:
             return {}
 
         pipe.scheduler = make_scheduler(pipe.scheduler, request.solver, request.flow_shift)
+        if request.boundary_ratio is not None:
+            # diffusers reads the expert switch from the pipeline's config, not from a call argument; the cached
+            # pipeline is set for each generation (under the engine's lock), so a request's value takes effect.
+            pipe.register_to_config(boundary_ratio=request.boundary_ratio)
         common = dict(
             prompt_embeds=prompt_embeds,
             negative_prompt_embeds=negative_embeds if do_cfg else None,

@@ -25,9 +25,10 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from wanserve.engine.inputs import probe_media
 from wanserve.engine.registry import get_spec
 from wanserve.engine.requests import GenerationRequest, GenerationResult
-from wanserve.engine.validation import MEDIA_FIELDS, request_params, resolve_request
+from wanserve.engine.validation import MEDIA_FIELDS, request_from_params, request_params, resolve_request
 from wanserve.errors import InvalidRequestError, JobNotFoundError, JobStateError, QueueFullError
 from wanserve.jobs.events import EventHub
 from wanserve.jobs.files import VARIANTS, JobFiles, OutputKeys
@@ -168,6 +169,11 @@ class JobService:
                 loaded[name] = [load_input(f"{name}[{i}]", v, self.config.media) for i, v in enumerate(value)]
             else:
                 loaded[name] = load_input(name, value, self.config.media)
+        # Probe them as the run will read them (images decode, videos long enough): a bad input is a 422 now,
+        # never a failed job later.
+        probe_media(
+            request.replace(**{n: [x.data for x in v] if isinstance(v, list) else v.data for n, v in loaded.items()})
+        )
 
         # 3. Write inputs, then queue the row (a worker may claim it the moment it commits).
         job_id = str(uuid.uuid4())
@@ -426,11 +432,9 @@ class JobService:
         return state
 
     def generation_request(self, job: Job, input_paths: Mapping[str, Any]) -> GenerationRequest:
-        """The engine request of a claimed job: stored parameters, and its inputs at `input_paths` (what
-        `files.fetch_inputs` copied to this host)."""
-        params = {k: v for k, v in job.params.items() if k not in MEDIA_FIELDS and k != "model"}
-        params.update(input_paths)
-        return resolve_request(job.model, params)
+        """The engine request of a claimed job: its stored parameters (validated once, at submission) and its
+        inputs at `input_paths` (what `files.fetch_inputs` copied to this host)."""
+        return request_from_params({**job.params, "model": job.model}, input_paths)
 
     def finish_succeeded(self, job_id: str, owner: str, result: GenerationResult, files: OutputKeys) -> JobView | None:
         """Marks the job succeeded with its outputs. None when the lease was lost (someone else owns it now)."""
