@@ -83,7 +83,7 @@ def test_worker_killed_mid_job_other_worker_finishes_it(start_cluster, sse, tmp_
     hold_dir.mkdir()
     (hold_dir / "hold").touch()
     cluster = start_cluster(
-        workers=1, env={"WANSERVE_LEASE_S": "2"}, worker_env={"WANSERVE_TEST_HOLD_DIR": str(hold_dir)}
+        workers=1, env={"WANSERVE_LEASE_S": "5"}, worker_env={"WANSERVE_TEST_HOLD_DIR": str(hold_dir)}
     )
     doomed = cluster.workers[0]
     job_id = httpx.post(f"{cluster.url}/v1/jobs", json={**JOB, "seed": 7}).json()["id"]
@@ -97,15 +97,17 @@ def test_worker_killed_mid_job_other_worker_finishes_it(start_cluster, sse, tmp_
     final = sse(cluster.url, job_id)
     statuses = [e["data"]["status"] for e in sse(cluster.url, job_id) if e["event"] == "status"]
     assert final[-1]["data"]["status"] == "succeeded"
-    assert statuses == ["queued", "running", "queued", "running", "succeeded"]  # finished once, by the survivor
+    # Back to the queue when the dead worker's lease expired, then finished exactly once by the survivor. (On a very
+    # busy machine the survivor's own lease may lapse too and the job run again: still one success.)
+    assert statuses[:4] == ["queued", "running", "queued", "running"] and statuses.count("succeeded") == 1
     job = httpx.get(f"{cluster.url}/v1/jobs/{job_id}").json()
-    assert job["attempts"] == 2 and httpx.get(f"{cluster.url}/v1/jobs/{job_id}/content").status_code == 200
+    assert job["attempts"] >= 2 and httpx.get(f"{cluster.url}/v1/jobs/{job_id}/content").status_code == 200
 
     workers = wait_until(
         lambda: (w := workers_by_id(cluster.url))[doomed_id]["state"] == "lost" and w, what="the dead worker lost"
     )
     (survivor_id,) = [w for w, v in workers.items() if v["pid"] == survivor.proc.pid]
-    assert workers[survivor_id]["state"] in ("idle", "busy") and workers[doomed_id]["heartbeat_age_s"] > 2
+    assert workers[survivor_id]["state"] in ("idle", "busy") and workers[doomed_id]["heartbeat_age_s"] > 5
     metrics = httpx.get(f"{cluster.url}/metrics").text
     assert f'wanserve_worker_up{{host="{workers[doomed_id]["host"]}",worker="{doomed_id}"}} 0.0' in metrics
     assert f'wanserve_worker_up{{host="{workers[survivor_id]["host"]}",worker="{survivor_id}"}} 1.0' in metrics
