@@ -11,7 +11,22 @@ from typer.testing import CliRunner
 from wanserve.cli.main import app
 
 runner = CliRunner()
-COMMANDS = ["serve", "worker", "generate", "models", "download", "doctor", "bench", "bench serve"]
+
+
+def _commands() -> list[str]:
+    """Every command and sub-command registered on the app (so a new one is checked too)."""
+    names = [c.name or c.callback.__name__ for c in app.registered_commands]
+    for group in app.registered_groups:
+        names.append(group.name)
+        names += [f"{group.name} {c.name or c.callback.__name__}" for c in group.typer_instance.registered_commands]
+    return names
+
+
+COMMANDS = _commands()
+
+
+def test_commands_found():
+    assert {"serve", "worker", "generate", "models", "download", "doctor", "bench", "bench serve"} <= set(COMMANDS)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
