@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from wanserve import __version__
-from wanserve.api.metrics import DeviceMemory, ServiceMetrics, metrics_router
+from wanserve.api.metrics import DeviceMemory, ServiceMetrics, WorkerGauges, metrics_router
 from wanserve.api.routes import legacy_animate, legacy_wan21_i2v, legacy_wan21_multi, openai, openai_images
 from wanserve.api.schemas.jobs import JobPublic
 from wanserve.api.schemas.legacy import ParallelCapabilities
@@ -50,6 +50,10 @@ def install_metrics(app: FastAPI, runtime: Runtime) -> None:
         job_counts=service.queue_stats,
         queue_depth=lambda: service.queue_stats().get("queued", 0),
         devices=lambda: [DeviceMemory(*stats) for stats in device_memory(runtime.devices)],
+        workers=lambda: [
+            WorkerGauges(w.id, w.host, w.state, w.heartbeat_age_s, w.jobs_done)
+            for w in (runtime.registry.list() if runtime.registry is not None else [])
+        ],
     )
     models: OrderedDict[str, str] = OrderedDict()  # job id -> model, for labelling step times (workers' threads)
     lock = threading.Lock()

@@ -145,6 +145,8 @@ class Worker:
         self.service, self.engine, self.dispatcher, self.config = service, engine, dispatcher, config
         self.models = list(models)
         self.current_job: str | None = None
+        self.jobs_done = 0
+        """Jobs this worker ran to an end (any outcome)."""
         self.ready = threading.Event()
         """Set once the models are loaded and the worker takes jobs."""
         self.load_errors: dict[str, str] = {}
@@ -191,6 +193,7 @@ class Worker:
             self._run_job(job, stop or threading.Event())
         finally:
             self.current_job = None
+            self.jobs_done += 1
         return True
 
     def _run_job(self, job: Job, stop: threading.Event) -> None:
