@@ -59,8 +59,9 @@ def test_list_models_sizes_frames_and_defaults_from_the_spec(client):
 
 
 def test_list_models_parameters_are_those_of_the_task(client):
-    t2v, v2v = by_id(client)["tiny-t2v"]["tasks"]
+    t2v, v2v, t2i = by_id(client)["tiny-t2v"]["tasks"]
     assert "strength" not in params_of(t2v) and "animate_mode" not in params_of(t2v)
+    assert "strength" not in params_of(t2i) and "fps" not in params_of(t2i)
     assert params_of(v2v)["strength"]["default"] == 0.8 and v2v["required_inputs"] == ["video"]
 
 
