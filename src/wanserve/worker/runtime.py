@@ -1,8 +1,7 @@
 """`Runtime`: what one `wanserve serve` process runs (built by `wanserve.bootstrap.build_runtime`).
 
-`start()` recovers jobs left running by dead processes of this host and starts the extras (event push, webhook
-outbox), the sweeper and the workers (each loads and warms its models, then takes jobs); `stop()` shuts them down;
-`health()` is what `/health` reports.
+`start()` recovers jobs left running by dead processes of this host and starts the workers (each loads and warms its
+models, then takes jobs); `stop()` shuts them down; `health()` is what `/health` reports.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ from wanserve.dispatch.base import Dispatcher
 from wanserve.engine.registry import get_spec
 from wanserve.jobs.service import JobService
 from wanserve.jobs.serving import ServingStatus, WorkersElsewhere
+from wanserve.jobs.workers import WorkerRegistry
 from wanserve.storage.base import Storage
 from wanserve.worker.identity import owner_is_dead
 from wanserve.worker.pool import WorkerPool
@@ -41,6 +41,8 @@ class Runtime:
     tiny_fallback: bool
     devices: list[str]
     pool: WorkerPool | None = None
+    registry: WorkerRegistry | None = None
+    """The `workers` table: every worker of the deployment (`GET /v1/workers`, `/metrics`)."""
     sweeper: Sweeper | None = None
     serving: ServingStatus = field(default_factory=WorkersElsewhere)
     """What the workers can serve now (`/health`, and refusing jobs for models no worker can load)."""
@@ -55,7 +57,8 @@ class Runtime:
         return any(get_spec(m).random_weights for m in self.models)
 
     def start(self) -> None:
-        """Recovers jobs of dead processes, then starts the extras, the sweeper and the workers."""
+        """Recovers jobs of dead processes, then starts the extras (event push, webhook outbox), the sweeper and
+        the workers."""
         recovered = self.service.release_lost_jobs(owner_is_dead=owner_is_dead)
         if recovered:
             logger.warning("recovered %d jobs left running by a stopped process", len(recovered))

@@ -1,7 +1,8 @@
-"""`Sweeper`: the periodic upkeep every process runs, with or without workers: jobs whose lease expired go back to
-the queue (or fail after their last attempt), results past retention expire, and the dispatcher re-sends the
-messages of queued jobs that may have been lost. Each change is a guarded statement, so two sweepers never apply it
-twice (a re-sent message at most arrives twice, and the lease makes the second one a no-op)."""
+"""`Sweeper`: returns jobs with expired leases to the queue (or fails them after their last attempt), expires
+results past retention, forgets workers long gone, and has the dispatcher re-send the messages of queued jobs that
+may have been lost. Every process runs one (the API alone, `wanserve worker`), so recovery does not depend on any
+one of them; each change is a guarded statement, so two sweepers never apply it twice (a re-sent message at most
+arrives twice, and the lease makes the second one a no-op)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,25 @@ import threading
 
 from wanserve.dispatch.base import Dispatcher
 from wanserve.jobs.service import JobService
+from wanserve.jobs.workers import WorkerRegistry
 
 logger = logging.getLogger(__name__)
+
+FORGET_WORKERS_AFTER_S = 24 * 3600.0
+"""Workers stopped or lost this long ago leave `GET /v1/workers`."""
 
 
 class Sweeper:
     """A thread that sweeps every `interval_s`."""
 
-    def __init__(self, service: JobService, interval_s: float, dispatcher: Dispatcher | None = None) -> None:
-        self.service, self.interval_s, self.dispatcher = service, interval_s, dispatcher
+    def __init__(
+        self,
+        service: JobService,
+        interval_s: float,
+        registry: WorkerRegistry | None = None,
+        dispatcher: Dispatcher | None = None,
+    ):
+        self.service, self.interval_s, self.registry, self.dispatcher = service, interval_s, registry, dispatcher
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -33,13 +44,15 @@ class Sweeper:
     def sweep(self) -> None:
         """One pass; a failing step is logged and retried at the next pass, the other steps still run."""
         steps = [self.service.release_lost_jobs, self.service.expire_finished_jobs]
+        if self.registry is not None:
+            steps.append(lambda: self.registry.prune(FORGET_WORKERS_AFTER_S))
         if self.dispatcher is not None:
             steps.append(self.dispatcher.sweep)
         for step in steps:
             try:
                 step()
             except Exception:
-                logger.exception("sweep step %s failed; retrying in %.0f s", step.__name__, self.interval_s)
+                logger.exception("job sweep step failed; retrying in %.0f s", self.interval_s)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         self._stop.set()
