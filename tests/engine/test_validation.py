@@ -47,7 +47,10 @@ def test_resolve_request_i2v_without_image_names_image():
 def test_load_media_unreadable_image_names_image(tmp_path):
     bad = tmp_path / "notes.png"
     bad.write_text("this is not an image")
-    request = resolve_request("tiny-i2v", {"prompt": "a cat", "image": str(bad)})
+    with pytest.raises(InvalidRequestError) as info:
+        resolve_request("tiny-i2v", {"prompt": "a cat", "image": str(bad)})  # probed for the output size
+    assert info.value.field == "image" and "`image`" in str(info.value)
+    request = resolve_request("tiny-i2v", {"prompt": "a cat", "image": str(bad)}, probe_inputs=False)
     with pytest.raises(InvalidRequestError) as info:
         load_media(request)
     assert info.value.field == "image" and "`image`" in str(info.value)

@@ -41,7 +41,18 @@ def generate(
     mask: Path | None = typer.Option(None, "--mask", help="VACE mask video (white = generate)."),
     reference_image: list[Path] = typer.Option([], "--reference-image", help="VACE reference image (repeatable)."),
     task: str | None = typer.Option(None, "--task", help="t2v, i2v, flf2v, ti2v, v2v, vace (inferred if omitted)."),
-    size: str | None = typer.Option(None, "--size", help="WIDTHxHEIGHT, e.g. 832x480 (model default if omitted)."),
+    size: str | None = typer.Option(
+        None, "--size", help="WIDTHxHEIGHT, e.g. 832x480 (model default if omitted); an area for i2v/flf2v/ti2v."
+    ),
+    allow_untrained_size: bool = typer.Option(
+        False, "--allow-untrained-size", help="Run a size outside the model's trained sizes."
+    ),
+    conditioning_scale: float | None = typer.Option(
+        None, "--conditioning-scale", help="vace: weight of the control signal (default 1)."
+    ),
+    refert_num: int | None = typer.Option(
+        None, "--refert-num", help="animate: frames carried between segments, 1 or 5."
+    ),
     frames: int | None = typer.Option(None, "--frames", help="Number of frames, 4k+1 (e.g. 81)."),
     steps: int | None = typer.Option(None, "--steps", help="Denoising steps."),
     guidance: float | None = typer.Option(None, "--guidance", help="Classifier-free guidance scale."),
@@ -68,6 +79,8 @@ def generate(
         image=str(image) if image else None, last_image=str(last_image) if last_image else None,
         video=str(video) if video else None, mask=str(mask) if mask else None,
         reference_images=[str(p) for p in reference_image] or None,
+        allow_untrained_size=allow_untrained_size or None, conditioning_scale=conditioning_scale,
+        refert_num=refert_num,
     )  # fmt: skip
     if size:
         params["width"], params["height"] = parse_size(size)

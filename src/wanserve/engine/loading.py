@@ -215,12 +215,14 @@ def _holds_model_kind(spec: ModelSpec, path: Path) -> bool:
         config = json.loads((path / folder / "config.json").read_text())
     except (OSError, ValueError, CheckpointError, WeightsNotFoundError):
         return False
+    if spec.pipeline == "WanVACEPipeline":
+        from wanserve.models.wan_transformer import is_vace
+
+        return is_vace(config)  # Wan2.2-VACE-Fun's config says model_type 't2v'
     return config.get("model_type", "t2v") == _original_model_type(spec)
 
 
 def _original_model_type(spec: ModelSpec) -> str:
-    if spec.pipeline == "WanVACEPipeline":
-        return "vace"
     if spec.pipeline == "WanImageToVideoPipeline":
         return "flf2v" if TaskKind.FLF2V in spec.tasks else "i2v"
     return "ti2v" if spec.vae == "wan2.2" else "t2v"

@@ -11,6 +11,7 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
+from wanserve.engine import sizes
 from wanserve.engine.registry import ModelSpec, get_spec
 from wanserve.engine.requests import GenerationRequest, TaskKind
 from wanserve.errors import InvalidRequestError
@@ -20,6 +21,7 @@ MAX_PROMPT_CHARS = 10_000
 MAX_SEED = 2**32 - 1
 SOLVERS = ("unipc", "dpm++", "euler")
 ANIMATE_MODES = ("animate", "replace")
+REFERT_NUMS = (1, 5)
 
 MEDIA_FIELDS = (
     "image",
@@ -119,8 +121,27 @@ def _check_frames(spec: ModelSpec, value: int) -> None:
         raise InvalidRequestError("num_frames", f"`num_frames` must be {k}k+1 (for example 81), got {value}")
 
 
-def resolve_request(model: str, params: Mapping[str, Any], output_path: str = "") -> GenerationRequest:
-    """Validates `params` against the model's spec and fills every default. Raises `InvalidRequestError`."""
+def _bool(field: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise InvalidRequestError(field, f"`{field}` must be true or false, got {value!r}")
+
+
+def _only_for(task: TaskKind, wanted: TaskKind, given: Mapping[str, Any], field: str) -> None:
+    if field in given and task != wanted:
+        raise InvalidRequestError(field, f"`{field}` is used by task {wanted.value!r} only, not {task.value!r}")
+
+
+def resolve_request(
+    model: str, params: Mapping[str, Any], output_path: str = "", probe_inputs: bool = True
+) -> GenerationRequest:
+    """Validates `params` against the model's spec and fills every default. Raises `InvalidRequestError`.
+
+    With `probe_inputs` the media inputs that decide the output shape (an image task's image, Animate's pose
+    video) are read here and the size is resolved (engine/sizes.py); the job service reads them itself and calls
+    `sizes.fit_to_inputs`."""
     spec = get_spec(model)
     unknown = sorted(set(params) - USER_FIELDS)
     if unknown:
@@ -152,6 +173,8 @@ def resolve_request(model: str, params: Mapping[str, Any], output_path: str = ""
     prompt = given.get("prompt", "")
     if not isinstance(prompt, str):
         raise InvalidRequestError("prompt", f"`prompt` must be a string, got {type(prompt).__name__}")
+    if not prompt.strip() and spec.default_prompt:
+        prompt = spec.default_prompt  # Animate's official default prompt
     if not prompt.strip() and task in (TaskKind.T2V, TaskKind.V2V, TaskKind.VACE):
         raise InvalidRequestError("prompt", f"`prompt` must not be empty for task {task.value!r}")
     negative = given.get("negative_prompt", spec.default_negative_prompt)
@@ -163,14 +186,23 @@ def resolve_request(model: str, params: Mapping[str, Any], output_path: str = ""
                 field, f"`{field}` must be at most {MAX_PROMPT_CHARS} characters, got {len(text)}"
             )
 
-    # 3. Shape
+    # 3. Shape (for image tasks the size is an area; Animate's shape is the pose video's: engine/sizes.py)
+    allow_untrained = _bool("allow_untrained_size", given.get("allow_untrained_size", False))
     default_w, default_h = spec.default_size
     width = _int("width", given.get("width", default_w))
     height = _int("height", given.get("height", default_h))
-    _check_size(spec, "width", width)
-    _check_size(spec, "height", height)
     num_frames = _int("num_frames", given.get("num_frames", spec.num_frames))
-    _check_frames(spec, num_frames)
+    if task == TaskKind.ANIMATE:
+        for field in ("width", "height", "num_frames"):
+            if field in given:
+                raise InvalidRequestError(
+                    field, f"`{field}` is not used by task 'animate': the output's size and length are the pose video's"
+                )
+    else:
+        _check_size(spec, "width", width)
+        _check_size(spec, "height", height)
+        sizes.check_size(spec, width, height, allow_untrained)
+        _check_frames(spec, num_frames)
 
     # 4. Sampling
     steps = _int("num_inference_steps", given.get("num_inference_steps", spec.num_inference_steps))
@@ -190,7 +222,7 @@ def resolve_request(model: str, params: Mapping[str, Any], output_path: str = ""
         _in_range("guidance_scale_2", guidance_2, 0.0, 50.0)
         boundary = _float("boundary_ratio", boundary)
         _in_range("boundary_ratio", boundary, 0.0, 1.0)
-    flow_shift = _float("flow_shift", given.get("flow_shift", spec.flow_shift))
+    flow_shift = _float("flow_shift", given.get("flow_shift", spec.default_flow_shift(width, height)))
     _in_range("flow_shift", flow_shift, 0.01, 100.0)
     solver = given.get("solver", spec.solver)
     if solver not in SOLVERS:
@@ -213,11 +245,18 @@ def resolve_request(model: str, params: Mapping[str, Any], output_path: str = ""
         raise InvalidRequestError("animate_mode", f"`animate_mode` must be animate or replace, got {mode!r}")
     if task == TaskKind.ANIMATE and mode == "replace" and not {"background_video", "mask"} <= present:
         raise InvalidRequestError("background_video", "animate_mode 'replace' needs `background_video` and `mask`")
+    _only_for(task, TaskKind.VACE, given, "conditioning_scale")
+    conditioning_scale = _float("conditioning_scale", given.get("conditioning_scale", 1.0))
+    _in_range("conditioning_scale", conditioning_scale, 0.0, 10.0)
+    _only_for(task, TaskKind.ANIMATE, given, "refert_num")
+    refert_num = _int("refert_num", given.get("refert_num", 1))
+    if refert_num not in REFERT_NUMS:
+        raise InvalidRequestError("refert_num", f"`refert_num` must be 1 or 5, got {refert_num}")
     refs = given.get("reference_images", ())
     if not isinstance(refs, list | tuple):
         raise InvalidRequestError("reference_images", "`reference_images` must be a list")
 
-    return GenerationRequest(
+    request = GenerationRequest(
         model=spec.name,
         task=task,
         prompt=prompt,
@@ -246,7 +285,35 @@ def resolve_request(model: str, params: Mapping[str, Any], output_path: str = ""
         pose_video=given.get("pose_video"),
         face_video=given.get("face_video"),
         background_video=given.get("background_video"),
+        allow_untrained_size=allow_untrained,
+        conditioning_scale=conditioning_scale,
+        refert_num=refert_num,
     )
+    return sizes.fit_to_inputs(spec, request, probe_shapes(request)) if probe_inputs else request
+
+
+def probe_shapes(request: GenerationRequest) -> sizes.InputShapes:
+    """Reads the inputs that decide the output shape: the image of an image task, Animate's pose video."""
+    from wanserve.media.images import load_image
+    from wanserve.media.video import probe_video
+
+    image = pose = None
+    if request.task in sizes.IMAGE_SIZED_TASKS and request.image is not None:
+        image = load_image(request.image, field="image").size
+    if request.task == TaskKind.ANIMATE and request.pose_video is not None:
+        info = probe_video(request.pose_video, field="pose_video")
+        pose = (info.width, info.height, info.num_frames)
+    return sizes.InputShapes(image=image, pose_video=pose)
+
+
+def request_from_params(model: str, params: Mapping[str, Any], output_path: str = "") -> GenerationRequest:
+    """The `GenerationRequest` of a job's stored, already resolved parameters (media fields: the stored input
+    paths). Nothing is validated or resolved again: the size, for one, was fitted to the inputs at submission."""
+    names = {f.name for f in dataclasses.fields(GenerationRequest)} - {"model", "output_path"}
+    values = {key: value for key, value in params.items() if key in names}
+    values["task"] = TaskKind(values["task"])
+    values["reference_images"] = tuple(values.get("reference_images") or ())
+    return GenerationRequest(model=model, output_path=output_path, **values)
 
 
 def request_params(request: GenerationRequest) -> dict[str, Any]:

@@ -28,7 +28,14 @@ from typing import Any
 
 from wanserve.engine.registry import get_spec
 from wanserve.engine.requests import GenerationRequest, GenerationResult
-from wanserve.engine.validation import MEDIA_FIELDS, request_params, resolve_request
+from wanserve.engine.sizes import fit_to_inputs
+from wanserve.engine.validation import (
+    MEDIA_FIELDS,
+    probe_shapes,
+    request_from_params,
+    request_params,
+    resolve_request,
+)
 from wanserve.errors import InvalidRequestError, JobNotFoundError, JobStateError, QueueFullError
 from wanserve.jobs.events import EventHub
 from wanserve.jobs.media_inputs import MediaLimits, StoredInput, load_input
@@ -135,7 +142,7 @@ class JobService:
         for name, value in media.items():
             if name == "reference_images" and not isinstance(value, list | tuple):
                 raise InvalidRequestError(name, f"`{name}` must be a list of images, got {type(value).__name__}")
-        request = resolve_request(model, {**params, **placeholders})
+        request = resolve_request(model, {**params, **placeholders}, probe_inputs=False)
         fingerprint = _fingerprint(model, params, media, webhook_url)
         if key:
             existing = self.store.by_idempotency_key(submission.owner_key, key)
@@ -149,6 +156,10 @@ class JobService:
                 loaded[name] = [load_input(f"{name}[{i}]", v, self.config.media) for i, v in enumerate(value)]
             else:
                 loaded[name] = load_input(name, value, self.config.media)
+        # The output's shape follows some inputs (an image task's aspect ratio, Animate's pose video): resolved
+        # now, so the job shows the size it will make before it runs.
+        data = {name: item.data for name, item in loaded.items() if not isinstance(item, list)}
+        request = fit_to_inputs(get_spec(model), request, probe_shapes(request.replace(**data)))
 
         # 3. Write inputs, then queue the row (a worker may claim it the moment it commits).
         job_id = str(uuid.uuid4())
@@ -406,7 +417,7 @@ class JobService:
         """The engine request of a claimed job: stored parameters, stored input files, output path from storage."""
         params = {k: v for k, v in job.params.items() if k not in MEDIA_FIELDS and k != "model"}
         params.update(job.inputs)
-        return resolve_request(job.model, params, output_path=str(self.storage.video_path(job.id)))
+        return request_from_params(job.model, params, output_path=str(self.storage.video_path(job.id)))
 
     def finish_succeeded(self, job_id: str, owner: str, result: GenerationResult) -> JobView | None:
         """Marks the job succeeded with its outputs. None when the lease was lost (someone else owns it now)."""
