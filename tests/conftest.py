@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -105,13 +106,8 @@ class FakeEngine:
                 if should_stop():
                     raise GenerationCancelled("generation stopped by request")
             on_progress(ProgressEvent(Stage.DECODING, steps, steps))
-            on_progress(ProgressEvent(Stage.WRITING))
-            Path(request.output_path).write_bytes(b"fake mp4")
-            thumb = str(Path(request.output_path).with_suffix(".jpg"))
-            Path(thumb).write_bytes(b"fake jpg")
             return GenerationResult(
-                video_path=request.output_path,
-                thumbnail_path=thumb,
+                frames=np.zeros((request.num_frames, request.height, request.width, 3), dtype=np.uint8),
                 width=request.width,
                 height=request.height,
                 num_frames=request.num_frames,

@@ -1,10 +1,10 @@
-"""End-to-end generation with the tiny models: every task kind, determinism, progress and stopping."""
+"""End-to-end generation with the tiny models: every task kind, determinism, progress and stopping.
+
+The engine returns frames; determinism is asserted on them (the H.264 encode is not bit-reproducible, see
+tests/media/test_outputs.py for the writer)."""
 
 from __future__ import annotations
 
-import os
-
-import av
 import numpy as np
 import pytest
 
@@ -13,15 +13,10 @@ from wanserve.engine.validation import resolve_request
 from wanserve.errors import GenerationCancelled
 
 
-def decode_frames(path: str) -> np.ndarray:
-    with av.open(path) as container:
-        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
-
-
-def _generate(engine, tmp_path, model, events=None, should_stop=None, name="out.mp4", **params):
+def _generate(engine, model, events=None, should_stop=None, **params):
     params.setdefault("prompt", "a cat")
     params.setdefault("seed", 7)
-    request = resolve_request(model, params, output_path=str(tmp_path / name))
+    request = resolve_request(model, params)
     return engine.generate(request, on_progress=events.append if events is not None else None, should_stop=should_stop)
 
 
@@ -56,34 +51,32 @@ def _with_media(params: dict, media: dict) -> dict:
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_generate_task_kind_writes_playable_mp4(engine, tmp_path, media, case):
+def test_generate_task_kind_returns_frames(engine, media, case):
     model, params = CASES[case]
     events = []
-    result = _generate(engine, tmp_path, model, events, **_with_media(params, media))
-    frames = decode_frames(result.video_path)
-    assert frames.shape == (9, 64, 64, 3)
+    result = _generate(engine, model, events, **_with_media(params, media))
+    assert result.frames.shape == (9, 64, 64, 3) and result.frames.dtype == np.uint8
+    assert result.frames.std() > 0  # not a blank video
     assert (result.num_frames, result.width, result.height) == (9, 64, 64)
     assert result.random_weights is True
-    with open(result.thumbnail_path, "rb") as f:
-        assert f.read(3) == b"\xff\xd8\xff"  # JPEG
     stages = [e.stage for e in events]
-    assert stages[0] == Stage.LOADING and stages[-1] == Stage.WRITING
+    assert stages[0] == Stage.LOADING and stages[-1] == Stage.DECODING
     steps = [e.step for e in events if e.stage == Stage.DENOISING and e.step > 0]
     assert steps == list(range(1, len(steps) + 1)) and steps
 
 
-def test_generate_same_seed_gives_identical_frames(engine, tmp_path):
-    first = _generate(engine, tmp_path, "tiny-t2v", name="a.mp4", seed=123)
-    second = _generate(engine, tmp_path, "tiny-t2v", name="b.mp4", seed=123)
-    other = _generate(engine, tmp_path, "tiny-t2v", name="c.mp4", seed=124)
-    a, b, c = (decode_frames(r.video_path) for r in (first, second, other))
+def test_generate_same_seed_gives_identical_frames(engine):
+    first = _generate(engine, "tiny-t2v", seed=123)
+    second = _generate(engine, "tiny-t2v", seed=123)
+    other = _generate(engine, "tiny-t2v", seed=124)
+    a, b, c = (r.frames for r in (first, second, other))
     assert np.array_equal(a, b)
     assert not np.array_equal(a, c)
 
 
-def test_generate_reports_stages_in_order(engine, tmp_path):
+def test_generate_reports_stages_in_order(engine):
     events = []
-    _generate(engine, tmp_path, "tiny-t2v", events, num_inference_steps=3)
+    _generate(engine, "tiny-t2v", events, num_inference_steps=3)
     stages = []
     for event in events:
         if not stages or stages[-1] != event.stage:
@@ -94,34 +87,31 @@ def test_generate_reports_stages_in_order(engine, tmp_path):
         Stage.ENCODING_IMAGE,
         Stage.DENOISING,
         Stage.DECODING,
-        Stage.WRITING,
     ]
     denoise = [(e.step, e.steps) for e in events if e.stage == Stage.DENOISING]
     assert denoise == [(0, 3), (1, 3), (2, 3), (3, 3)]
     # Before denoising the events say 0 of 3 (loading included); after it, 3 of 3 (a finished job keeps its counts).
     assert [(e.step, e.steps) for e in events if e.stage in (Stage.LOADING, Stage.ENCODING_TEXT)] == [(0, 3), (0, 3)]
-    assert [(e.step, e.steps) for e in events if e.stage in (Stage.DECODING, Stage.WRITING)] == [(3, 3), (3, 3)]
+    assert [(e.step, e.steps) for e in events if e.stage == Stage.DECODING] == [(3, 3)]
     assert all(
         e.step_time_s is not None and e.step_time_s >= 0 for e in events if e.stage == Stage.DENOISING and e.step
     )
 
 
-def test_generate_stop_during_step_2_stops_before_step_3(engine, tmp_path):
+def test_generate_stop_during_step_2_stops_before_step_3(engine):
     events = []
 
     def should_stop() -> bool:
         return any(e.stage == Stage.DENOISING and e.step == 2 for e in events)
 
-    out = tmp_path / "stopped.mp4"
     with pytest.raises(GenerationCancelled):
-        _generate(engine, tmp_path, "tiny-t2v", events, should_stop=should_stop, name=out.name, num_inference_steps=4)
+        _generate(engine, "tiny-t2v", events, should_stop=should_stop, num_inference_steps=4)
     steps = [e.step for e in events if e.stage == Stage.DENOISING]
     assert max(steps) == 2
     assert Stage.DECODING not in {e.stage for e in events}
-    assert os.listdir(tmp_path) == []  # no video, no thumbnail, no temporary file
 
 
-def test_generate_moe_uses_both_experts(engine, tmp_path):
+def test_generate_moe_uses_both_experts(engine):
     """With boundary 0.875 and 4 steps, the high-noise expert runs first and the low-noise expert after."""
     loaded = engine.load("tiny-t2v-moe")
     calls = []
@@ -130,7 +120,7 @@ def test_generate_moe_uses_both_experts(engine, tmp_path):
         for name in ("transformer", "transformer_2")
     ]
     try:
-        _generate(engine, tmp_path, "tiny-t2v-moe", num_inference_steps=4)
+        _generate(engine, "tiny-t2v-moe", num_inference_steps=4)
     finally:
         for hook in hooks:
             hook.remove()
@@ -147,29 +137,29 @@ def test_generate_animate_counts_steps_over_segments(engine, tmp_path, png_bytes
     encode_mp4(rng.integers(0, 256, (17, 64, 64, 3), dtype=np.uint8), str(pose), fps=8)
     events = []
     result = _generate(
-        engine, tmp_path, "tiny-animate", events, image=png_bytes, pose_video=str(pose), face_video=str(pose),
+        engine, "tiny-animate", events, image=png_bytes, pose_video=str(pose), face_video=str(pose),
     )  # fmt: skip
     steps = [(e.step, e.steps) for e in events if e.stage == Stage.DENOISING]
     assert steps == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]
-    assert decode_frames(result.video_path).shape[0] == 17
+    assert result.frames.shape[0] == 17
 
 
-def test_generate_text_encoder_on_cpu_matches_default(engine, tmp_path):
+def test_generate_text_encoder_on_cpu_matches_default(engine):
     """`text_encoder_on_cpu` (T5_CPU) encodes on the CPU; on a CPU-only machine the frames must be identical."""
     from wanserve.engine.config import EngineConfig, MemoryConfig
     from wanserve.engine.engine import Engine
 
     t5_cpu = Engine(EngineConfig(device="cpu", memory=MemoryConfig(text_encoder_on_cpu=True, vae_tiling=True)))
-    first = _generate(engine, tmp_path, "tiny-t2v", name="a.mp4", seed=5)
-    second = _generate(t5_cpu, tmp_path, "tiny-t2v", name="b.mp4", seed=5)
-    assert np.array_equal(decode_frames(first.video_path), decode_frames(second.video_path))
+    first = _generate(engine, "tiny-t2v", seed=5)
+    second = _generate(t5_cpu, "tiny-t2v", seed=5)
+    assert np.array_equal(first.frames, second.frames)
     assert t5_cpu.load("tiny-t2v").components["vae"].use_tiling
 
 
-def test_generate_two_pipelines_of_one_model_share_modules(engine, tmp_path, png_bytes):
+def test_generate_two_pipelines_of_one_model_share_modules(engine, png_bytes):
     """TI2V runs the text and the image pipeline over the same modules; memory options are applied once."""
-    _generate(engine, tmp_path, "tiny-ti2v", name="text.mp4")
-    _generate(engine, tmp_path, "tiny-ti2v", name="image.mp4", image=png_bytes)
+    _generate(engine, "tiny-ti2v")
+    _generate(engine, "tiny-ti2v", image=png_bytes)
     loaded = engine.load("tiny-ti2v")
     pipes = list(loaded.pipelines.values())
     assert len(pipes) == 2 and pipes[0].transformer is pipes[1].transformer

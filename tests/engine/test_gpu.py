@@ -17,13 +17,8 @@ pytestmark = [
 
 
 def _frames(engine: Engine, tmp_path, name: str, model: str = "tiny-t2v", **params) -> np.ndarray:
-    import av
-
     params = {"prompt": "a cat", "seed": 11, **params}
-    request = resolve_request(model, params, output_path=str(tmp_path / name))
-    result = engine.generate(request)
-    with av.open(result.video_path) as container:
-        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)]).astype(np.int16)
+    return engine.generate(resolve_request(model, params)).frames.astype(np.int16)
 
 
 @pytest.fixture(scope="module")

@@ -85,23 +85,25 @@ def generate(
     if size:
         params["width"], params["height"] = parse_size(size)
     try:
-        request = resolve_request(model, params, output_path=str(out.resolve()))
+        request = resolve_request(model, params)
         spec = get_spec(model)
         explicit = ((model, str(model_path)),) if model_path else ()
         engine = Engine(Settings().engine_config(device, explicit))
         if spec.random_weights:
             console.print(f"[yellow]{model} has random weights: the video will be noise, not a picture.[/]")
-        result = _run_with_progress(engine, request)
+        result, files = _run_with_progress(engine, request, out.resolve())
     except WanserveError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(code=2) from None
     console.print(
-        f"[green]wrote[/] {result.video_path} ({result.width}x{result.height}, {result.num_frames} frames, "
-        f"{result.fps} fps, seed {result.seed}) and {os.path.basename(result.thumbnail_path)}"
+        f"[green]wrote[/] {files.video_path} ({result.width}x{result.height}, {result.num_frames} frames, "
+        f"{result.fps} fps, seed {result.seed}) and {os.path.basename(files.thumbnail_path)}"
     )
 
 
-def _run_with_progress(engine, request):
+def _run_with_progress(engine, request, out: Path):
+    from wanserve.media.outputs import write_video_files
+
     columns = (
         TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TextColumn("{task.fields[rate]}"),
@@ -118,8 +120,10 @@ def _run_with_progress(engine, request):
                 progress.update(bar, description=label)
 
         result = engine.generate(request, on_progress=on_progress)
+        progress.update(bar, description=_STAGE_LABELS["writing"], rate="")
+        files = write_video_files(result.frames, out, fps=request.fps, crf=request.crf)
         progress.update(bar, description="Done", rate="")
-    return result
+    return result, files
 
 
 def register(app: typer.Typer) -> None:

@@ -156,10 +156,10 @@ class Engine:
         on_progress: ProgressCallback | None = None,
         should_stop: StopCallback | None = None,
     ) -> GenerationResult:
-        """Runs one generation and writes `request.output_path` (MP4) and its `.jpg` thumbnail.
+        """Runs one generation and returns its frames; writing them (MP4, thumbnail, storage) is the caller's.
 
         `should_stop` is checked after every denoising step; when it returns True the run stops with
-        `GenerationCancelled` and no output file is left behind.
+        `GenerationCancelled`.
         """
         with self._lock:
             return _Run(self, request, on_progress, should_stop).run()
@@ -274,14 +274,10 @@ class _Run:
         if self._stage != Stage.DECODING:
             self._enter(Stage.DECODING)
 
-        # 5. Write the video and its thumbnail (atomically: a failure leaves neither)
-        self._enter(Stage.WRITING)
         video = _to_uint8(frames)
-        video_path, thumb_path = _write_outputs(video, request)
         self._close_stage()
         return GenerationResult(
-            video_path=video_path,
-            thumbnail_path=thumb_path,
+            frames=video,
             width=int(video.shape[2]),
             height=int(video.shape[1]),
             num_frames=int(video.shape[0]),
@@ -308,24 +304,3 @@ def _to_uint8(frames) -> np.ndarray:
     if array.dtype != np.uint8:
         array = (np.clip(array, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     return array
-
-
-def thumbnail_path_for(video_path: str) -> str:
-    return os.path.splitext(video_path)[0] + ".jpg"
-
-
-def _write_outputs(video: np.ndarray, request: GenerationRequest) -> tuple[str, str]:
-    from wanserve.media.images import write_thumbnail
-    from wanserve.media.video import encode_mp4
-
-    video_path = request.output_path
-    thumb_path = thumbnail_path_for(video_path)
-    os.makedirs(os.path.dirname(os.path.abspath(video_path)), exist_ok=True)
-    write_thumbnail(video[len(video) // 2], thumb_path)
-    try:
-        encode_mp4(video, video_path, fps=request.fps, crf=request.crf)
-    except BaseException:
-        if os.path.exists(thumb_path):
-            os.remove(thumb_path)
-        raise
-    return video_path, thumb_path

@@ -7,6 +7,8 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 
 class TaskKind(str, enum.Enum):
     """What a generation does with its inputs."""
@@ -43,8 +45,6 @@ class GenerationRequest:
     model: str
     task: TaskKind
     prompt: str
-    output_path: str
-    """Where the MP4 goes; the JPEG thumbnail is written beside it (same stem, `.jpg`)."""
     negative_prompt: str = ""
     width: int = 832
     height: int = 480
@@ -59,6 +59,7 @@ class GenerationRequest:
     solver: str = "unipc"
     seed: int = 0
     fps: int = 16
+    """Frame rate of the output video (the engine passes it on in the result; the writer uses it)."""
     crf: int = 18
     """H.264 constant rate factor of the output (0 lossless .. 51 worst)."""
     strength: float = 0.8
@@ -99,10 +100,10 @@ class ProgressEvent:
 
 @dataclass(frozen=True)
 class GenerationResult:
-    """What one finished generation produced."""
+    """What one finished generation produced: the frames, never a file (the caller encodes and stores them)."""
 
-    video_path: str
-    thumbnail_path: str
+    frames: np.ndarray = field(compare=False, repr=False)
+    """The decoded video, uint8 [frames, height, width, 3] RGB."""
     width: int
     height: int
     num_frames: int

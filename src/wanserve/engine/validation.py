@@ -34,7 +34,7 @@ MEDIA_FIELDS = (
     "background_video",
 )
 _REQUEST_FIELDS = {f.name for f in dataclasses.fields(GenerationRequest)}
-USER_FIELDS = frozenset(_REQUEST_FIELDS - {"model", "output_path"})
+USER_FIELDS = frozenset(_REQUEST_FIELDS - {"model"})
 
 # Which inputs each task needs and which it accepts. Anything else given is an error, not silently ignored.
 _TASK_INPUTS: dict[TaskKind, tuple[frozenset[str], frozenset[str]]] = {
@@ -134,9 +134,7 @@ def _only_for(task: TaskKind, wanted: TaskKind, given: Mapping[str, Any], field:
         raise InvalidRequestError(field, f"`{field}` is used by task {wanted.value!r} only, not {task.value!r}")
 
 
-def resolve_request(
-    model: str, params: Mapping[str, Any], output_path: str = "", probe_inputs: bool = True
-) -> GenerationRequest:
+def resolve_request(model: str, params: Mapping[str, Any], probe_inputs: bool = True) -> GenerationRequest:
     """Validates `params` against the model's spec and fills every default. Raises `InvalidRequestError`.
 
     With `probe_inputs` the media inputs that decide the output shape (an image task's image, Animate's pose
@@ -260,7 +258,6 @@ def resolve_request(
         model=spec.name,
         task=task,
         prompt=prompt,
-        output_path=output_path,
         negative_prompt=negative,
         width=width,
         height=height,
@@ -306,14 +303,14 @@ def probe_shapes(request: GenerationRequest) -> sizes.InputShapes:
     return sizes.InputShapes(image=image, pose_video=pose)
 
 
-def request_from_params(model: str, params: Mapping[str, Any], output_path: str = "") -> GenerationRequest:
+def request_from_params(model: str, params: Mapping[str, Any]) -> GenerationRequest:
     """The `GenerationRequest` of a job's stored, already resolved parameters (media fields: the stored input
     paths). Nothing is validated or resolved again: the size, for one, was fitted to the inputs at submission."""
-    names = {f.name for f in dataclasses.fields(GenerationRequest)} - {"model", "output_path"}
+    names = {f.name for f in dataclasses.fields(GenerationRequest)} - {"model"}
     values = {key: value for key, value in params.items() if key in names}
     values["task"] = TaskKind(values["task"])
     values["reference_images"] = tuple(values.get("reference_images") or ())
-    return GenerationRequest(model=model, output_path=output_path, **values)
+    return GenerationRequest(model=model, **values)
 
 
 def request_params(request: GenerationRequest) -> dict[str, Any]:
@@ -328,7 +325,7 @@ def request_params(request: GenerationRequest) -> dict[str, Any]:
                 out[f.name] = None if value is None else _describe(value)
         elif isinstance(value, TaskKind):
             out[f.name] = value.value
-        elif f.name != "output_path":
+        else:
             out[f.name] = value
     return out
 

@@ -24,7 +24,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wanserve.engine.registry import get_spec
 from wanserve.engine.requests import GenerationRequest, GenerationResult
@@ -43,6 +43,9 @@ from wanserve.jobs.model import Job, JobStatus, utcnow
 from wanserve.jobs.store import JobStore, LeaseState, ModelStats
 from wanserve.jobs.views import JobEventView, JobView, make_view, queued_etas, running_eta_s
 from wanserve.storage.local import LocalStorage
+
+if TYPE_CHECKING:
+    from wanserve.media.outputs import VideoFiles
 
 logger = logging.getLogger(__name__)
 
@@ -414,18 +417,18 @@ class JobService:
         return state
 
     def generation_request(self, job: Job) -> GenerationRequest:
-        """The engine request of a claimed job: stored parameters, stored input files, output path from storage."""
+        """The engine request of a claimed job: stored parameters and stored input files."""
         params = {k: v for k, v in job.params.items() if k not in MEDIA_FIELDS and k != "model"}
         params.update(job.inputs)
-        return request_from_params(job.model, params, output_path=str(self.storage.video_path(job.id)))
+        return request_from_params(job.model, params)
 
-    def finish_succeeded(self, job_id: str, owner: str, result: GenerationResult) -> JobView | None:
+    def finish_succeeded(self, job_id: str, owner: str, result: GenerationResult, files: VideoFiles) -> JobView | None:
         """Marks the job succeeded with its outputs. None when the lease was lost (someone else owns it now)."""
         job = self.store.get(job_id)
         run_time_s = (utcnow() - job.started_at).total_seconds() if job.started_at else None
         outputs = {
-            "video_path": result.video_path,
-            "thumbnail_path": result.thumbnail_path,
+            "video_path": files.video_path,
+            "thumbnail_path": files.thumbnail_path,
             "width": result.width,
             "height": result.height,
             "num_frames": result.num_frames,

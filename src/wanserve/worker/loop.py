@@ -15,10 +15,18 @@ from pathlib import Path
 from typing import Protocol
 
 from wanserve.dispatch.base import Dispatcher
-from wanserve.engine.requests import GenerationRequest, GenerationResult, ProgressCallback, ProgressEvent, StopCallback
+from wanserve.engine.requests import (
+    GenerationRequest,
+    GenerationResult,
+    ProgressCallback,
+    ProgressEvent,
+    Stage,
+    StopCallback,
+)
 from wanserve.errors import GenerationCancelled, WanserveError
 from wanserve.jobs.model import Job
 from wanserve.jobs.service import JobService
+from wanserve.media.outputs import write_video_files
 
 logger = logging.getLogger(__name__)
 
@@ -203,6 +211,10 @@ class Worker:
         try:
             request = self.service.generation_request(job)
             result = self.engine.generate(request, on_progress=on_progress, should_stop=should_stop)
+            on_progress(ProgressEvent(Stage.WRITING, step=len(result.step_times_s), steps=len(result.step_times_s)))
+            files = write_video_files(
+                result.frames, self.service.storage.video_path(job.id), fps=request.fps, crf=request.crf
+            )
             recorder.flush()
         except GenerationCancelled:
             recorder.flush_quietly()
@@ -231,7 +243,7 @@ class Worker:
             return
         finally:
             heartbeat.stop()
-        view = self.service.finish_succeeded(job.id, owner, result)
+        view = self.service.finish_succeeded(job.id, owner, result, files)
         if view is not None:
             logger.info("job %s succeeded in %.2f s", job.id, (view.finished_at - view.started_at).total_seconds())
 

@@ -1,0 +1,32 @@
+"""Writing a generation's files: the MP4 and its thumbnail together, or neither."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from wanserve.errors import InvalidRequestError
+from wanserve.media import probe_video
+from wanserve.media.outputs import thumbnail_path_for, write_video_files
+
+
+def test_write_video_files_writes_mp4_and_jpeg_thumbnail(tmp_path, frames):
+    files = write_video_files(frames, tmp_path / "sub" / "clip.mp4", fps=8, crf=18)
+
+    assert files.video_path == str(tmp_path / "sub" / "clip.mp4")
+    assert files.thumbnail_path == str(tmp_path / "sub" / "clip.jpg") == thumbnail_path_for(files.video_path)
+    info = probe_video(files.video_path)
+    assert (info.codec, info.width, info.height, info.num_frames, info.fps) == ("h264", 64, 64, 9, 8.0)
+    with open(files.thumbnail_path, "rb") as f:
+        assert f.read(3) == b"\xff\xd8\xff"  # JPEG
+
+
+def test_write_video_files_failed_encode_leaves_neither_file(tmp_path):
+    odd = np.zeros((3, 63, 64, 3), np.uint8)  # yuv420p needs an even height
+
+    with pytest.raises(InvalidRequestError, match="even width and height"):
+        write_video_files(odd, tmp_path / "clip.mp4", fps=8, crf=18)
+
+    assert os.listdir(tmp_path) == []
