@@ -13,6 +13,7 @@ from rich.table import Table
 def model_rows() -> list[dict]:
     """One JSON-ready dict per catalog model: defaults, tasks, memory estimate and local weights status."""
     from wanserve.engine.loading import weights_status
+    from wanserve.engine.official import default_rows
     from wanserve.engine.registry import CATALOG
 
     rows = []
@@ -36,6 +37,7 @@ def model_rows() -> list[dict]:
                     "size": _size(spec.default_size),
                 },
                 "sizes": [_size(s) for s in spec.sizes],
+                "sources": {key: {"default": value, "source": source} for key, value, source in default_rows(spec)},
                 "memory_gb": spec.memory_gb,
                 "params_b": spec.params_b,
                 "experts": spec.experts,
@@ -69,11 +71,19 @@ def _guidance_text(defaults: dict) -> str:
     return f"{defaults['guidance_scale']:g}/{defaults['guidance_scale_2']:g} @{defaults['boundary_ratio']:g}"
 
 
-def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+def models(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    sources: bool = typer.Option(
+        False, "--sources", help="Show each default and where it comes from (official code file and line)."
+    ),
+) -> None:
     """List the models wanserve serves, their defaults and whether their weights are present."""
     rows = model_rows()
     if as_json:
         typer.echo(json.dumps({"models": rows}, indent=2))
+        return
+    if sources:
+        _print_sources(rows)
         return
     table = Table(title="wanserve models")
     for column in ("model", "tasks", "steps", "guidance", "shift", "fps", "frames", "size", "memory", "weights"):
@@ -92,6 +102,16 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instea
             f"{row['memory_gb']:g} GiB",
             _weights_text(row),
         )
+    Console().print(table)
+
+
+def _print_sources(rows: list[dict]) -> None:
+    table = Table(title="wanserve models: defaults and their sources")
+    for column in ("model", "parameter", "default", "source"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        for key, entry in row["sources"].items():
+            table.add_row(row["name"], key, entry["default"], entry["source"])
     Console().print(table)
 
 

@@ -121,20 +121,11 @@ def preferred_layout(spec: ModelSpec) -> str:
 
 
 def build_scheduler(spec: ModelSpec):
-    """The flow-matching scheduler of the official sampler `spec.solver` with shift `spec.flow_shift`."""
-    from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
+    """The flow-matching scheduler of the official sampler `spec.solver` with shift `spec.flow_shift` (UniPC,
+    DPM++ or flow-match Euler, as engine/pipelines.py makes one per request)."""
+    from wanserve.engine.pipelines import make_scheduler
 
-    common = dict(
-        prediction_type="flow_prediction",
-        use_flow_sigmas=True,
-        num_train_timesteps=1000,
-        flow_shift=spec.flow_shift,
-    )
-    if spec.solver == "unipc":
-        return UniPCMultistepScheduler(**common)
-    if spec.solver in ("dpm++", "dpmpp"):
-        return DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2, **common)
-    raise CheckpointError(f"`solver` {spec.solver!r} of {spec.name} is not supported; use 'unipc' or 'dpm++'")
+    return make_scheduler(None, spec.solver, spec.flow_shift)
 
 
 def load_components(

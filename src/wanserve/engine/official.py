@@ -40,7 +40,11 @@ _W21_FPS = f"{W21} wan/configs/shared_config.py:18"
 _W21_FRAMES = f"{W21} generate.py:83-85 (81)"
 _W21_NEG = f"{W21} wan/configs/shared_config.py:19"
 _W21_SIZES = f"{W21} wan/configs/__init__.py:45-53 (`SUPPORTED_SIZES`); README.md:107-113 (trained resolutions)"
-_W21_DEFAULT_SIZE = f"{W21} generate.py:110-113 (`--size` 1280*720) where the model takes 720p, else the first 480p"
+_W21_DEFAULT_SIZE = f"{W21} generate.py:110-115 (`--size` 1280*720)"
+W21_DEFAULT_480 = (
+    "our choice: 832x480, the first trained size (generate.py's default `--size` 1280*720, lines 110-115, is not "
+    "a trained size of this model)"
+)
 _W21_MAX_AREA = f"{W21} wan/image2video.py:184-193 (`max_area`, aspect ratio of the image)"
 _W21_VACE_SCALE = f"{W21} wan/vace.py:302 (`context_scale=1.0`)"
 
@@ -168,3 +172,71 @@ def tiny_sources(real: Mapping[str, str], counterpart: str, **overrides: str) ->
     if "negative_prompt" in out:
         out["negative_prompt"] = "our choice: none, to keep tiny-model tests short"
     return {**out, **overrides}
+
+
+# -- Tables (`wanserve models --sources`, docs/models.md) ---------------------------------------------------------
+def _sizes(sizes) -> str:
+    return ", ".join(f"{w}x{h}" for w, h in sizes)
+
+
+def _negative_text(text: str) -> str:
+    from wanserve.engine.registry import WAN_NEGATIVE_PROMPT
+
+    if not text:
+        return "none"
+    if text == WAN_NEGATIVE_PROMPT:
+        return "the official one (色调艳丽，过曝，…)"
+    if text.endswith(WAN_NEGATIVE_PROMPT):
+        return f"'{text[: -len(WAN_NEGATIVE_PROMPT)]}' + the official one"
+    return text
+
+
+def default_values(spec) -> dict[str, str]:
+    """Each default of `spec` that has a source, as text (field -> value)."""
+    shift = f"{spec.flow_shift:g}"
+    if spec.shift_by_size:
+        at = _sizes(size for size, _ in spec.shift_by_size)
+        shift = f"{spec.shift_by_size[0][1]:g} at {at}; else {spec.flow_shift:g}"
+    sizes = _sizes(spec.sizes)
+    if spec.any_size:
+        sizes += " (any size runs)"
+    elif spec.official_sizes:
+        sizes += f" (the official code also runs {_sizes(spec.official_sizes)})"
+    values = {
+        "num_inference_steps": str(spec.num_inference_steps),
+        "guidance_scale": f"{spec.guidance_scale:g}",
+        "flow_shift": shift,
+        "solver": spec.solver,
+        "fps": str(spec.fps),
+        "num_frames": str(spec.num_frames),
+        "sizes": sizes,
+        "default_size": _sizes([spec.default_size]),
+        "negative_prompt": _negative_text(spec.default_negative_prompt),
+    }
+    if spec.experts == 2:
+        values.update(guidance_scale_2=f"{spec.guidance_scale_2:g}", boundary_ratio=f"{spec.boundary_ratio:g}")
+    if spec.image_sizing:
+        values["image_sizing"] = f"`{spec.image_sizing}` (the size is an area)"
+    if spec.default_prompt:
+        values["prompt"] = spec.default_prompt
+    if spec.pipeline == "WanVACEPipeline":
+        values["conditioning_scale"] = "1"
+    if spec.pipeline == "WanAnimatePipeline":
+        values["num_frames"] += " a segment; the output is as long as the pose video"
+        values["default_size"] = "the pose video's"
+        values["refert_num"] = "1"
+    return {key: values[key] for key in SOURCE_FIELDS if key in values}
+
+
+def default_rows(spec) -> list[tuple[str, str, str]]:
+    """(field, default, source) for every default of `spec`."""
+    return [(key, value, spec.sources.get(key, "")) for key, value in default_values(spec).items()]
+
+
+def defaults_markdown(specs) -> str:
+    """The table of docs/models.md: every model, each default and its source."""
+    lines = ["| model | parameter | default | source |", "|---|---|---|---|"]
+    for spec in specs:
+        for key, value, source in default_rows(spec):
+            lines.append(f"| {spec.name} | `{key}` | {value} | {source} |")
+    return "\n".join(lines) + "\n"

@@ -133,4 +133,12 @@ def animate_frames(spec: ModelSpec, pose_frames: int, refert_num: int) -> int:
             f"`pose_video` has {pose_frames} frames; {spec.name} takes {refert_num + 1} to {spec.max_frames} "
             f"(with `refert_num` {refert_num})",
         )
+    # Every segment after the first starts from the last `refert_num` frames the previous one made; diffusers
+    # counts its segments right only when a segment makes more new frames than it takes (77 - 5 for the real model).
+    if spec.num_frames - refert_num <= refert_num:
+        raise InvalidRequestError(
+            "refert_num",
+            f"`refert_num` {refert_num} needs segments longer than {2 * refert_num} frames; {spec.name}'s are "
+            f"{spec.num_frames}",
+        )
     return pose_frames

@@ -22,7 +22,9 @@ class JobCreate(BaseModel):
     prompt: str | None = None
     negative_prompt: str | None = None
     task: str | None = Field(None, description="t2v, i2v, flf2v, ti2v, v2v, vace or animate; inferred from inputs.")
-    width: int | None = None
+    width: int | None = Field(
+        None, description="Output width; for i2v, flf2v and ti2v with an image, with `height` an area."
+    )
     height: int | None = None
     num_frames: int | None = Field(None, description="4k+1 frames (for example 81).")
     num_inference_steps: int | None = None
@@ -37,6 +39,11 @@ class JobCreate(BaseModel):
     strength: float | None = Field(None, description="v2v: share of the input video replaced by noise, (0, 1].")
     max_sequence_length: int | None = None
     animate_mode: str | None = None
+    refert_num: int | None = Field(None, description="animate: frames each segment takes from the previous, 1 or 5.")
+    conditioning_scale: float | None = Field(None, description="vace: weight of the control signal (default 1).")
+    allow_untrained_size: bool | None = Field(
+        None, description="Run a size outside the model's trained sizes (refused otherwise, listing them)."
+    )
     image: str | None = Field(None, description=_MEDIA)
     last_image: str | None = Field(None, description=_MEDIA)
     video: str | None = Field(None, description=_MEDIA)
