@@ -158,8 +158,8 @@ SRC_DIR = Path(__file__).resolve().parents[1] / "src"
 class ServerProcess:
     """`wanserve serve` in a subprocess on a free port. Waits for its log to say the workers are ready."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str], name: str = "server"):
-        self.data_dir, self.env, self.name = data_dir, env, name
+    def __init__(self, data_dir: Path, env: dict[str, str], name: str = "server", cwd: Path | None = None):
+        self.data_dir, self.env, self.name, self.cwd = data_dir, env, name, cwd
         self.proc = None
         self.url = ""
         self.log_lines: list[str] = []
@@ -169,11 +169,14 @@ class ServerProcess:
         import subprocess
         import sys
 
-        env = {**os.environ, **self.env, "WANSERVE_DATA_DIR": str(self.data_dir), "WANSERVE_PORT": "0"}
+        env = {**os.environ, **self.env, "WANSERVE_DATA_DIR": str(self.data_dir)}
+        if "SERVER_PORT" not in self.env:  # the seed services' name for it is tested too; ours would win
+            env["WANSERVE_PORT"] = "0"
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC_DIR), env.get("PYTHONPATH", "")) if p)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "wanserve", "serve"],
             env=env,
+            cwd=self.cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -248,7 +251,9 @@ def start_server(tmp_path_factory):
     """Starts a server: `start_server(env={...}, data_dir=None)`; every server is stopped at the end of the run."""
     servers: list[ServerProcess] = []
 
-    def start(env: dict[str, str] | None = None, data_dir: Path | None = None, name: str = "server") -> ServerProcess:
+    def start(
+        env: dict[str, str] | None = None, data_dir: Path | None = None, name: str = "server", cwd: Path | None = None
+    ) -> ServerProcess:
         hold_dir = tmp_path_factory.mktemp(f"{name}-hold")
         base = {
             "WANSERVE_MODELS": "tiny-t2v",
@@ -256,7 +261,7 @@ def start_server(tmp_path_factory):
             "WANSERVE_POLL_INTERVAL_S": "0.5",
             "WANSERVE_TEST_HOLD_DIR": str(hold_dir),
         }
-        server = ServerProcess(data_dir or tmp_path_factory.mktemp(name), {**base, **(env or {})}, name)
+        server = ServerProcess(data_dir or tmp_path_factory.mktemp(name), {**base, **(env or {})}, name, cwd)
         server.hold_dir = hold_dir
         servers.append(server)
         return server.start()

@@ -90,6 +90,7 @@ def test_engine_config_from_settings_seed_variables(monkeypatch, tmp_path):
     monkeypatch.setenv("T5_CPU", "1")
     monkeypatch.setenv("WANSERVE_MODELS", "wan2.1-t2v-14b,wan2.1-t2v-1.3b")
     config = Settings(_env_file=None).engine_config("cpu", (("wan2.1-t2v-1.3b", "/weights/small"),))
-    assert dict(config.model_paths) == {"wan2.1-t2v-14b": str(tmp_path), "wan2.1-t2v-1.3b": "/weights/small"}
+    assert dict(config.weights.model_paths) == {"wan2.1-t2v-14b": str(tmp_path), "wan2.1-t2v-1.3b": "/weights/small"}
+    assert config.weights.checkpoint_dir == str(tmp_path)
     assert config.memory.text_encoder_on_cpu is True
     assert config.device == "cpu"

@@ -46,17 +46,37 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, validation_alias=_env("DATABASE_URL"))
     """SQLAlchemy URL; default `sqlite:///<data_dir>/wanserve.db`. PostgreSQL: `postgresql+psycopg://...`."""
     output_dir: Path | None = Field(None, validation_alias=_env("OUTPUT_DIR", "OUTPUT_DIR"))
-    """Where job outputs go; default `<data_dir>/outputs`."""
+    """Where job outputs go with local storage; default `<data_dir>/outputs`."""
+    storage_url: str | None = Field(None, validation_alias=_env("STORAGE_URL"))
+    """Where job files go: unset for local directories (`output_dir`, `<data_dir>/inputs`), or
+    `s3://bucket/prefix` for S3-compatible object storage (every API and worker process must reach it)."""
+    s3_endpoint_url: str | None = Field(None, validation_alias=_env("S3_ENDPOINT_URL", "AWS_ENDPOINT_URL"))
+    """Endpoint of an S3-compatible server (MinIO, Ceph, R2, ...); unset: AWS."""
+    s3_region: str | None = Field(None, validation_alias=_env("S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"))
+    s3_access_key_id: str | None = Field(None, validation_alias=_env("S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"))
+    s3_secret_access_key: SecretStr | None = Field(
+        None, validation_alias=_env("S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY")
+    )
+    """Unset: boto3's own credential chain (instance roles, `~/.aws`)."""
+    storage_redirect: bool = Field(False, validation_alias=_env("STORAGE_REDIRECT"))
+    """Answer content downloads with a redirect to a presigned URL where the storage has one (clients must reach
+    the object store); otherwise the API streams the file (range requests supported either way)."""
+    storage_url_expiry_s: int = Field(3600, ge=1, le=7 * 24 * 3600, validation_alias=_env("STORAGE_URL_EXPIRY_S"))
+    """Lifetime of presigned download URLs."""
+    broker_url: str | None = Field(None, validation_alias=_env("BROKER_URL"))
+    """`redis://...`: dispatch jobs through Celery over Redis; unset: workers find jobs in the database."""
 
     # Models and devices
     models: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias=_env("MODELS"))
     """Models to load and warm at start-up (comma-separated). Empty: the tiny models when no weights are set."""
     models_dir: Path | None = Field(None, validation_alias=_env("MODELS_DIR", "WAN_MODELS_ROOT"))
-    """Directory holding one sub-directory of weights per model (by catalog name)."""
+    """Directory holding one sub-directory of weights per model (by catalog name or hub repository name);
+    `wanserve download` writes there. Default `~/.cache/wanserve/models`."""
     checkpoint_dir: Path | None = Field(
         None, validation_alias=_env("CHECKPOINT_DIR", "WAN_CHECKPOINT_DIR", "MODEL_CKPT_DIR")
     )
-    """One model's weights directory (the seed services' variable); used for the first of `models`."""
+    """One model's weights directory (the seed services' variable): the first of `models`, or any model of the kind
+    it holds."""
     t5_cpu: bool = Field(False, validation_alias=_env("T5_CPU", "T5_CPU"))
     """Keep the text encoder on the CPU."""
     ulysses_size: int = Field(1, ge=1, validation_alias=_env("ULYSSES_SIZE", "ULYSSES_SIZE"))
@@ -85,6 +105,10 @@ class Settings(BaseSettings):
     """Attempts per webhook delivery, with exponential backoff between them."""
 
     # Compatibility routes of the replaced services
+    parallel_fields: Literal["refuse", "hint"] = Field("refuse", validation_alias=_env("PARALLEL_FIELDS"))
+    """The Wan2.1 services' multi-GPU fields (`ulysses_size`, `vae_parallel`, `use_attentioncache`, ...) this server
+    cannot honour: `refuse` (422 naming the field) or `hint` (run with what it has; the job and its status show the
+    plan used and each field not honoured)."""
     legacy_input_dir: Path | None = Field(None, validation_alias=_env("LEGACY_INPUT_DIR"))
     """The only directory the multi-device service's `image_path` may read from; unset: `image_path` is refused."""
     animate_jobs_root: Path | None = Field(None, validation_alias=_env("ANIMATE_JOBS_ROOT"))
@@ -129,18 +153,24 @@ class Settings(BaseSettings):
                 )
         return self
 
-    def engine_config(self, device: str | None, model_paths: tuple[tuple[str, str], ...] = ()):
-        """The `EngineConfig` these settings describe for one device; `model_paths` adds explicit weight locations
-        (the seed services' single `checkpoint_dir` applies to the first configured model)."""
-        from wanserve.engine.config import EngineConfig, MemoryConfig
+    def weights_config(self, model_paths: tuple[tuple[str, str], ...] = ()):
+        """The one rule for where weights are, shared by `serve`, `worker`, `generate`, `models`, `doctor` and
+        `download`; `model_paths` adds explicit locations (the seed services' single `checkpoint_dir` is the first
+        configured model's)."""
+        from wanserve.engine.config import WeightsConfig
 
         paths = dict(model_paths)
         if self.checkpoint_dir is not None and self.models:
             paths.setdefault(self.models[0], str(self.checkpoint_dir))
+        return WeightsConfig.of(self.models_dir, paths, self.checkpoint_dir)
+
+    def engine_config(self, device: str | None, model_paths: tuple[tuple[str, str], ...] = ()):
+        """The `EngineConfig` these settings describe for one device (weights found by `weights_config`)."""
+        from wanserve.engine.config import EngineConfig, MemoryConfig
+
         return EngineConfig(
             device=device,
-            models_dir=str(self.models_dir) if self.models_dir else None,
-            model_paths=paths,
+            weights=self.weights_config(model_paths),
             memory=MemoryConfig(text_encoder_on_cpu=self.t5_cpu),
         )
 

@@ -39,10 +39,17 @@ def prepare(root: Path, name: str, png: bytes, clip: bytes, replace: bool = Fals
     return directory
 
 
-def test_animate_create_poll_media(compat_server, make_png, clip_bytes):
+def test_animate_create_poll_media(compat_server, make_png, clip_bytes, monkeypatch):
     root = compat_server.settings.animate_jobs_root
     prepare(root, "demo", make_png(), clip_bytes)
-    body = {"src_root_path": "demo", "input_prompt": "dance", "sampling_steps": 2, "seed": 4, "job_id": "demo-1"}
+    monkeypatch.chdir(root.parent)  # a relative path is taken from the server's working directory, as before
+    body = {
+        "src_root_path": f"{root.name}/demo",
+        "input_prompt": "dance",
+        "sampling_steps": 2,
+        "seed": 4,
+        "job_id": "demo-1",
+    }
     response = httpx.post(f"{compat_server.url}/animate/jobs", json=body)
     assert response.status_code == 202, response.text
     created = response.json()
@@ -87,8 +94,9 @@ def test_animate_create_poll_media(compat_server, make_png, clip_bytes):
         ({}, "src_root_path", "is required"),
     ],
 )
-def test_animate_refused_names_field_no_job(compat_server, make_png, clip_bytes, body, field, fragment):
+def test_animate_refused_names_field_no_job(compat_server, make_png, clip_bytes, body, field, fragment, monkeypatch):
     root = compat_server.settings.animate_jobs_root
+    monkeypatch.chdir(root)
     png = make_png()
     prepare(root, "ok", png, clip_bytes)
     prepare(root, "noface", png, clip_bytes).joinpath("src_face.mp4").unlink()
@@ -109,3 +117,12 @@ def test_animate_refused_names_field_no_job(compat_server, make_png, clip_bytes,
 def test_animate_unknown_job_404(compat_server):
     assert httpx.get(f"{compat_server.url}/animate/jobs/{uuid.uuid4().hex}").status_code == 404
     assert httpx.get(f"{compat_server.url}/animate/jobs/no-such-job/media").status_code == 404
+
+
+def test_animate_relative_path_taken_from_working_directory(compat_server, make_png, clip_bytes, monkeypatch):
+    """As the backend did: `src_root_path` is relative to the server's working directory, not to the root."""
+    root = compat_server.settings.animate_jobs_root
+    prepare(root, "only-under-root", make_png(), clip_bytes)
+    monkeypatch.chdir(root.parent)
+    response = httpx.post(f"{compat_server.url}/animate/jobs", json={"src_root_path": "only-under-root"})
+    assert response.status_code == 422 and "inside the allowed directory" in response.json()["detail"]

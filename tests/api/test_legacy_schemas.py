@@ -8,7 +8,7 @@ from wanserve.api.schemas.legacy import (
     ParallelCapabilities,
     ParallelOptions,
     Wan21SubmitRequest,
-    check_parallel_options,
+    parallel_plan,
     parse_body,
     parse_star_size,
     solver_name,
@@ -60,25 +60,51 @@ def test_parse_star_size() -> None:
 )
 def test_parallel_option_refused_on_one_rank(options: dict, field: str) -> None:
     with pytest.raises(InvalidRequestError) as info:
-        check_parallel_options(ParallelOptions(**options), ONE_RANK)
+        parallel_plan(ParallelOptions(**options), ONE_RANK)
     assert info.value.field == field
     assert f"`{field}`" in str(info.value)
 
 
-def test_parallel_options_that_fit_pass() -> None:
-    check_parallel_options(
+def test_parallel_options_that_fit_pass_with_their_plan() -> None:
+    plan = parallel_plan(
         ParallelOptions(ulysses_size=1, cfg_size=1, dit_fsdp=False, t5_fsdp=False, vae_parallel=False), ONE_RANK
     )
+    assert plan["ulysses_size"] == 1 and plan["not_honoured"] == []
     group = ParallelCapabilities(world_size=8, cfg_parallel=True, attention_cache=True)
-    check_parallel_options(
+    plan = parallel_plan(
         ParallelOptions(ulysses_size=8, cfg_size=2, dit_fsdp=True, vae_parallel=True, use_attentioncache=True), group
     )
+    assert (plan["ulysses_size"], plan["cfg_size"], plan["dit_fsdp"], plan["vae_parallel"]) == (8, 2, True, True)
+    assert parallel_plan(ParallelOptions(), ONE_RANK) is None  # no multi-GPU field: no plan to report
+
+
+def test_parallel_options_hint_mode_runs_and_reports_each_field() -> None:
+    hint = ParallelCapabilities(world_size=1, hint=True)
+    options = ParallelOptions(
+        vae_parallel=True, ulysses_size=8, use_attentioncache=True, start_step=12, end_step=37, t5_fsdp=False
+    )
+    plan = parallel_plan(options, hint)
+    assert (plan["world_size"], plan["ulysses_size"], plan["vae_parallel"], plan["use_attentioncache"]) == (
+        1,
+        1,
+        False,
+        False,
+    )
+    fields = [(u["field"], u["requested"], u["used"]) for u in plan["not_honoured"]]
+    assert fields == [
+        ("ulysses_size", 8, 1),
+        ("vae_parallel", True, False),
+        ("use_attentioncache", True, False),
+        ("start_step", 12, None),
+        ("end_step", 37, None),
+    ]
+    assert all(f"`{u['field']}`" in u["reason"] for u in plan["not_honoured"])
 
 
 def test_attention_cache_window_checked() -> None:
     group = ParallelCapabilities(world_size=1, attention_cache=True)
     with pytest.raises(InvalidRequestError, match="`end_step` 5 must be after `start_step` 12"):
-        check_parallel_options(ParallelOptions(use_attentioncache=True, start_step=12, end_step=5), group)
+        parallel_plan(ParallelOptions(use_attentioncache=True, start_step=12, end_step=5), group)
 
 
 def test_solver_names() -> None:

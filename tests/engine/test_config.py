@@ -8,7 +8,14 @@ import pickle
 import pytest
 import torch
 
-from wanserve.engine.config import ConfigError, EngineConfig, MemoryConfig, parse_device_string, torch_dtype
+from wanserve.engine.config import (
+    ConfigError,
+    EngineConfig,
+    MemoryConfig,
+    WeightsConfig,
+    parse_device_string,
+    torch_dtype,
+)
 
 
 def test_memory_config_defaults_are_valid():
@@ -63,8 +70,8 @@ def test_memory_config_blocks_per_group():
     assert MemoryConfig(offload="group", group_offload_type="leaf_level").blocks_per_group is None
 
 
-def test_engine_config_model_paths_frozen_hashable_picklable():
-    config = EngineConfig(model_paths={"wan2.1-t2v-14b": "/models/14b", "wan2.1-t2v-1.3b": "/models/1.3b"})
+def test_weights_config_model_paths_frozen_hashable_picklable():
+    config = WeightsConfig(model_paths={"wan2.1-t2v-14b": "/models/14b", "wan2.1-t2v-1.3b": "/models/1.3b"})
 
     assert config.model_paths == (("wan2.1-t2v-1.3b", "/models/1.3b"), ("wan2.1-t2v-14b", "/models/14b"))
     assert config.model_path("wan2.1-t2v-14b") == "/models/14b"
@@ -72,7 +79,8 @@ def test_engine_config_model_paths_frozen_hashable_picklable():
     assert hash(config) == hash(pickle.loads(pickle.dumps(config)))
     assert pickle.loads(pickle.dumps(config)) == config
     with pytest.raises(dataclasses.FrozenInstanceError):
-        config.device = "cpu"  # type: ignore[misc]
+        config.models_dir = "/elsewhere"  # type: ignore[misc]
+    assert pickle.loads(pickle.dumps(EngineConfig(weights=config))).weights == config
 
 
 @pytest.mark.parametrize(
@@ -84,9 +92,9 @@ def test_engine_config_model_paths_frozen_hashable_picklable():
         ((("wan2.1-t2v-14b", "/a"), ("wan2.1-t2v-14b", "/b")), "`model_paths` names 'wan2.1-t2v-14b' twice"),
     ],
 )
-def test_engine_config_bad_model_paths_names_entry(paths, text):
+def test_weights_config_bad_model_paths_names_entry(paths, text):
     with pytest.raises(ConfigError) as err:
-        EngineConfig(model_paths=paths)
+        WeightsConfig(model_paths=paths)
 
     assert err.value.field == "model_paths"
     assert text in str(err.value)

@@ -9,6 +9,7 @@ import pytest
 
 from tests.models.wan_original import write_diffusers_layout
 from wanserve.engine import diagnostics
+from wanserve.engine.config import WeightsConfig
 from wanserve.engine.devices import accelerator_type
 from wanserve.engine.diagnostics import CheckResult, DoctorReport, ModelReadiness
 from wanserve.engine.registry import get_spec
@@ -115,17 +116,13 @@ def test_check_disk_low_space_warns(tmp_path, monkeypatch):
 
 
 def test_model_readiness_tiny_is_ready_with_random_weights():
-    readiness = diagnostics.model_readiness(get_spec("tiny-i2v"))
+    readiness = diagnostics.model_readiness(get_spec("tiny-i2v"), WeightsConfig())
 
     assert (readiness.ready, readiness.random_weights) == (True, True)
 
 
-def test_model_readiness_real_model_without_weights_not_ready(tmp_path, monkeypatch):
-    for var in ("WAN_CHECKPOINT_DIR", "WAN_MODELS_ROOT", "MODEL_CKPT_DIR"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("WANSERVE_MODELS_DIR", str(tmp_path))
-
-    readiness = diagnostics.model_readiness(get_spec("wan2.1-t2v-14b"), tmp_path)
+def test_model_readiness_real_model_without_weights_not_ready(tmp_path):
+    readiness = diagnostics.model_readiness(get_spec("wan2.1-t2v-14b"), WeightsConfig(str(tmp_path)))
 
     assert (readiness.ready, readiness.random_weights) == (False, False)
     assert readiness.message == "weights not found"
@@ -138,7 +135,7 @@ def test_model_readiness_incomplete_lists_missing_files(tmp_path):
     model_dir = write_diffusers_layout(spec, build_tiny_components(get_spec("tiny-t2v")), tmp_path / spec.name)
     (model_dir / "vae" / "diffusion_pytorch_model.safetensors").unlink()
 
-    readiness = diagnostics.model_readiness(spec, tmp_path)
+    readiness = diagnostics.model_readiness(spec, WeightsConfig(str(tmp_path)))
 
     assert readiness.ready is False
     assert readiness.path == str(model_dir)

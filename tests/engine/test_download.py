@@ -12,6 +12,7 @@ import pytest
 
 from tests.models.wan_original import write_tiny_checkpoints
 from wanserve.engine import download
+from wanserve.engine.config import WeightsConfig
 from wanserve.engine.download import check_reachable, download_model, plan_download
 from wanserve.engine.registry import get_spec
 from wanserve.errors import DownloadError, InvalidRequestError
@@ -21,7 +22,6 @@ from wanserve.errors import DownloadError, InvalidRequestError
 def models_dir(monkeypatch, tmp_path):
     for var in ("HF_HUB_OFFLINE", "HF_ENDPOINT", "MODELSCOPE_DOMAIN"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("WANSERVE_MODELS_DIR", str(tmp_path / "models"))
     return tmp_path / "models"
 
 
@@ -40,7 +40,7 @@ def _closed_port() -> int:
 
 
 def test_plan_download_defaults_to_diffusers_layout_in_models_dir(models_dir):
-    plan = plan_download(get_spec("wan2.1-t2v-14b"))
+    plan = plan_download(get_spec("wan2.1-t2v-14b"), weights=WeightsConfig(str(models_dir)))
     assert (plan.layout, plan.repo_id, plan.dest) == (
         "diffusers",
         "Wan-AI/Wan2.1-T2V-14B-Diffusers",

@@ -84,18 +84,25 @@ def test_generate_reports_stages_in_order(engine):
     assert stages == [
         Stage.LOADING,
         Stage.ENCODING_TEXT,
-        Stage.ENCODING_IMAGE,
         Stage.DENOISING,
         Stage.DECODING,
-    ]
+    ]  # a text-only task has no image stage
     denoise = [(e.step, e.steps) for e in events if e.stage == Stage.DENOISING]
     assert denoise == [(0, 3), (1, 3), (2, 3), (3, 3)]
+
     # Before denoising the events say 0 of 3 (loading included); after it, 3 of 3 (a finished job keeps its counts).
     assert [(e.step, e.steps) for e in events if e.stage in (Stage.LOADING, Stage.ENCODING_TEXT)] == [(0, 3), (0, 3)]
     assert [(e.step, e.steps) for e in events if e.stage == Stage.DECODING] == [(3, 3)]
     assert all(
         e.step_time_s is not None and e.step_time_s >= 0 for e in events if e.stage == Stage.DENOISING and e.step
     )
+
+
+def test_generate_with_image_reports_encoding_image_stage(engine, png_bytes):
+    events = []
+    _generate(engine, "tiny-i2v", events, image=png_bytes, num_inference_steps=1)
+    stages = list(dict.fromkeys(e.stage for e in events))
+    assert stages[:4] == [Stage.LOADING, Stage.ENCODING_TEXT, Stage.ENCODING_IMAGE, Stage.DENOISING]
 
 
 def test_generate_stop_during_step_2_stops_before_step_3(engine):

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from tests.models.wan_original import write_tiny_checkpoints
+from wanserve.engine.config import WeightsConfig
 from wanserve.engine.layouts import MODEL_INDEX, ORIGINAL_T5, TRANSFORMER_INDEX
 from wanserve.engine.loading import (
     build_scheduler,
@@ -19,15 +20,6 @@ from wanserve.engine.loading import (
 )
 from wanserve.engine.registry import get_spec
 from wanserve.errors import CheckpointError, WeightsNotFoundError
-
-MODEL_VARS = ("WANSERVE_MODELS_DIR", "WAN_CHECKPOINT_DIR", "WAN_MODELS_ROOT", "MODEL_CKPT_DIR")
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch, tmp_path):
-    for var in MODEL_VARS:
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("WANSERVE_MODELS_DIR", str(tmp_path / "empty-models-root"))
 
 
 @pytest.fixture(scope="module")
@@ -49,46 +41,36 @@ def _seed_dir(path, model_type="t2v"):
 
 def test_resolve_model_dir_returns_explicit_path_even_if_missing(tmp_path):
     spec = get_spec("wan2.1-t2v-14b")
-    assert resolve_model_dir(spec, tmp_path / "nowhere") == tmp_path / "nowhere"
+    weights = WeightsConfig(str(tmp_path), model_paths={spec.name: str(tmp_path / "nowhere")})
+    assert resolve_model_dir(spec, weights) == tmp_path / "nowhere"
 
 
-def test_resolve_model_dir_follows_documented_order(tmp_path, monkeypatch):
+def test_resolve_model_dir_follows_documented_order(tmp_path):
     spec = get_spec("wan2.1-t2v-14b")
     ours = _mkdir(tmp_path / "models" / spec.name)
+    by_repo = _mkdir(tmp_path / "models" / "Wan2.1-T2V-14B")
     checkpoint_dir = _seed_dir(tmp_path / "ckpt")
-    root_by_name = _mkdir(tmp_path / "root" / spec.name)
-    root_by_repo = _mkdir(tmp_path / "root2" / "Wan2.1-T2V-14B")
-    model_ckpt = _seed_dir(tmp_path / "model-ckpt")
-    monkeypatch.setenv("WANSERVE_MODELS_DIR", str(tmp_path / "models"))
-    monkeypatch.setenv("WAN_CHECKPOINT_DIR", str(checkpoint_dir))
-    monkeypatch.setenv("WAN_MODELS_ROOT", str(tmp_path / "root"))
-    monkeypatch.setenv("MODEL_CKPT_DIR", str(model_ckpt))
+    weights = WeightsConfig(str(tmp_path / "models"), checkpoint_dir=str(checkpoint_dir))
 
-    assert resolve_model_dir(spec) == ours
+    assert resolve_model_dir(spec, weights) == ours
     shutil.rmtree(ours)
-    assert resolve_model_dir(spec) == checkpoint_dir
-    monkeypatch.delenv("WAN_CHECKPOINT_DIR")
-    assert resolve_model_dir(spec) == root_by_name
-    monkeypatch.setenv("WAN_MODELS_ROOT", str(tmp_path / "root2"))
-    assert resolve_model_dir(spec) == root_by_repo
-    monkeypatch.delenv("WAN_MODELS_ROOT")
-    assert resolve_model_dir(spec) == model_ckpt
-    monkeypatch.delenv("MODEL_CKPT_DIR")
-    assert resolve_model_dir(spec) is None
+    assert resolve_model_dir(spec, weights) == by_repo
+    shutil.rmtree(by_repo)
+    assert resolve_model_dir(spec, weights) == checkpoint_dir
+    assert resolve_model_dir(spec, WeightsConfig(str(tmp_path / "models"))) is None
 
 
-def test_resolve_model_dir_skips_seed_dir_holding_another_model_kind(tmp_path, monkeypatch):
-    monkeypatch.setenv("WAN_CHECKPOINT_DIR", str(_seed_dir(tmp_path / "i2v", model_type="i2v")))
-    assert resolve_model_dir(get_spec("wan2.1-t2v-14b")) is None
-    assert resolve_model_dir(get_spec("wan2.1-i2v-14b-480p")) == tmp_path / "i2v"
+def test_resolve_model_dir_skips_checkpoint_dir_holding_another_model_kind(tmp_path):
+    weights = WeightsConfig(str(tmp_path / "empty"), checkpoint_dir=str(_seed_dir(tmp_path / "i2v", "i2v")))
+    assert resolve_model_dir(get_spec("wan2.1-t2v-14b"), weights) is None
+    assert resolve_model_dir(get_spec("wan2.1-i2v-14b-480p"), weights) == tmp_path / "i2v"
 
 
-def test_resolve_model_dir_ignores_seed_variables_for_tiny_models(tmp_path, monkeypatch):
-    monkeypatch.setenv("WAN_CHECKPOINT_DIR", str(_seed_dir(tmp_path / "t2v")))
-    assert resolve_model_dir(get_spec("tiny-t2v")) is None
+def test_resolve_model_dir_ignores_checkpoint_dir_for_tiny_models(tmp_path):
+    weights = WeightsConfig(str(tmp_path / "models"), checkpoint_dir=str(_seed_dir(tmp_path / "t2v")))
+    assert resolve_model_dir(get_spec("tiny-t2v"), weights) is None
     ours = _mkdir(tmp_path / "models" / "tiny-t2v")
-    monkeypatch.setenv("WANSERVE_MODELS_DIR", str(tmp_path / "models"))
-    assert resolve_model_dir(get_spec("tiny-t2v")) == ours
+    assert resolve_model_dir(get_spec("tiny-t2v"), weights) == ours
 
 
 def test_detect_layout_recognises_both_layouts(t2v_dirs):
@@ -110,7 +92,7 @@ def test_weights_status_complete_for_both_layouts(t2v_dirs):
     spec = get_spec("tiny-t2v")
     _, diffusers_dir, original_dir = t2v_dirs
     for layout, path in (("diffusers", diffusers_dir), ("original", original_dir)):
-        status = weights_status(spec, path)
+        status = weights_status(spec, WeightsConfig(), path)
         assert (status.layout, status.present, status.complete, status.missing) == (layout, True, True, ())
         assert status.path == str(path)
 
@@ -120,7 +102,7 @@ def test_weights_status_reports_missing_shard(t2v_dirs, tmp_path):
     original = shutil.copytree(t2v_dirs[2], tmp_path / "original")
     shard = json.loads((original / TRANSFORMER_INDEX).read_text())["weight_map"]["patch_embedding.weight"]
     (original / shard).unlink()
-    status = weights_status(spec, original)
+    status = weights_status(spec, WeightsConfig(), original)
     assert status.present and not status.complete
     assert status.missing == (shard,)
 
@@ -129,7 +111,7 @@ def test_weights_status_reports_missing_diffusers_component(t2v_dirs, tmp_path):
     spec = get_spec("tiny-t2v")
     diffusers_dir = shutil.copytree(t2v_dirs[1], tmp_path / "diffusers")
     (diffusers_dir / "vae" / "diffusion_pytorch_model.safetensors").unlink()
-    status = weights_status(spec, diffusers_dir)
+    status = weights_status(spec, WeightsConfig(), diffusers_dir)
     assert not status.complete
     assert status.missing == (
         "vae/diffusion_pytorch_model.safetensors (or diffusion_pytorch_model.safetensors.index.json and its shards)",
@@ -137,18 +119,18 @@ def test_weights_status_reports_missing_diffusers_component(t2v_dirs, tmp_path):
 
 
 def test_weights_status_without_directory(tmp_path):
-    tiny = weights_status(get_spec("tiny-t2v"))
+    empty = WeightsConfig(str(tmp_path / "empty"))
+    tiny = weights_status(get_spec("tiny-t2v"), empty)
     assert (tiny.present, tiny.complete, tiny.path) == (True, True, None)
-    real = weights_status(get_spec("wan2.2-t2v-a14b"))
+    real = weights_status(get_spec("wan2.2-t2v-a14b"), empty)
     assert (real.present, real.complete, real.path) == (False, False, None)
     assert "transformer_2/config.json" in real.missing and MODEL_INDEX in real.missing
 
 
-def test_weights_status_resolves_directory_from_models_root(t2v_dirs, tmp_path, monkeypatch):
+def test_weights_status_resolves_directory_from_models_root(t2v_dirs, tmp_path):
     spec = get_spec("wan2.1-t2v-1.3b")
     shutil.copytree(t2v_dirs[2], tmp_path / "models" / spec.name)
-    monkeypatch.setenv("WANSERVE_MODELS_DIR", str(tmp_path / "models"))
-    status = weights_status(spec)
+    status = weights_status(spec, WeightsConfig(str(tmp_path / "models")))
     assert status.path == str(tmp_path / "models" / spec.name) and status.layout == "original"
 
 

@@ -45,7 +45,8 @@ def test_events_every_step_in_order_then_final(server, sse):
     assert [int(e["id"]) for e in events] == list(range(1, len(events) + 1))
     assert [e["data"]["step"] for e in events if e["event"] == "step"] == [1, 2, 3, 4]
     stages = [e["data"]["stage"] for e in events if e["event"] == "stage"]
-    assert stages == ["loading", "encoding_text", "encoding_image", "denoising", "decoding", "writing"]
+    assert stages == ["loading", "encoding_text", "denoising", "decoding", "writing"]  # t2v: no image stage
+    assert job_stage(server, job_id) is None  # a finished job is in no stage
     statuses = [e["data"]["status"] for e in events if e["event"] == "status"]
     assert statuses == ["queued", "running", "succeeded"]
     assert events[-1]["event"] == "status" and events[-1]["data"]["status"] == "succeeded"
@@ -57,15 +58,20 @@ def test_events_every_step_in_order_then_final(server, sse):
     assert [e["id"] for e in rest] == [e["id"] for e in events[-2:]]
 
 
+def job_stage(server, job_id: str) -> str | None:
+    return httpx.get(f"{server.url}/v1/jobs/{job_id}").json()["stage"]
+
+
 def test_events_unknown_job_404(server):
     response = httpx.get(f"{server.url}/v1/jobs/00000000-0000-4000-8000-000000000000/events")
     assert response.status_code == 404
 
 
 def test_health_reports_models_devices_and_queue(server):
-    health = httpx.get(f"{server.url}/health").json()
-    assert health["status"] == "ok" and health["random_weights"] is True
-    assert {"name": "tiny-t2v", "loaded": True, "random_weights": True} in health["models"]
+    response = httpx.get(f"{server.url}/health")
+    health = response.json()
+    assert response.status_code == 200 and health["status"] == "healthy" and health["random_weights"] is True
+    assert {"name": "tiny-t2v", "loaded": True, "random_weights": True, "unavailable_reason": None} in health["models"]
     assert health["devices"] == ["cpu"] and (health["rank"], health["world_size"]) == (0, 1)
     assert health["queue_depth"] >= 0 and health["running_jobs"] >= 0
 

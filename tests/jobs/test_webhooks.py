@@ -160,3 +160,14 @@ def test_webhook_config_rejects_bad_values() -> None:
         WebhookConfig(max_attempts=0)
     with pytest.raises(ValueError, match="`initial_backoff_s`"):
         WebhookConfig(initial_backoff_s=5, max_backoff_s=1)
+
+
+def test_webhook_unsigned_warns_at_first_send_not_at_start(receiver: Receiver, caplog) -> None:
+    with caplog.at_level("WARNING", logger="wanserve.jobs.webhooks"):
+        sender = _sender(secret=None)
+        assert "unsigned" not in caplog.text  # a server with no webhooks has nothing to be warned about
+        for _ in range(2):
+            result = sender.send(receiver.url, JOB).result(timeout=30)
+            assert result.delivered and SIGNATURE_HEADER not in receiver.received[-1][0]
+        sender.close()
+    assert caplog.text.count("webhooks are sent unsigned") == 1

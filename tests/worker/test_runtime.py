@@ -10,11 +10,11 @@ import sys
 
 import pytest
 
+from wanserve.bootstrap import build_runtime, served_models
 from wanserve.config import Settings
 from wanserve.engine.registry import tiny_models
 from wanserve.jobs.service import JobSubmission
 from wanserve.worker import identity
-from wanserve.worker.runtime import build_runtime, served_models
 
 
 def test_served_models_no_weights_tiny_fallback_logged(tmp_path, caplog):
@@ -43,8 +43,10 @@ def test_health_starting_then_ok_with_workers(tmp_path, fake_engine):
         for worker, _ in runtime.pool.workers:
             assert worker.ready.wait(30)
         health = runtime.health()
-        assert health["status"] == "ok" and len(health["workers"]) == 2
-        assert health["models"] == [{"name": "tiny-t2v", "loaded": True, "random_weights": True}]
+        assert health["status"] == "healthy" and health["phase"] == "ready" and len(health["workers"]) == 2
+        assert health["models"] == [
+            {"name": "tiny-t2v", "loaded": True, "random_weights": True, "unavailable_reason": None}
+        ]
         assert (health["rank"], health["world_size"], health["devices"]) == (0, 1, ["cpu"])
     finally:
         runtime.stop()

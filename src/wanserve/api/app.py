@@ -15,19 +15,21 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
 from wanserve import __version__
 from wanserve.api.errors import install_error_handlers
 from wanserve.api.extensions import COMPAT_EXTENSIONS
-from wanserve.api.routes import health, jobs
+from wanserve.api.routes import health, jobs, models, web
 from wanserve.api.schemas.jobs import JobCreate
+from wanserve.bootstrap import EngineFactory, build_runtime
 from wanserve.config import Settings
-from wanserve.worker.runtime import EngineFactory, Runtime, build_runtime
+from wanserve.worker.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
-ROUTERS: list[APIRouter] = [health.router, jobs.router]
+ROUTERS: list[APIRouter] = [health.router, jobs.router, models.router, web.router]
 """Routers every app includes."""
 
 Extension = Callable[[FastAPI, Runtime], None]
@@ -64,7 +66,9 @@ def create_app(
         finally:
             runtime.stop()
 
-    app = FastAPI(title="wanserve", version=__version__, description=_description(runtime), lifespan=lifespan)
+    # `/docs` and `/redoc` load Swagger UI and ReDoc from files the fastapi-offline package ships (served under
+    # /static-offline-docs), not from a CDN: they work on a host without internet access.
+    app = FastAPIOffline(title="wanserve", version=__version__, description=_description(runtime), lifespan=lifespan)
     app.state.runtime = runtime
     install_error_handlers(app)
     if settings.cors_origins:
@@ -74,6 +78,7 @@ def create_app(
     app.add_middleware(RequestBodyLimitMiddleware, max_body_size=settings.max_request_bytes)
     for router in ROUTERS:
         app.include_router(router)
+    web.mount_static(app)
     for extension in EXTENSIONS:
         extension(app, runtime)
     _register_schema(app, JobCreate)

@@ -45,14 +45,13 @@ def register(app: typer.Typer) -> None:
     def doctor(
         quick: bool = typer.Option(False, "--quick", help="Skip the libx264 test encode."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
-        data_dir: Path = typer.Option(
-            Path("data"), "--data-dir", envvar="WANSERVE_DATA_DIR", help="Data directory (outputs, database)."
+        data_dir: Path | None = typer.Option(
+            None, "--data-dir", help="Data directory (outputs, database) [env WANSERVE_DATA_DIR; default ./data]."
         ),
         models_dir: Path | None = typer.Option(
             None,
             "--models-dir",
-            envvar="WANSERVE_MODELS_DIR",
-            help="Directory of model directories (default: where `wanserve download` puts them).",
+            help="Directory of model directories [env WANSERVE_MODELS_DIR; default ~/.cache/wanserve/models].",
         ),
         device: str | None = typer.Option(
             None, "--device", envvar="WANSERVE_DEVICE", help="Check this device (cuda, cuda:1, npu:0, mps, cpu)."
@@ -62,9 +61,14 @@ def register(app: typer.Typer) -> None:
 
         Exits non-zero only when a check fails; warnings (CPU only, little disk) do not.
         """
+        from wanserve.config import Settings
         from wanserve.engine.diagnostics import run_diagnostics
 
-        report = run_diagnostics(data_dir=data_dir, models_dir=models_dir, quick=quick, device=device)
+        overrides = {"data_dir": data_dir, "models_dir": models_dir}
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+        report = run_diagnostics(
+            data_dir=settings.data_dir, weights=settings.weights_config(), quick=quick, device=device
+        )
         if as_json:
             typer.echo(json.dumps(report.to_dict(), indent=2))
         else:

@@ -51,11 +51,15 @@ def download(
         None, "--layout", help="diffusers or original (default: diffusers where published)."
     ),
     dest: Path | None = typer.Option(
-        None, "--dir", help="Model directory (default: $WANSERVE_MODELS_DIR/<model>, ~/.cache/wanserve/models)."
+        None,
+        "--dir",
+        help="Model directory (default: <WANSERVE_MODELS_DIR>/<model>, as `serve` and `worker` look it up; "
+        "WANSERVE_MODELS_DIR defaults to ~/.cache/wanserve/models).",
     ),
     connect_timeout_s: float = typer.Option(3.0, "--connect-timeout", help="Seconds to wait for the hub to answer."),
 ) -> None:
     """Download a model's weights (resumes an interrupted download)."""
+    from wanserve.config import Settings
     from wanserve.engine.download import download_model, plan_download
     from wanserve.engine.registry import get_spec
 
@@ -64,7 +68,8 @@ def download(
         if spec.tiny:
             console.print(f"{spec.name} is built in (random weights): it needs no download.", soft_wrap=True)
             return
-        plan = plan_download(spec, source=source, revision=revision, layout=layout, dest=dest)
+        weights = Settings().weights_config()
+        plan = plan_download(spec, source=source, revision=revision, layout=layout, dest=dest, weights=weights)
         console.print(f"{spec.name}: {plan.layout} layout from {plan.repo_url} into {plan.dest}", soft_wrap=True)
         columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                    TimeRemainingColumn())  # fmt: skip

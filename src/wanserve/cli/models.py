@@ -12,13 +12,15 @@ from rich.table import Table
 
 def model_rows() -> list[dict]:
     """One JSON-ready dict per catalog model: defaults, tasks, memory estimate and local weights status."""
+    from wanserve.config import Settings
     from wanserve.engine.loading import weights_status
     from wanserve.engine.official import default_rows
     from wanserve.engine.registry import CATALOG
 
+    weights = Settings().weights_config()
     rows = []
     for spec in CATALOG.values():
-        status = weights_status(spec)
+        status = weights_status(spec, weights)
         rows.append(
             {
                 "name": spec.name,

@@ -23,6 +23,12 @@ def register(app: typer.Typer) -> None:
         concurrency: int = typer.Option(
             None, help="Jobs run at once [env WANSERVE_CONCURRENCY / MAX_CONCURRENT_TASKS; default: one per device]."
         ),
+        workers: bool = typer.Option(
+            True,
+            "--workers/--no-workers",
+            help="Run workers in this process, or serve the API alone (jobs run in "
+            "`wanserve worker` processes sharing the database and storage).",
+        ),
     ) -> None:
         """Serve the job API with workers on the devices found. Without weights, serves the tiny random models."""
         import uvicorn
@@ -33,7 +39,7 @@ def register(app: typer.Typer) -> None:
 
         overrides = {"host": host, "port": port, "models": model or None, "concurrency": concurrency}
         settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
-        app_ = create_app(settings)
+        app_ = create_app(settings, start_workers=workers)
         sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((settings.host, settings.port))

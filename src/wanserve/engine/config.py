@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wanserve.errors import WanserveError
@@ -137,34 +138,32 @@ def _freeze_paths(paths: Mapping[str, str] | tuple[tuple[str, str], ...]) -> tup
     return tuple(sorted(frozen.items()))
 
 
-@dataclass(frozen=True)
-class EngineConfig:
-    """Everything the engine needs to know about this machine and where weights are. Hashable, picklable."""
+DEFAULT_MODELS_DIR = "~/.cache/wanserve/models"
 
-    device: str | None = None
-    """`None` or `auto` for the current accelerator (or the CPU); else `cuda`, `cuda:1`, `npu:0`, `mps`, `cpu`."""
-    memory: MemoryConfig = field(default_factory=MemoryConfig)
-    models_dir: str | None = None
-    """Directory holding one sub-directory per model (by catalog name or hub repository name)."""
+
+@dataclass(frozen=True)
+class WeightsConfig:
+    """Where weights are: the one rule `engine.loading.resolve_model_dir` applies for every command (`serve`,
+    `worker`, `generate`, `models`, `doctor`, `download`). Built from `Settings`; the engine reads no environment."""
+
+    models_dir: str = DEFAULT_MODELS_DIR
+    """Directory holding one sub-directory per model (by catalog name or hub repository name); downloads go to
+    `<models_dir>/<model>`."""
     model_paths: tuple[tuple[str, str], ...] = ()
     """Explicit weight locations, (model name, path) pairs; a dict is accepted and frozen, sorted by name."""
-    tiny_fallback: bool = True
-    """Serve the built-in `tiny-*` models (random weights) when no real model's weights are found."""
+    checkpoint_dir: str | None = None
+    """One model's directory (the replaced services' `WAN_CHECKPOINT_DIR` / `MODEL_CKPT_DIR`): used for any real
+    model of the kind it holds."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.memory, MemoryConfig):
-            raise ConfigError("memory", f"`memory` must be a MemoryConfig, got {type(self.memory).__name__}")
         object.__setattr__(self, "model_paths", _freeze_paths(self.model_paths))
-        if self.device is not None and self.device.strip().lower() != "auto":
-            device_type, _ = parse_device_string(self.device)
-            if device_type == "cpu" and self.memory.offload != "none":
-                raise ConfigError(
-                    "memory.offload",
-                    f"`memory.offload`={self.memory.offload!r} moves weights between the CPU and an accelerator, "
-                    f"but `device`={self.device!r}; use `offload`='none' on the CPU",
-                )
-        if self.models_dir is not None and not self.models_dir.strip():
+        if not str(self.models_dir).strip():
             raise ConfigError("models_dir", "`models_dir` is an empty string; leave it unset instead")
+        object.__setattr__(self, "models_dir", str(self.models_dir))
+        if self.checkpoint_dir is not None:
+            if not str(self.checkpoint_dir).strip():
+                raise ConfigError("checkpoint_dir", "`checkpoint_dir` is an empty string; leave it unset instead")
+            object.__setattr__(self, "checkpoint_dir", str(self.checkpoint_dir))
         from wanserve.engine.registry import CATALOG
 
         for name, _ in self.model_paths:
@@ -180,6 +179,42 @@ class EngineConfig:
                     f"`model_paths` names {name!r}, a tiny model with built-in random weights and no path",
                 )
 
+    @classmethod
+    def of(cls, models_dir=None, model_paths=(), checkpoint_dir=None) -> WeightsConfig:
+        """Builds one from optional values (None: the default `models_dir`, no checkpoint directory)."""
+        return cls(str(models_dir) if models_dir else DEFAULT_MODELS_DIR, model_paths, checkpoint_dir or None)
+
     def model_path(self, name: str) -> str | None:
         """The explicit weight path configured for `name`, or `None`."""
         return dict(self.model_paths).get(name)
+
+    def download_dir(self, name: str) -> Path:
+        """Where `wanserve download` puts `name`: its explicit path, else `<models_dir>/<name>`."""
+        explicit = self.model_path(name)
+        return Path(explicit).expanduser() if explicit else Path(self.models_dir).expanduser() / name
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything the engine needs to know about this machine and where weights are. Hashable, picklable."""
+
+    device: str | None = None
+    """`None` or `auto` for the current accelerator (or the CPU); else `cuda`, `cuda:1`, `npu:0`, `mps`, `cpu`."""
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    weights: WeightsConfig = field(default_factory=WeightsConfig)
+    tiny_fallback: bool = True
+    """Serve the built-in `tiny-*` models (random weights) when no real model's weights are found."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.memory, MemoryConfig):
+            raise ConfigError("memory", f"`memory` must be a MemoryConfig, got {type(self.memory).__name__}")
+        if not isinstance(self.weights, WeightsConfig):
+            raise ConfigError("weights", f"`weights` must be a WeightsConfig, got {type(self.weights).__name__}")
+        if self.device is not None and self.device.strip().lower() != "auto":
+            device_type, _ = parse_device_string(self.device)
+            if device_type == "cpu" and self.memory.offload != "none":
+                raise ConfigError(
+                    "memory.offload",
+                    f"`memory.offload`={self.memory.offload!r} moves weights between the CPU and an accelerator, "
+                    f"but `device`={self.device!r}; use `offload`='none' on the CPU",
+                )

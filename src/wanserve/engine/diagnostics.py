@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wanserve.engine.config import WeightsConfig
 from wanserve.engine.registry import CATALOG, ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -251,7 +252,7 @@ def check_disk(data_dir: Path, models_dir: Path) -> CheckResult:
     return CheckResult("disk", OK, summary, details)
 
 
-def model_readiness(spec: ModelSpec, models_dir: Path | None = None) -> ModelReadiness:
+def model_readiness(spec: ModelSpec, weights: WeightsConfig) -> ModelReadiness:
     """Whether `spec`'s weights are present and complete (tiny models are always ready, with random weights)."""
     if spec.tiny:
         return ModelReadiness(
@@ -259,8 +260,7 @@ def model_readiness(spec: ModelSpec, models_dir: Path | None = None) -> ModelRea
         )
     from wanserve.engine.loading import weights_status
 
-    explicit = models_dir / spec.name if models_dir is not None and (models_dir / spec.name).is_dir() else None
-    status = weights_status(spec, explicit)
+    status = weights_status(spec, weights)
     if status.complete:
         message = f"{status.layout} layout at {status.path}"
     elif status.present:
@@ -297,16 +297,15 @@ def check_models(models: list[ModelReadiness]) -> CheckResult:
 
 def run_diagnostics(
     data_dir: Path,
-    models_dir: Path | None = None,
+    weights: WeightsConfig | None = None,
     quick: bool = False,
     device: str | None = None,
 ) -> DoctorReport:
-    """Runs every check. `models_dir` None means wherever the loader looks by default."""
-    from wanserve.engine.loading import models_root
-
+    """Runs every check; weights are looked for where `weights` says (the loader's own rule)."""
+    weights = weights or WeightsConfig()
     checks = [check_python(), check_torch(), check_devices(device), check_libraries(), check_video_encoding(quick)]
-    checks.append(check_disk(data_dir, models_dir if models_dir is not None else models_root()))
-    models = [model_readiness(spec, models_dir) for spec in CATALOG.values()]
+    checks.append(check_disk(data_dir, Path(weights.models_dir)))
+    models = [model_readiness(spec, weights) for spec in CATALOG.values()]
     checks.append(check_models(models))
     for check in checks:
         logger.debug("doctor %s: %s %s", check.name, check.status, check.message)

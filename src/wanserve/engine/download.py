@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from wanserve.engine.config import WeightsConfig
 from wanserve.engine.layouts import DIFFUSERS, LAYOUTS, ORIGINAL, expected_files, original_supported
-from wanserve.engine.loading import models_root, weights_status
+from wanserve.engine.loading import weights_status
 from wanserve.engine.registry import ModelSpec
 from wanserve.errors import DownloadError, InvalidRequestError
 
@@ -65,6 +66,7 @@ def plan_download(
     revision: str | None = None,
     layout: str | None = None,
     dest: str | Path | None = None,
+    weights: WeightsConfig | None = None,
 ) -> DownloadPlan:
     """Checks the options and picks the repository; raises `InvalidRequestError` naming the bad option."""
     if spec.tiny:
@@ -89,7 +91,7 @@ def plan_download(
             "layout",
             f"{spec.name} has no {layout} layout on {source} that wanserve loads; available: {', '.join(offered)}",
         )
-    path = Path(dest).expanduser() if dest else models_root() / spec.name
+    path = Path(dest).expanduser() if dest else (weights or WeightsConfig()).download_dir(spec.name)
     return DownloadPlan(spec, source, layout, repo_id, revision, path)
 
 
@@ -132,7 +134,7 @@ def download_model(
             f"downloading {plan.repo_url} into {plan.dest} failed: {type(exc).__name__}: {exc}\n"
             f"Run the command again to resume.\n{plan.manual_instructions()}"
         ) from exc
-    status = weights_status(plan.spec, plan.dest)
+    status = weights_status(plan.spec, WeightsConfig(), plan.dest)
     if not status.complete:
         raise DownloadError(
             f"{plan.dest} is still missing {', '.join(status.missing)} after downloading {plan.repo_url}"

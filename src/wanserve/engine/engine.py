@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -88,15 +87,11 @@ class Engine:
             from wanserve.engine.config import torch_dtype
             from wanserve.errors import WeightsNotFoundError
 
-            explicit = dict(self.config.model_paths).get(model)
-            if explicit is None and self.config.models_dir:
-                candidate = os.path.join(self.config.models_dir, model)
-                explicit = candidate if os.path.isdir(candidate) else None
-            directory = loading.resolve_model_dir(spec, explicit)
+            directory = loading.resolve_model_dir(spec, self.config.weights)
             if directory is None:
                 raise WeightsNotFoundError(
-                    f"no weights for {model}: set WANSERVE_MODELS_DIR (expects <dir>/{model}) or pass a path; "
-                    f"`wanserve download {model}` fetches them"
+                    f"no weights for {model} in {self.config.weights.download_dir(model)}: set WANSERVE_MODELS_DIR "
+                    f"(expects <dir>/{model}) or pass a path; `wanserve download {model}` fetches them"
                 )
             memory = self.config.memory
             components = loading.load_components(
@@ -225,8 +220,9 @@ class _Run:
             negative_embeds = negative_embeds.to(device) if negative_embeds is not None else None
         self._check_stop()
 
-        # 3. Decode and encode the image/video inputs
-        self._enter(Stage.ENCODING_IMAGE)
+        # 3. Decode and encode the image/video inputs (a stage only for requests that have some)
+        if _has_media_inputs(request):
+            self._enter(Stage.ENCODING_IMAGE)
         kwargs = engine_inputs.pipeline_inputs(loaded.spec, request)
         self._check_stop()
 
@@ -287,6 +283,12 @@ class _Run:
             stage_times_s=dict(self.stage_times),
             step_times_s=tuple(self.step_times),
         )
+
+
+def _has_media_inputs(request: GenerationRequest) -> bool:
+    """Whether the request carries an image or video to decode (t2v and text-only ti2v do not)."""
+    singles = (request.image, request.last_image, request.video, request.mask, request.pose_video)
+    return any(x is not None for x in singles) or bool(request.reference_images)
 
 
 def _synchronize(device: torch.device) -> None:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from wanserve.engine import original_loading
+from wanserve.engine.config import WeightsConfig
 from wanserve.engine.layouts import (
     DIFFUSERS,
     MODEL_INDEX,
@@ -37,15 +37,9 @@ __all__ = [
     "build_scheduler",
     "detect_layout",
     "load_components",
-    "models_root",
     "resolve_model_dir",
     "weights_status",
 ]
-
-DEFAULT_MODELS_ROOT = Path("~/.cache/wanserve/models")
-# Variables of the services wanserve replaces: one model's directory, or a root holding model directories.
-SEED_MODEL_DIR_VARS = ("WAN_CHECKPOINT_DIR", "MODEL_CKPT_DIR")
-SEED_MODELS_ROOT_VAR = "WAN_MODELS_ROOT"
 
 
 @dataclass(frozen=True)
@@ -60,35 +54,24 @@ class WeightsStatus:
     missing: tuple[str, ...]
 
 
-def models_root() -> Path:
-    """Where `wanserve download` puts models: `$WANSERVE_MODELS_DIR`, else `~/.cache/wanserve/models`."""
-    return Path(os.environ.get("WANSERVE_MODELS_DIR") or DEFAULT_MODELS_ROOT).expanduser()
+def resolve_model_dir(spec: ModelSpec, weights: WeightsConfig) -> Path | None:
+    """The directory holding `spec`'s weights, or None: the one rule every command uses.
 
-
-def resolve_model_dir(spec: ModelSpec, explicit: str | Path | None = None) -> Path | None:
-    """The directory holding `spec`'s weights, or None.
-
-    Order: `explicit` (returned even if it does not exist, so errors name it), `<models_root()>/<name>`, then
-    the seed services' variables: `WAN_CHECKPOINT_DIR`, `WAN_MODELS_ROOT/<name>` or `WAN_MODELS_ROOT/<hub repo
-    name>`, `MODEL_CKPT_DIR`. A single-model variable is skipped when its directory holds a different kind of
-    model. Tiny models look only at `explicit` and `<models_root()>/<name>`.
+    Order: the explicit path of `weights.model_paths` (returned even if it does not exist, so errors name it),
+    `<models_dir>/<name>`, `<models_dir>/<hub repository name>` (the replaced services' `WAN_MODELS_ROOT` layout),
+    then `weights.checkpoint_dir` when it holds this kind of model. Tiny models look only at `<models_dir>/<name>`.
     """
-    if explicit is not None and str(explicit) != "":
+    explicit = weights.model_path(spec.name)
+    if explicit:
         return Path(explicit).expanduser()
-    ours = models_root() / spec.name
-    if spec.tiny:  # the seed variables point at real models
+    root = Path(weights.models_dir).expanduser()
+    ours = root / spec.name
+    if spec.tiny:  # the checkpoint directory and hub names point at real models
         return ours if ours.is_dir() else None
-    candidates: list[tuple[Path, bool]] = [(ours, False)]
-    seed_dir = os.environ.get("WAN_CHECKPOINT_DIR")
-    if seed_dir:
-        candidates.append((Path(seed_dir).expanduser(), True))
-    root = os.environ.get(SEED_MODELS_ROOT_VAR)
-    if root:
-        names = [spec.name] + [h.rsplit("/", 1)[-1] for h in _hub_ids(spec)]
-        candidates += [(Path(root).expanduser() / n, False) for n in dict.fromkeys(names)]
-    ckpt_dir = os.environ.get("MODEL_CKPT_DIR")
-    if ckpt_dir:
-        candidates.append((Path(ckpt_dir).expanduser(), True))
+    names = [spec.name] + [h.rsplit("/", 1)[-1] for h in _hub_ids(spec)]
+    candidates = [(root / n, False) for n in dict.fromkeys(names)]
+    if weights.checkpoint_dir:
+        candidates.append((Path(weights.checkpoint_dir).expanduser(), True))
     for path, must_match in candidates:
         if not path.is_dir():
             continue
@@ -99,10 +82,10 @@ def resolve_model_dir(spec: ModelSpec, explicit: str | Path | None = None) -> Pa
     return None
 
 
-def weights_status(spec: ModelSpec, path: str | Path | None = None) -> WeightsStatus:
-    """What is on disk for `spec` at `path` (default: `resolve_model_dir(spec)`). Tiny models with no
+def weights_status(spec: ModelSpec, weights: WeightsConfig, path: str | Path | None = None) -> WeightsStatus:
+    """What is on disk for `spec` at `path` (default: where `resolve_model_dir` finds it). Tiny models with no
     directory are complete: they are built in (random weights)."""
-    resolved = Path(path).expanduser() if path is not None else resolve_model_dir(spec)
+    resolved = Path(path).expanduser() if path is not None else resolve_model_dir(spec, weights)
     if resolved is None:
         if spec.tiny:
             return WeightsStatus(spec.name, None, None, True, True, ())
@@ -169,8 +152,13 @@ def _load_diffusers(spec: ModelSpec, path: Path, dtypes: dict[str, torch.dtype])
     from diffusers import DiffusionPipeline
 
     by_component = {**dtypes, "transformer_2": dtypes["transformer"], "default": dtypes["transformer"]}
+    given = {}
     try:
-        pipe = DiffusionPipeline.from_pretrained(path, dtype=by_component, local_files_only=True)
+        if (path / "image_processor").is_dir():  # loaded with the class that needs no torchvision (no warning)
+            from wanserve.models.wan_clip import clip_image_processor_class
+
+            given["image_processor"] = clip_image_processor_class().from_pretrained(path / "image_processor")
+        pipe = DiffusionPipeline.from_pretrained(path, dtype=by_component, local_files_only=True, **given)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise CheckpointError(f"{spec.name}: cannot load the diffusers layout in {path}: {exc}") from exc
     wanted = set(diffusers_components(spec)) - {"scheduler"}

@@ -84,7 +84,9 @@ def build_tiny_vae(kind: str):
 
 
 def build_tiny_clip():
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    from wanserve.models.wan_clip import clip_image_processor_class
 
     config = CLIPVisionConfig(
         hidden_size=CLIP_HIDDEN,
@@ -96,7 +98,7 @@ def build_tiny_clip():
         image_size=CLIP_IMAGE_SIZE,
         patch_size=CLIP_PATCH,
     )
-    processor = CLIPImageProcessor(
+    processor = clip_image_processor_class()(
         crop_size=CLIP_IMAGE_SIZE,
         size={"shortest_edge": CLIP_IMAGE_SIZE},
     )

@@ -51,6 +51,11 @@ _TASK_INPUTS: dict[TaskKind, tuple[frozenset[str], frozenset[str]]] = {
 }
 
 
+def task_inputs(task: TaskKind) -> tuple[frozenset[str], frozenset[str]]:
+    """(media inputs `task` requires, media inputs it accepts)."""
+    return _TASK_INPUTS[task]
+
+
 def infer_task(spec: ModelSpec, given: Mapping[str, Any]) -> TaskKind:
     """The task implied by the inputs given, when the request does not name one."""
     has = {name for name in MEDIA_FIELDS if given.get(name)}
@@ -129,9 +134,26 @@ def _bool(field: str, value: Any) -> bool:
     raise InvalidRequestError(field, f"`{field}` must be true or false, got {value!r}")
 
 
-def _only_for(task: TaskKind, wanted: TaskKind, given: Mapping[str, Any], field: str) -> None:
-    if field in given and task != wanted:
-        raise InvalidRequestError(field, f"`{field}` is used by task {wanted.value!r} only, not {task.value!r}")
+TASK_ONLY_FIELDS = {"conditioning_scale": TaskKind.VACE, "refert_num": TaskKind.ANIMATE}
+ANIMATE_SHAPE_FIELDS = ("width", "height", "num_frames")
+"""Animate's size and length are the pose video's (engine/sizes.py)."""
+
+
+def field_applies(name: str, task: TaskKind) -> bool:
+    """Whether a request of `task` may give `name` (given for another task, it is refused, never ignored)."""
+    if name in TASK_ONLY_FIELDS:
+        return task == TASK_ONLY_FIELDS[name]
+    return not (task == TaskKind.ANIMATE and name in ANIMATE_SHAPE_FIELDS)
+
+
+def _refuse_fields_not_applying(task: TaskKind, given: Mapping[str, Any]) -> None:
+    for name in sorted(n for n in given if not field_applies(n, task)):
+        if name in TASK_ONLY_FIELDS:
+            only = TASK_ONLY_FIELDS[name].value
+            raise InvalidRequestError(name, f"`{name}` is used by task {only!r} only, not {task.value!r}")
+        raise InvalidRequestError(
+            name, f"`{name}` is not used by task 'animate': the output's size and length are the pose video's"
+        )
 
 
 def resolve_request(model: str, params: Mapping[str, Any], probe_inputs: bool = True) -> GenerationRequest:
@@ -158,7 +180,7 @@ def resolve_request(model: str, params: Mapping[str, Any], probe_inputs: bool = 
     if task not in spec.tasks:
         served = ", ".join(t.value for t in spec.tasks)
         raise InvalidRequestError("task", f"`task` {task.value!r} is not served by {spec.name} (serves: {served})")
-    required, allowed = _TASK_INPUTS[task]
+    required, allowed = task_inputs(task)
     present = {name for name in MEDIA_FIELDS if given.get(name)}
     for name in sorted(required - present):
         raise InvalidRequestError(name, f"`{name}` is required for task {task.value!r} ({spec.name})")
@@ -166,6 +188,7 @@ def resolve_request(model: str, params: Mapping[str, Any], probe_inputs: bool = 
         raise InvalidRequestError(name, f"`{name}` is not used by task {task.value!r}; remove it")
     if task == TaskKind.VACE and not present:
         raise InvalidRequestError("video", "task 'vace' needs a control `video` or `reference_images`")
+    _refuse_fields_not_applying(task, given)
 
     # 2. Text
     prompt = given.get("prompt", "")
@@ -190,13 +213,7 @@ def resolve_request(model: str, params: Mapping[str, Any], probe_inputs: bool = 
     width = _int("width", given.get("width", default_w))
     height = _int("height", given.get("height", default_h))
     num_frames = _int("num_frames", given.get("num_frames", spec.num_frames))
-    if task == TaskKind.ANIMATE:
-        for field in ("width", "height", "num_frames"):
-            if field in given:
-                raise InvalidRequestError(
-                    field, f"`{field}` is not used by task 'animate': the output's size and length are the pose video's"
-                )
-    else:
+    if task != TaskKind.ANIMATE:
         _check_size(spec, "width", width)
         _check_size(spec, "height", height)
         sizes.check_size(spec, width, height, allow_untrained)
@@ -243,10 +260,8 @@ def resolve_request(model: str, params: Mapping[str, Any], probe_inputs: bool = 
         raise InvalidRequestError("animate_mode", f"`animate_mode` must be animate or replace, got {mode!r}")
     if task == TaskKind.ANIMATE and mode == "replace" and not {"background_video", "mask"} <= present:
         raise InvalidRequestError("background_video", "animate_mode 'replace' needs `background_video` and `mask`")
-    _only_for(task, TaskKind.VACE, given, "conditioning_scale")
     conditioning_scale = _float("conditioning_scale", given.get("conditioning_scale", 1.0))
     _in_range("conditioning_scale", conditioning_scale, 0.0, 10.0)
-    _only_for(task, TaskKind.ANIMATE, given, "refert_num")
     refert_num = _int("refert_num", given.get("refert_num", 1))
     if refert_num not in REFERT_NUMS:
         raise InvalidRequestError("refert_num", f"`refert_num` must be 1 or 5, got {refert_num}")

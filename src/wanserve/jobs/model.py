@@ -115,6 +115,9 @@ class Job(Base):
     owner_key: Mapped[str] = mapped_column(String(64), nullable=False, default="")
     """Who made the job (API key id); empty when the server has no keys."""
     webhook_url: Mapped[str | None] = mapped_column(Text)
+    parallel_plan: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """The parallel plan the job runs with and each requested multi-GPU field it could not honour (set when the
+    request carried such fields: the Wan2.1 services' `ulysses_size`, `vae_parallel`, ...)."""
     event_seq: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     """Sequence number of the job's last event."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)

@@ -40,6 +40,7 @@ from wanserve.errors import InvalidRequestError, JobNotFoundError, JobStateError
 from wanserve.jobs.events import EventHub
 from wanserve.jobs.media_inputs import MediaLimits, StoredInput, load_input
 from wanserve.jobs.model import Job, JobStatus, utcnow
+from wanserve.jobs.serving import ServingStatus, check_servable
 from wanserve.jobs.store import JobStore, LeaseState, ModelStats
 from wanserve.jobs.views import JobEventView, JobView, make_view, queued_etas, running_eta_s
 from wanserve.storage.local import LocalStorage
@@ -91,6 +92,8 @@ class JobSubmission:
     webhook_url: str | None = None
     idempotency_key: str | None = None
     owner_key: str = ""
+    parallel_plan: Mapping[str, Any] | None = None
+    """The parallel plan the job will run with and the requested fields it cannot honour (legacy routes)."""
 
 
 @dataclass(frozen=True)
@@ -111,8 +114,11 @@ class JobService:
         config: JobServiceConfig,
         hub: EventHub | None = None,
         notify_waiting: Callable[[str], None] | None = None,
+        serving: ServingStatus | None = None,
     ):
         self.store = store
+        self.serving = serving
+        """Who knows whether a model can be served (the workers); None: never refuse for that reason."""
         self.storage = storage
         self.config = config
         self.hub = hub or EventHub()
@@ -128,6 +134,7 @@ class JobService:
         idempotency key was seen before (the earlier job is returned). Raises `InvalidRequestError` (422/413),
         `QueueFullError` (429)."""
         model = self._check_model(submission.model)
+        check_servable(self.serving, model)
         params = dict(submission.params)
         media = {name: params.pop(name) for name in MEDIA_FIELDS if params.get(name) not in (None, "", [])}
         for name, value in submission.inputs.items():
@@ -191,6 +198,7 @@ class JobService:
                 idempotency_key=key,
                 request_fingerprint=fingerprint,
                 owner_key=submission.owner_key,
+                parallel_plan=dict(submission.parallel_plan) if submission.parallel_plan is not None else None,
             )
             row, created = self.store.create(job, self.config.max_queue)
         except QueueFullError as exc:

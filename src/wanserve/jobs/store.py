@@ -333,6 +333,7 @@ class JobStore:
                 .where(Job.id == job_id, Job.status == R, Job.lease_owner == owner)
                 .values(
                     status=status.value,
+                    stage=None,  # a finished job is in no stage (its last one was "writing" or where it stopped)
                     finished_at=now,
                     expires_at=now + timedelta(seconds=retention_s),
                     lease_owner=None,

@@ -58,6 +58,8 @@ class JobView:
     outputs: dict[str, Any] | None
     idempotency_key: str | None
     owner_key: str
+    parallel_plan: dict[str, Any] | None = None
+    """The plan used and the multi-GPU fields not honoured (see `Job.parallel_plan`)."""
 
 
 @dataclass(frozen=True)
@@ -157,4 +159,5 @@ def make_view(
         outputs=outputs,
         idempotency_key=job.idempotency_key,
         owner_key=job.owner_key,
+        parallel_plan=job.parallel_plan,
     )

@@ -44,7 +44,7 @@ class WebhookConfig:
     """How webhooks are signed and retried."""
 
     secret: str = ""
-    """HMAC-SHA256 key. Empty: deliveries go out unsigned (and a warning is logged once)."""
+    """HMAC-SHA256 key. Empty: deliveries go out unsigned (a warning is logged at the first one)."""
     max_attempts: int = 5
     """Attempts per delivery, the first included."""
     initial_backoff_s: float = 1.0
@@ -120,13 +120,16 @@ class WebhookSender:
         self._pending: set[Future[WebhookDelivery]] = set()
         self._lock = threading.Lock()
         self._client = httpx.Client(trust_env=False, follow_redirects=False)
-        if not config.secret:
-            logger.warning("webhook secret is not set: webhooks are sent unsigned")
+        self._warned_unsigned = False
 
     def send(self, url: str, payload: Mapping[str, Any], event: str = "job.finished") -> Future[WebhookDelivery]:
         """Queues one delivery and returns at once; the future resolves when it is delivered or given up."""
         body = encode_payload(payload)
         delivery_id = uuid.uuid4().hex
+        if not self.config.secret and not self._warned_unsigned:
+            # Said at the first webhook, not at start-up: a server nobody sends webhooks through has nothing to fix.
+            self._warned_unsigned = True
+            logger.warning("webhook secret is not set (WANSERVE_WEBHOOK_SECRET): webhooks are sent unsigned")
         with self._lock:
             if self._closing.is_set():
                 raise RuntimeError("WebhookSender is closed")

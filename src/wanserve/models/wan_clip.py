@@ -109,6 +109,20 @@ def _convert_key(key: str, value, out: dict) -> bool | None:
     return None
 
 
+def clip_image_processor_class() -> type:
+    """transformers' `CLIPImageProcessor`, or its PIL twin when torchvision is absent: transformers would fall back
+    to the PIL one anyway, but warn at every load about an optional package nobody asked for."""
+    import importlib.util
+
+    if importlib.util.find_spec("torchvision") is not None:
+        from transformers import CLIPImageProcessor
+
+        return CLIPImageProcessor
+    from transformers import CLIPImageProcessorPil
+
+    return CLIPImageProcessorPil
+
+
 def wan_clip_image_processor(image_size: int):
     """A `CLIPImageProcessor` doing the official preprocessing: a bicubic resize of the whole image to a
     square `image_size` (no crop, aspect ratio not kept), then the CLIP mean and std.
@@ -116,10 +130,9 @@ def wan_clip_image_processor(image_size: int):
     The official code interpolates float tensors without antialiasing; transformers resizes with antialiasing,
     so pixels differ slightly where the input is much larger than `image_size`.
     """
-    from transformers import CLIPImageProcessor
     from transformers.image_utils import PILImageResampling
 
-    return CLIPImageProcessor(
+    return clip_image_processor_class()(
         do_resize=True,
         size={"height": image_size, "width": image_size},
         resample=PILImageResampling.BICUBIC,

@@ -144,13 +144,26 @@ class Worker:
         self.current_job: str | None = None
         self.ready = threading.Event()
         """Set once the models are loaded and the worker takes jobs."""
+        self.load_errors: dict[str, str] = {}
+        """Model -> why it could not be loaded; the worker serves the others and never claims its jobs."""
 
     def load_models(self) -> None:
-        """Loads and warms every model so the first job pays no loading time."""
+        """Loads and warms every model so the first job pays no loading time. A model that fails to load is left
+        out (and reported through `load_errors`); a worker that can load none raises."""
         for model in self.models:
             started = time.monotonic()
-            self.engine.load(model)
+            try:
+                self.engine.load(model)
+            except Exception as exc:
+                self.load_errors[model] = f"{type(exc).__name__}: {exc}"
+                logger.error("%s: %s could not be loaded: %s", self.config.worker_id, model, self.load_errors[model])
+                continue
             logger.info("%s: %s loaded and warm in %.1f s", self.config.worker_id, model, time.monotonic() - started)
+        self.models = [m for m in self.models if m not in self.load_errors]
+        if not self.models:
+            raise RuntimeError(
+                "no model could be loaded: " + "; ".join(f"{m}: {e}" for m, e in self.load_errors.items())
+            )
         self.ready.set()
 
     def run(self, stop: threading.Event) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from wanserve.dispatch.base import Dispatcher
 from wanserve.jobs.service import JobService
@@ -23,6 +23,11 @@ class WorkerStatus:
     ready: bool
     current_job: str | None
     load_error: str | None
+    """Why the worker stopped (it could load no model, or its loop died)."""
+    models: tuple[str, ...] = ()
+    """Models it serves (or is loading)."""
+    model_errors: dict[str, str] = field(default_factory=dict)
+    """Model -> why it could not be loaded."""
 
 
 class WorkerPool:
@@ -97,6 +102,7 @@ class WorkerPool:
         return any(answers) if answers else get_spec(model).random_weights
 
     def status(self) -> list[WorkerStatus]:
+        """Each worker's state, for `/health` and the serving status."""
         return [
             WorkerStatus(
                 worker.config.worker_id,
@@ -104,6 +110,8 @@ class WorkerPool:
                 worker.ready.is_set(),
                 worker.current_job,
                 self._load_errors.get(worker.config.worker_id),
+                tuple(worker.models),
+                dict(worker.load_errors),
             )
             for worker, device in self.workers
         ]

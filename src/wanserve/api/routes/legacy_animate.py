@@ -1,6 +1,7 @@
 """The Wan2.2-Animate backend's API: `POST /animate/jobs`, `GET /animate/jobs/{id}`, `GET /animate/jobs/{id}/media`.
 
-A job names a directory prepared by the Animate preprocessing (`src_root_path`) that must lie under the configured
+A job names a directory prepared by the Animate preprocessing (`src_root_path`). A relative path is taken from the
+server's working directory, as the backend took it; the directory must lie under the configured
 `animate_jobs_root` (confined: no `..`, symlinks resolved) and hold `src_ref.png`, `src_pose.mp4`, `src_face.mp4`,
 and for `replace_flag` also `src_bg.mp4` and `src_mask.mp4`; each file's bytes must be what its name says.
 
@@ -64,7 +65,7 @@ NAMES = {
 
 def read_sources(src_root_path: str, jobs_root: Path, replace: bool, max_bytes: int) -> dict[str, bytes]:
     """The job directory's files as wanserve inputs, every one confined, present and of the right type."""
-    directory = confine_existing_dir(src_root_path, jobs_root, "src_root_path")
+    directory = confine_existing_dir(src_root_path, jobs_root, "src_root_path", base=Path.cwd())
     wanted = REQUIRED + (REPLACE_REQUIRED if replace else ())
     missing = [name for name in wanted if not (directory / name).is_file()]
     if missing:

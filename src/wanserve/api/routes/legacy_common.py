@@ -21,7 +21,14 @@ from wanserve.jobs.service import JobService
 
 logger = logging.getLogger(__name__)
 
-_ERROR_CODES = {422: "VALIDATION_ERROR", 413: "PAYLOAD_TOO_LARGE", 404: "NOT_FOUND", 409: "CONFLICT", 429: "BUSY"}
+_ERROR_CODES = {
+    422: "VALIDATION_ERROR",
+    413: "PAYLOAD_TOO_LARGE",
+    404: "NOT_FOUND",
+    409: "CONFLICT",
+    429: "BUSY",
+    503: "SERVICE_UNAVAILABLE",
+}
 
 
 def legacy_error(status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None):

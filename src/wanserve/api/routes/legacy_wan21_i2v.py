@@ -4,7 +4,8 @@ and `/videos/{file}` (shared with the multi-device service).
 Field mapping onto wanserve parameters: `image_size` "W*H" -> width, height; `infer_steps` -> num_inference_steps;
 `sample_shift` -> flow_shift; `sample_solver` (unipc, dpmpp, euler) -> solver; `image_url` -> image (fetched with the
 URL safety rules). The multi-GPU knobs are checked against the running workers and refused when they cannot be
-honoured (see `check_parallel_options`).
+honoured (see `parallel_plan`), or with `WANSERVE_PARALLEL_FIELDS=hint` run with what the workers have; the
+plan used and each field not honoured show on the job and in `/video/status` (`parallel_plan`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from wanserve.api.schemas.legacy import (
     Wan21Results,
     Wan21StatusResponse,
     Wan21SubmitRequest,
-    check_parallel_options,
+    parallel_plan,
     parse_body,
     parse_star_size,
 )
@@ -95,12 +96,14 @@ WAN21_NAMES = {
 async def submit_video(request: Request, service: JobServiceDep, owner: OwnerDep) -> dict[str, str]:
     """Queue an image-to-video job; answers `{"requestId": ...}`."""
     body = parse_body(Wan21SubmitRequest, await read_json(request))
-    check_parallel_options(body, capabilities(request))
+    plan = parallel_plan(body, capabilities(request))
     model = choose_model(service, body.model, TaskKind.I2V)
     params = i2v_params(body)
     if body.infer_steps is not None:
         params["num_inference_steps"] = body.infer_steps
-    submission = JobSubmission(params=params, model=model, inputs={"image": body.image_url}, owner_key=owner or "")
+    submission = JobSubmission(
+        params=params, model=model, inputs={"image": body.image_url}, owner_key=owner or "", parallel_plan=plan
+    )
     try:
         view, _ = await run_in_threadpool(service.create_job, submission)
     except Exception as exc:  # noqa: BLE001 - renamed and re-raised
@@ -128,6 +131,7 @@ def wan21_status(view: Any) -> Wan21StatusResponse:
         progress=round(min(1.0, max(0.0, view.progress)), 4),
         created_at=view.created_at.timestamp(),
         updated_at=last_change(view).timestamp(),
+        parallel_plan=view.parallel_plan,
     )
 
 

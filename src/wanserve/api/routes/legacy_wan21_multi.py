@@ -35,7 +35,7 @@ from wanserve.api.schemas.legacy import (
     MultiDeviceStatusResponse,
     MultiDeviceSubmitRequest,
     MultiDeviceSubmitResponse,
-    check_parallel_options,
+    parallel_plan,
     parse_body,
 )
 from wanserve.engine.requests import TaskKind
@@ -77,7 +77,7 @@ def _submission_inputs(request: Request, body: MultiDeviceSubmitRequest) -> dict
 async def submit(request: Request, service: JobServiceDep, owner: OwnerDep) -> MultiDeviceSubmitResponse:
     """Queue an image-to-video job."""
     body = parse_body(MultiDeviceSubmitRequest, await read_json(request))
-    check_parallel_options(body, capabilities(request))
+    plan = parallel_plan(body, capabilities(request))
     model = choose_model(service, None, TaskKind.I2V)
     params = i2v_params(body)
     if body.infer_steps is not None and body.sample_steps is not None and body.infer_steps != body.sample_steps:
@@ -88,7 +88,7 @@ async def submit(request: Request, service: JobServiceDep, owner: OwnerDep) -> M
     if steps is not None:
         params["num_inference_steps"] = steps
     inputs = await run_in_threadpool(_submission_inputs, request, body)
-    submission = JobSubmission(params=params, model=model, inputs=inputs, owner_key=owner or "")
+    submission = JobSubmission(params=params, model=model, inputs=inputs, owner_key=owner or "", parallel_plan=plan)
     names = {**WAN21_NAMES, "num_inference_steps": "sample_steps" if body.sample_steps is not None else "infer_steps"}
     if body.image_path is not None:
         names["image"] = "image_path"
@@ -151,6 +151,7 @@ def multi_device_status(view: Any) -> MultiDeviceStatusResponse:
         current_step=current_step,
         total_steps=total_steps,
         current_stage=view.stage,
+        parallel_plan=view.parallel_plan,
     )
 
 

@@ -89,6 +89,11 @@ class JobPublic(BaseModel):
     expires_at: datetime | None = Field(description="When the outputs are deleted.")
     content_url: str | None = Field(description="The MP4, once succeeded.")
     thumbnail_url: str | None
+    parallel_plan: dict[str, Any] | None = Field(
+        None,
+        description="Set when the request carried multi-GPU fields: the plan the job runs with and `not_honoured`, "
+        "each field the server could not honour (only with `WANSERVE_PARALLEL_FIELDS=hint`; else they are refused).",
+    )
 
     @classmethod
     def from_view(cls, view: JobView) -> JobPublic:
@@ -115,6 +120,7 @@ class JobPublic(BaseModel):
             expires_at=view.expires_at,
             content_url=base if view.has_output else None,
             thumbnail_url=f"{base}?variant=thumbnail" if view.has_output else None,
+            parallel_plan=view.parallel_plan,
         )
 
 
@@ -133,21 +139,44 @@ class JobDeleted(BaseModel):
 
 class ModelHealth(BaseModel):
     name: str
-    loaded: bool
+    loaded: bool = Field(description="A ready worker has it loaded and warm.")
     random_weights: bool
+    unavailable_reason: str | None = Field(None, description="Why no worker can load it (its jobs get a 503).")
+
+
+class HealthConfig(BaseModel):
+    """The Wan2.1 I2V service's `config` block."""
+
+    device_type: str
+    device_count: int
+    t5_cpu: bool
+    max_concurrent: int | None
 
 
 class HealthPublic(BaseModel):
-    """Service status."""
+    """Service status: 200 when jobs can run, 503 while starting or when no worker can serve."""
 
-    status: Literal["ok", "starting", "error"]
+    status: Literal["healthy", "starting", "unhealthy"] = Field(
+        description="`healthy` once jobs can run (the Wan2.1 I2V service's word), `starting`, or `unhealthy`."
+    )
+    ready: bool
+    phase: Literal["starting", "ready", "degraded", "unavailable"] = Field(
+        description="`degraded`: some models cannot be served (see `models[].unavailable_reason`)."
+    )
+    detail: str
     version: str
     random_weights: bool = Field(description="True when any served model has random weights.")
     models: list[ModelHealth]
     devices: list[str]
     rank: int
     world_size: int
+    pipeline_rank: int
+    pipeline_world_size: int = Field(description="Ranks in one worker group.")
+    total_tasks: int = Field(description="Jobs in the store, any status.")
     queue_depth: int
     running_jobs: int
     workers: list[dict[str, Any]]
     errors: list[str]
+    config: HealthConfig
+    uptime: float = Field(description="Seconds since this process started.")
+    timestamp: float = Field(description="Unix seconds.")

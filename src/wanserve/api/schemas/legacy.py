@@ -101,6 +101,8 @@ class Wan21StatusResponse(BaseModel):
     progress: float = Field(ge=0, le=1)
     created_at: float | None = None
     updated_at: float | None = None
+    parallel_plan: dict[str, Any] | None = None
+    """wanserve's: the plan the job runs with and each multi-GPU field not honoured (hint mode)."""
 
 
 class MultiDeviceSubmitRequest(ParallelOptions):
@@ -151,6 +153,8 @@ class MultiDeviceStatusResponse(BaseModel):
     current_step: int | None = None
     total_steps: int | None = None
     current_stage: str | None = None
+    parallel_plan: dict[str, Any] | None = None
+    """wanserve's: the plan the job runs with and each multi-GPU field not honoured (hint mode)."""
 
 
 class AnimateJobCreate(_Strict):
@@ -191,6 +195,9 @@ class ParallelCapabilities:
     """Ranks in one worker group."""
     cfg_parallel: bool = False
     attention_cache: bool = False
+    hint: bool = False
+    """`WANSERVE_PARALLEL_FIELDS=hint`: run with what the workers have and report each field not honoured, instead
+    of refusing the request (for clients such as the Wan2.1 I2V service's, which always send `ulysses_size: 8`)."""
 
 
 def parse_body(model: type[BaseModel], data: Any) -> Any:
@@ -219,35 +226,70 @@ def parse_star_size(value: str, field: str = "image_size") -> tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
-def check_parallel_options(options: ParallelOptions, capabilities: ParallelCapabilities) -> None:
-    """Refuses any multi-GPU option the workers cannot honour, naming it. Nothing is silently ignored."""
+PARALLEL_FIELDS = tuple(ParallelOptions.model_fields)
+_CACHE_FIELDS = ("start_step", "attentioncache_interval", "end_step")
+
+
+def unhonoured_parallel_options(options: ParallelOptions, capabilities: ParallelCapabilities) -> list[dict[str, Any]]:
+    """Each multi-GPU option the workers cannot honour: `{field, requested, used, reason}`, in field order."""
     world = capabilities.world_size
+    found: list[dict[str, Any]] = []
+
+    def add(field: str, used: Any, reason: str) -> None:
+        found.append({"field": field, "requested": getattr(options, field), "used": used, "reason": reason})
+
     if options.ulysses_size is not None and options.ulysses_size > world:
-        raise InvalidRequestError(
+        add(
             "ulysses_size",
+            world,
             f"`ulysses_size` {options.ulysses_size} is more than the {world} rank(s) of this server's worker group",
         )
     cfg_size = options.cfg_size or 1
     if cfg_size > 1 and (not capabilities.cfg_parallel or cfg_size > world):
-        raise InvalidRequestError(
+        add(
             "cfg_size",
+            1,
             f"`cfg_size` {cfg_size} needs CFG parallelism over {cfg_size} ranks; this server's worker group has "
             f"{world} rank(s) and {'supports' if capabilities.cfg_parallel else 'no'} CFG parallelism",
         )
     for field in ("dit_fsdp", "t5_fsdp", "vae_parallel"):
         if getattr(options, field) and world < 2:
-            raise InvalidRequestError(
-                field, f"`{field}` true needs a worker group of 2 or more ranks; this server runs {world}"
-            )
+            add(field, False, f"`{field}` true needs a worker group of 2 or more ranks; this server runs {world}")
     if options.use_attentioncache and not capabilities.attention_cache:
-        raise InvalidRequestError(
-            "use_attentioncache", "`use_attentioncache` true: no attention cache is available on this server"
-        )
+        add("use_attentioncache", False, "`use_attentioncache` true: no attention cache is available on this server")
+        for field in _CACHE_FIELDS:
+            if getattr(options, field) is not None:
+                add(field, None, f"`{field}` configures the attention cache, which this server does not have")
+    return found
+
+
+def parallel_plan(options: ParallelOptions, capabilities: ParallelCapabilities) -> dict[str, Any] | None:
+    """Checks the multi-GPU options against the workers. By default the first one that cannot be honoured is a
+    422 naming it (nothing is silently ignored); in hint mode the job runs with what the workers have. Returns the
+    plan the job runs with and `not_honoured` (None when the request carried no multi-GPU field)."""
     if options.use_attentioncache:
         start = options.start_step if options.start_step is not None else 0
         end = options.end_step
         if end is not None and end <= start:
             raise InvalidRequestError("end_step", f"`end_step` {end} must be after `start_step` {start}")
+    unhonoured = unhonoured_parallel_options(options, capabilities)
+    if unhonoured and not capabilities.hint:
+        first = unhonoured[0]
+        raise InvalidRequestError(first["field"], first["reason"])
+    given = [f for f in PARALLEL_FIELDS if getattr(options, f) is not None]
+    if not given:
+        return None
+    world = capabilities.world_size
+    plan: dict[str, Any] = {
+        "world_size": world,
+        "ulysses_size": min(options.ulysses_size or 1, world),
+        "cfg_size": 1 if any(u["field"] == "cfg_size" for u in unhonoured) else options.cfg_size or 1,
+        "use_attentioncache": bool(options.use_attentioncache) and capabilities.attention_cache,
+    }
+    for field in ("dit_fsdp", "t5_fsdp", "vae_parallel"):
+        plan[field] = bool(getattr(options, field)) and world >= 2
+    plan["not_honoured"] = unhonoured
+    return plan
 
 
 def solver_name(value: str | None, field: str = "sample_solver") -> str | None:

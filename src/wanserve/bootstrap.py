@@ -1,0 +1,163 @@
+"""The one place that builds a process from `Settings`: database, storage, dispatcher, job service, engines and the
+worker group. `wanserve serve` (API, optionally with workers), `wanserve worker` (workers only) and the tests all
+build through here, so two processes configured alike see the same jobs, files and weights.
+
+Business logic lives elsewhere; this module only chooses and wires.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+from sqlalchemy import Engine as DBEngine
+
+from wanserve.config import Settings
+from wanserve.dispatch.base import Dispatcher
+from wanserve.engine.registry import get_spec, tiny_models
+from wanserve.jobs.db import create_db_engine, run_migrations
+from wanserve.jobs.media_inputs import MediaLimits
+from wanserve.jobs.service import JobService, JobServiceConfig
+from wanserve.jobs.store import JobStore
+from wanserve.storage.local import LocalStorage
+from wanserve.worker.identity import owner_id
+from wanserve.worker.loop import EngineLike, Worker, WorkerConfig
+from wanserve.worker.pool import WorkerPool
+from wanserve.worker.runtime import Runtime
+from wanserve.worker.status import PoolServingStatus
+
+logger = logging.getLogger(__name__)
+
+EngineFactory = Callable[[str, Settings], EngineLike]
+"""`(device, settings) -> engine`: tests pass a fake; processes use `build_engine`."""
+
+
+def served_models(settings: Settings) -> tuple[list[str], bool]:
+    """(models to load, whether they are the tiny fallback because no weights are configured)."""
+    if settings.ulysses_size > 1 or settings.ring_size > 1:
+        raise ValueError(
+            f"`ULYSSES_SIZE`={settings.ulysses_size} / `RING_SIZE`={settings.ring_size}: multi-rank worker groups "
+            "are not served by `wanserve serve` yet; use 1"
+        )
+    if settings.models:
+        for name in settings.models:
+            get_spec(name)  # unknown names fail at start-up, listing the catalog
+        return list(dict.fromkeys(settings.models)), False
+    if not settings.weights_configured:
+        return [spec.name for spec in tiny_models()], True
+    raise ValueError("`WANSERVE_MODELS` (or `--model`) must name the models to serve from the configured weights")
+
+
+def build_database(settings: Settings) -> DBEngine:
+    """The job database, migrated to the newest schema."""
+    db = create_db_engine(settings.resolved_database_url)
+    run_migrations(db)
+    return db
+
+
+def build_storage(settings: Settings) -> LocalStorage:
+    """Where job files live."""
+    return LocalStorage(settings.resolved_output_dir, settings.input_dir)
+
+
+def build_dispatcher(settings: Settings) -> Dispatcher:
+    """How workers learn that a job waits: in-process wake-ups plus database polling, or Celery over Redis when
+    `WANSERVE_BROKER_URL` is set."""
+    if settings.broker_url:
+        try:
+            from wanserve.dispatch.celery import CeleryDispatcher  # type: ignore[import-not-found]
+        except ImportError:
+            raise ValueError(
+                f"`WANSERVE_BROKER_URL`={settings.broker_url!r}: the Celery dispatcher is not installed in this build"
+            ) from None
+        return CeleryDispatcher.from_settings(settings)
+    from wanserve.dispatch.embedded import EmbeddedDispatcher
+
+    return EmbeddedDispatcher()
+
+
+def build_job_service(
+    settings: Settings,
+    db: DBEngine,
+    storage: LocalStorage,
+    dispatcher: Dispatcher,
+    models: Sequence[str],
+    concurrency: int,
+) -> JobService:
+    """The job service over `db`, telling `dispatcher` about queued jobs."""
+    config = JobServiceConfig(
+        served_models=tuple(models),
+        max_queue=settings.max_queue,
+        max_attempts=settings.max_attempts,
+        retention_s=settings.retention_s,
+        lease_s=settings.lease_s,
+        concurrency=concurrency,
+        media=MediaLimits(max_bytes=settings.max_upload_bytes, allow_private_urls=settings.allow_private_urls),
+    )
+    return JobService(JobStore.for_engine(db), storage, config, notify_waiting=dispatcher.notify_job_waiting)
+
+
+def build_engine(device: str, settings: Settings) -> EngineLike:
+    """A real `Engine` on `device` with the configured weight locations and memory options."""
+    from wanserve.engine.engine import Engine
+
+    return Engine(settings.engine_config(device))
+
+
+def build_worker_group(
+    settings: Settings,
+    service: JobService,
+    dispatcher: Dispatcher,
+    models: Sequence[str],
+    devices: Sequence[str],
+    engine_factory: EngineFactory | None = None,
+    concurrency: int | None = None,
+) -> WorkerPool:
+    """One worker per device (or `concurrency` workers spread over the devices), each with its own engine."""
+    factory = engine_factory or build_engine
+    workers = []
+    for slot in range(concurrency or len(devices)):
+        device = devices[slot % len(devices)]
+        config = WorkerConfig(
+            worker_id=owner_id(slot),
+            task_timeout_s=settings.task_timeout_s,
+            heartbeat_s=settings.lease_s / 3,
+            poll_interval_s=settings.poll_interval_s,
+            hold_dir=settings.hold_dir,
+            hold_step=settings.hold_step,
+        )
+        workers.append((Worker(service, factory(device, settings), dispatcher, config, models), device))
+    return WorkerPool(service, dispatcher, workers, settings.sweep_interval_s)
+
+
+def build_runtime(
+    settings: Settings,
+    engine_factory: EngineFactory | None = None,
+    start_workers: bool = True,
+    devices: list[str] | None = None,
+) -> Runtime:
+    """Builds (but does not start) a server process: migrated database, storage, dispatcher, job service, and the
+    in-process workers unless `start_workers` is False (`wanserve serve --no-workers`)."""
+    models, tiny_fallback = served_models(settings)
+    if tiny_fallback:
+        logger.warning(
+            "no weights configured (WANSERVE_MODELS, WANSERVE_MODELS_DIR, WANSERVE_CHECKPOINT_DIR unset): serving "
+            "the tiny models, which have RANDOM weights and draw noise: %s",
+            ", ".join(models),
+        )
+    db = build_database(settings)
+    storage = build_storage(settings)
+    dispatcher = build_dispatcher(settings)
+    if devices is None:
+        from wanserve.worker.devices import detect_devices
+
+        devices = detect_devices() if start_workers else ["cpu"]
+    concurrency = settings.concurrency or len(devices)
+    service = build_job_service(settings, db, storage, dispatcher, models, concurrency)
+    runtime = Runtime(settings, db, service, storage, dispatcher, models, tiny_fallback, devices)
+    if start_workers:
+        runtime.pool = build_worker_group(
+            settings, service, dispatcher, models, devices, engine_factory, concurrency=concurrency
+        )
+        runtime.serving = service.serving = PoolServingStatus(runtime.pool, models)
+    return runtime
