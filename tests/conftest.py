@@ -139,7 +139,7 @@ def make_service(tmp_path: Path):
         engines.append(engine)
         run_migrations(engine)
         dispatcher = EmbeddedDispatcher()
-        storage = LocalStorage(tmp_path / "outputs", tmp_path / "inputs")
+        storage = LocalStorage.under(tmp_path, "outputs", "inputs")
         cfg = JobServiceConfig(served_models=("tiny-t2v", "tiny-i2v"), **config)
         service = JobService(JobStore.for_engine(engine), storage, cfg, notify_waiting=dispatcher.notify_job_waiting)
         service.dispatcher = dispatcher
@@ -328,3 +328,36 @@ def hold_for():
     yield make
     for hold in holds:
         hold.off()
+
+
+# S3-compatible object storage (moto's server mode, in a thread of the test process) -------------------------------
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """The endpoint URL of a moto S3 server on a free loopback port, for this test run."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_settings(s3_server) -> dict[str, str]:
+    """A fresh bucket on the test S3 server, as the `WANSERVE_*` variables that select it."""
+    import boto3
+
+    bucket = f"wanserve-{uuid.uuid4().hex[:12]}"
+    boto3.client(
+        "s3", endpoint_url=s3_server, region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test"
+    ).create_bucket(Bucket=bucket)
+    return {
+        "WANSERVE_STORAGE_URL": f"s3://{bucket}/jobs",
+        "WANSERVE_S3_ENDPOINT_URL": s3_server,
+        "WANSERVE_S3_REGION": "us-east-1",
+        "WANSERVE_S3_ACCESS_KEY_ID": "test",
+        "WANSERVE_S3_SECRET_ACCESS_KEY": "test",
+    }

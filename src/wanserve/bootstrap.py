@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from sqlalchemy import Engine as DBEngine
 
@@ -19,6 +20,7 @@ from wanserve.jobs.db import create_db_engine, run_migrations
 from wanserve.jobs.media_inputs import MediaLimits
 from wanserve.jobs.service import JobService, JobServiceConfig
 from wanserve.jobs.store import JobStore
+from wanserve.storage.base import Storage
 from wanserve.storage.local import LocalStorage
 from wanserve.worker.identity import owner_id
 from wanserve.worker.loop import EngineLike, Worker, WorkerConfig
@@ -55,9 +57,28 @@ def build_database(settings: Settings) -> DBEngine:
     return db
 
 
-def build_storage(settings: Settings) -> LocalStorage:
-    """Where job files live."""
-    return LocalStorage(settings.resolved_output_dir, settings.input_dir)
+def build_storage(settings: Settings) -> Storage:
+    """Where job files live: S3-compatible object storage for `s3://bucket/prefix`, a local directory for a path
+    (`outputs/` and `inputs/` under it), else the data directory (outputs in `WANSERVE_OUTPUT_DIR` when set)."""
+    url = settings.storage_url
+    if url and url.startswith("s3://"):
+        from wanserve.storage.s3 import S3Storage
+
+        secret = settings.s3_secret_access_key
+        storage: Storage = S3Storage.from_url(
+            url,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            access_key_id=settings.s3_access_key_id,
+            secret_access_key=secret.get_secret_value() if secret is not None else None,
+            url_expiry_s=settings.storage_url_expiry_s,
+        )
+    elif url:
+        storage = LocalStorage.under(Path(url.removeprefix("file://")).expanduser(), "outputs", "inputs")
+    else:
+        storage = LocalStorage({"outputs": settings.resolved_output_dir, "inputs": settings.input_dir})
+    logger.info("job files in %s", storage.describe())
+    return storage
 
 
 def build_dispatcher(settings: Settings) -> Dispatcher:
@@ -79,7 +100,7 @@ def build_dispatcher(settings: Settings) -> Dispatcher:
 def build_job_service(
     settings: Settings,
     db: DBEngine,
-    storage: LocalStorage,
+    storage: Storage,
     dispatcher: Dispatcher,
     models: Sequence[str],
     concurrency: int,

@@ -129,6 +129,16 @@ class Settings(BaseSettings):
     hold_dir: Path | None = Field(None, validation_alias=_env("TEST_HOLD_DIR"))
     hold_step: int = Field(1, ge=1, validation_alias=_env("TEST_HOLD_STEP"))
 
+    @field_validator("storage_url")
+    @classmethod
+    def _check_storage_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if scheme not in ("", "file", "s3") or (scheme == "s3" and not value[5:].split("/", 1)[0]):
+            raise ValueError(f"`WANSERVE_STORAGE_URL` must be s3://bucket/prefix or a local directory, got {value!r}")
+        return value
+
     @field_validator("models", "cors_origins", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:

@@ -61,7 +61,7 @@ def test_animate_create_poll_media(compat_server, make_png, clip_bytes, monkeypa
     assert job["params"]["animate_mode"] == "animate" and job["params"]["num_inference_steps"] == 2
 
     status = httpx.get(f"{compat_server.url}/animate/jobs/demo-1").json()
-    assert status["status"] == "succeeded" and status["output_path"].endswith(".mp4")
+    assert status["status"] == "succeeded" and status["output_path"] == f"outputs/{native['id']}.mp4"
     assert status["started_at"] and status["finished_at"] and status["message"] is None
     media = httpx.get(f"{compat_server.url}/animate/jobs/demo-1/media")
     assert media.status_code == 200 and media.headers["content-type"] == "video/mp4"

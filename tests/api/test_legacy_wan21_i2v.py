@@ -32,11 +32,15 @@ def test_wan21_submit_status_download(compat_server, png_data_url):
     assert status["status"] == "Succeed" and status["progress"] == 1.0 and status["reason"] is None
     assert status["queue_position"] is None and status["updated_at"] >= status["created_at"] > 0
     results = status["results"]
-    assert results["video_url"] == f"/videos/{request_id}.mp4" and results["video_path"].endswith(".mp4")
+    assert results["video_url"] == f"/videos/{request_id}.mp4"
+    assert results["video_path"] == f"outputs/{uuid.UUID(request_id)}.mp4"  # the storage key, never a server path
     assert results["file_size"] > 0 and results["duration"] > 0
 
     video = httpx.get(f"{url}{results['video_url']}")
     assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"
+    assert len(video.content) == results["file_size"]
+    seek = httpx.get(f"{url}{results['video_url']}", headers={"Range": "bytes=4-7"})
+    assert seek.status_code == 206 and seek.content == b"ftyp"
     with av.open(io.BytesIO(video.content)) as container:
         assert len(list(container.decode(video=0))) == 9
     job = httpx.get(f"{url}/v1/jobs/{uuid.UUID(request_id)}").json()

@@ -84,7 +84,7 @@ def test_text_task_size_is_output_size():
     assert (request.width, request.height) == (704, 1280)
 
 
-def test_tiny_i2v_job_reports_fitted_size_at_submission_and_engine_makes_it(db_url, make_service, engine):
+def test_tiny_i2v_job_reports_fitted_size_at_submission_and_engine_makes_it(db_url, make_service, engine, tmp_path):
     """A 100x60 image at the area 96x64: the job shows 96x48 before it runs, and the engine makes 96x48."""
     from wanserve.jobs.service import JobSubmission
 
@@ -95,7 +95,7 @@ def test_tiny_i2v_job_reports_fitted_size_at_submission_and_engine_makes_it(db_u
     assert expected == (96, 48)
     assert (view.params["width"], view.params["height"]) == expected and view.status == "queued"
     job = service.store.get(view.id)
-    request = service.generation_request(job)
+    request = service.generation_request(job, service.files.fetch_inputs(job.inputs, tmp_path))
     assert (request.width, request.height) == expected
     result = engine.generate(request)
     assert result.frames.shape[1:3] == (48, 96)

@@ -128,7 +128,8 @@ def test_wan21_i2v_readme_python_loop_hint_mode(seed_server, image_url):
     assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"
     with av.open(io.BytesIO(video.content)) as container:
         assert len(list(container.decode(video=0))) == 9
-    mode = stat.S_IMODE(os.stat(status["results"]["video_path"]).st_mode)
+    assert status["results"]["video_path"] == f"outputs/{uuid.UUID(task_id)}.mp4"  # the storage key, not a path
+    mode = stat.S_IMODE(os.stat(seed_server.data_dir / status["results"]["video_path"]).st_mode)
     assert mode & 0o044 == 0o044, oct(mode)  # readable by the group and others (the test runs under umask 022)
 
 

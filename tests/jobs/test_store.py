@@ -3,14 +3,17 @@ transitions, cancel, idempotency, queue limits, retention, events."""
 
 from __future__ import annotations
 
+import io
 import threading
 from datetime import timedelta
 
 import pytest
 
 from wanserve.errors import InvalidRequestError, JobNotFoundError, JobStateError, QueueFullError
+from wanserve.jobs.files import output_key
 from wanserve.jobs.model import JobStatus, utcnow
 from wanserve.jobs.service import JobSubmission
+from wanserve.storage.base import StorageKeyNotFound
 
 T2V = {"prompt": "a cat", "num_inference_steps": 2, "seed": 1}
 
@@ -185,11 +188,13 @@ def test_expire_finished_deletes_files_keeps_row(db_url, make_service, tmp_path)
     service = make_service(db_url, retention_s=0.001)
     submit(service)
     job = service.claim_next_job("w", ["tiny-t2v"])
-    video = service.storage.video_path(job.id)
-    video.write_bytes(b"x")
+    service.storage.put(output_key(job.id), io.BytesIO(b"x"))
     service.finish_failed(job.id, "w", "boom", "x")
+    assert service.storage.size(output_key(job.id)) == 1
     assert service.expire_finished_jobs() == [job.id]
-    assert service.get_job(job.id).status == "expired" and not video.exists()
+    assert service.get_job(job.id).status == "expired"
+    with pytest.raises(StorageKeyNotFound):
+        service.storage.size(output_key(job.id))
     assert service.expire_finished_jobs() == []
 
 

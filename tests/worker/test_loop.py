@@ -7,7 +7,9 @@ import threading
 import pytest
 
 from wanserve.errors import WeightsNotFoundError
+from wanserve.jobs.files import output_key
 from wanserve.jobs.service import JobSubmission
+from wanserve.storage.base import StorageKeyNotFound
 from wanserve.worker.loop import Worker, WorkerConfig
 
 
@@ -70,7 +72,8 @@ def test_cancel_while_running_stops_at_next_step_without_output(setup, fake_engi
     worker.run_once()
     view = service.get_job(job.id)
     assert view.status == "cancelled" and view.step == 2
-    assert not service.storage.video_path(job.id).exists()
+    with pytest.raises(StorageKeyNotFound):
+        service.storage.size(output_key(job.id))
 
 
 def test_timeout_fails_job_with_timeout(setup):

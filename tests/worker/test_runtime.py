@@ -13,6 +13,7 @@ import pytest
 from wanserve.bootstrap import build_runtime, served_models
 from wanserve.config import Settings
 from wanserve.engine.registry import tiny_models
+from wanserve.jobs.files import output_key
 from wanserve.jobs.service import JobSubmission
 from wanserve.worker import identity
 
@@ -84,10 +85,11 @@ def test_sweep_expires_results_past_retention(tmp_path, fake_engine):
     service = runtime.service
     done = service.create_job(JobSubmission(params={"prompt": "a cat"}))[0]
     runtime.pool.workers[0][0].run_once()
-    assert service.storage.video_path(done.id).exists()
+    assert service.get_job(done.id).outputs["video_key"] == output_key(done.id) == f"outputs/{done.id}.mp4"
+    assert (tmp_path / "outputs" / f"{done.id}.mp4").is_file()
     lost = service.create_job(JobSubmission(params={"prompt": "a dog"}))[0]
     service.claim_next_job("gone", ["tiny-t2v"])  # its lease (1 ms) expires at once
     runtime.pool.sweep()
-    assert service.get_job(done.id).status == "expired" and not service.storage.video_path(done.id).exists()
+    assert service.get_job(done.id).status == "expired" and not (tmp_path / "outputs" / f"{done.id}.mp4").exists()
     assert service.get_job(lost.id).status == "queued"
     runtime.stop()

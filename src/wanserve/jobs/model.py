@@ -105,7 +105,8 @@ class Job(Base):
     error_type: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
     outputs: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    """video_path, thumbnail_path, width, height, num_frames, fps, seed, stage_times_s."""
+    """video_key, thumbnail_key (storage keys, never paths), video_bytes, width, height, num_frames, fps, seed,
+    stage_times_s."""
     step_time_sum_s: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
     steps_timed: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     run_time_s: Mapped[float | None] = mapped_column(Float)

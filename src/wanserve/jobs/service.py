@@ -4,7 +4,7 @@ health) and for workers (claim, heartbeat, progress, finish). Knows nothing of H
 Stable names other packages code against:
 - `JobSubmission(params, model=None, inputs={}, webhook_url=None, idempotency_key=None, owner_key="")`
 - `JobService.create_job(submission) -> (JobView, created: bool)`; `get_job`, `list_jobs -> JobPage`,
-  `cancel_job`, `delete_job`, `content_path(job_id, variant)`, `stream_events(job_id, after_seq)` (async iterator
+  `cancel_job`, `delete_job`, `content(job_id, variant)` (a storage key), `stream_events(job_id, after_seq)` (async iterator
   of `JobEventView`, ends after the final status), `queue_stats()`.
 - `JobService.add_final_listener(callback)`: `callback(JobView)` after every job reaches a final status in this
   process (webhooks, metrics). Called on the thread that made the change; exceptions are logged, never raised.
@@ -23,8 +23,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from wanserve.engine.registry import get_spec
 from wanserve.engine.requests import GenerationRequest, GenerationResult
@@ -38,15 +37,13 @@ from wanserve.engine.validation import (
 )
 from wanserve.errors import InvalidRequestError, JobNotFoundError, JobStateError, QueueFullError
 from wanserve.jobs.events import EventHub
+from wanserve.jobs.files import VARIANTS, JobFiles, OutputKeys
 from wanserve.jobs.media_inputs import MediaLimits, StoredInput, load_input
 from wanserve.jobs.model import Job, JobStatus, utcnow
 from wanserve.jobs.serving import ServingStatus, check_servable
 from wanserve.jobs.store import JobStore, LeaseState, ModelStats
 from wanserve.jobs.views import JobEventView, JobView, make_view, queued_etas, running_eta_s
-from wanserve.storage.local import LocalStorage
-
-if TYPE_CHECKING:
-    from wanserve.media.outputs import VideoFiles
+from wanserve.storage.base import Storage, StorageKeyNotFound
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +94,17 @@ class JobSubmission:
 
 
 @dataclass(frozen=True)
+class JobContent:
+    """A stored output of a job: its storage key (never a path), length and media type."""
+
+    job_id: str
+    key: str
+    size: int
+    media_type: str
+    suffix: str
+
+
+@dataclass(frozen=True)
 class JobPage:
     """One page of jobs and how many match in all."""
 
@@ -110,7 +118,7 @@ class JobService:
     def __init__(
         self,
         store: JobStore,
-        storage: LocalStorage,
+        storage: Storage,
         config: JobServiceConfig,
         hub: EventHub | None = None,
         notify_waiting: Callable[[str], None] | None = None,
@@ -120,6 +128,7 @@ class JobService:
         self.serving = serving
         """Who knows whether a model can be served (the workers); None: never refuse for that reason."""
         self.storage = storage
+        self.files = JobFiles(storage)
         self.config = config
         self.hub = hub or EventHub()
         self._notify_waiting = notify_waiting or (lambda job_id: None)
@@ -178,12 +187,10 @@ class JobService:
         try:
             for name, item in loaded.items():
                 if isinstance(item, list):
-                    paths[name] = [
-                        str(self.storage.save_input(job_id, f"{name}-{i}", x.data)) for i, x in enumerate(item)
-                    ]
+                    paths[name] = [self.files.save_input(job_id, f"{name}-{i}", x.data) for i, x in enumerate(item)]
                     public[name] = [x.description for x in item]
                 else:
-                    paths[name] = str(self.storage.save_input(job_id, name, item.data))
+                    paths[name] = self.files.save_input(job_id, name, item.data)
                     public[name] = item.description
             job = Job(
                 id=job_id,
@@ -202,13 +209,13 @@ class JobService:
             )
             row, created = self.store.create(job, self.config.max_queue)
         except QueueFullError as exc:
-            self.storage.delete_inputs(job_id)
+            self.files.delete_inputs(job_id)
             raise QueueFullError(str(exc), self._retry_after_s(model, request.num_inference_steps)) from None
         except BaseException:
-            self.storage.delete_inputs(job_id)
+            self.files.delete_inputs(job_id)
             raise
         if not created:
-            self.storage.delete_inputs(job_id)
+            self.files.delete_inputs(job_id)
             return self._same_request(row, fingerprint), False
         logger.info("job %s queued (%s, %s, %d steps)", job_id, model, request.task.value, request.num_inference_steps)
         self._notify_waiting(job_id)
@@ -318,19 +325,24 @@ class JobService:
         run_s = 5.0 if s is None else steps * s.step_time_s + s.overhead_s
         return max(1, min(600, round(run_s / max(1, self.config.concurrency))))
 
-    def content_path(self, job_id: str, variant: str = "video", owner_key: str | None = None) -> Path:
-        """The file of a succeeded job: `video` (MP4) or `thumbnail` (JPEG). 409 when there is none (yet)."""
-        if variant not in ("video", "thumbnail"):
+    def content(self, job_id: str, variant: str = "video", owner_key: str | None = None) -> JobContent:
+        """Where a succeeded job's `video` (MP4) or `thumbnail` (JPEG) is stored. 409 when there is none (yet)."""
+        if variant not in VARIANTS:
             raise InvalidRequestError("variant", f"`variant` must be video or thumbnail, got {variant!r}")
         job = self._get(job_id, owner_key)
         if job.status == JobStatus.EXPIRED.value:
             raise JobStateError(f"job {job_id!r} expired; its files were deleted")
         if job.status != JobStatus.SUCCEEDED.value or not job.outputs:
             raise JobStateError(f"job {job_id!r} is {job.status}; content exists once it succeeded")
-        path = Path(job.outputs["video_path" if variant == "video" else "thumbnail_path"])
-        if not path.is_file():
+        key = job.outputs.get(f"{variant}_key")
+        try:
+            size = self.storage.size(key) if key else None
+        except StorageKeyNotFound:
+            size = None
+        if size is None:
             raise JobStateError(f"job {job_id!r}: its {variant} file is gone from storage")
-        return path
+        suffix, media_type = VARIANTS[variant]
+        return JobContent(job.id, key, size, media_type, suffix)
 
     async def stream_events(
         self, job_id: str, after_seq: int = 0, owner_key: str | None = None
@@ -364,7 +376,7 @@ class JobService:
         self.hub.notify(job_id)
         view = self._view(job)
         if job.status == JobStatus.CANCELLED.value:
-            self.storage.delete_inputs(job_id)
+            self.files.delete_inputs(job_id)
             self._final(view)
         logger.info("job %s: cancel requested (%s)", job_id, job.status)
         return view
@@ -373,7 +385,7 @@ class JobService:
         """Deletes a job that is not running and its files. 409 for a running job."""
         self._get(job_id, owner_key)
         self.store.delete(job_id)
-        self.storage.delete_all(job_id)
+        self.files.delete_all(job_id)
         self.hub.notify(job_id)
 
     def add_final_listener(self, callback: FinalListener) -> None:
@@ -424,19 +436,21 @@ class JobService:
             self._call(self._step_listeners, job_id, tuple(step_times_s))
         return state
 
-    def generation_request(self, job: Job) -> GenerationRequest:
-        """The engine request of a claimed job: stored parameters and stored input files."""
+    def generation_request(self, job: Job, input_paths: Mapping[str, Any]) -> GenerationRequest:
+        """The engine request of a claimed job: stored parameters, and its inputs at `input_paths` (what
+        `files.fetch_inputs` copied to this host)."""
         params = {k: v for k, v in job.params.items() if k not in MEDIA_FIELDS and k != "model"}
-        params.update(job.inputs)
+        params.update(input_paths)
         return request_from_params(job.model, params)
 
-    def finish_succeeded(self, job_id: str, owner: str, result: GenerationResult, files: VideoFiles) -> JobView | None:
+    def finish_succeeded(self, job_id: str, owner: str, result: GenerationResult, files: OutputKeys) -> JobView | None:
         """Marks the job succeeded with its outputs. None when the lease was lost (someone else owns it now)."""
         job = self.store.get(job_id)
         run_time_s = (utcnow() - job.started_at).total_seconds() if job.started_at else None
         outputs = {
-            "video_path": files.video_path,
-            "thumbnail_path": files.thumbnail_path,
+            "video_key": files.video_key,
+            "thumbnail_key": files.thumbnail_key,
+            "video_bytes": files.video_bytes,
             "width": result.width,
             "height": result.height,
             "num_frames": result.num_frames,
@@ -465,7 +479,7 @@ class JobService:
                 "job %s: lease lost before it could be marked %s; left to its new owner", job_id, status.value
             )
             return None
-        self.storage.delete_inputs(job_id)
+        self.files.delete_inputs(job_id)
         self.hub.notify(job_id)
         view = self._view(job)
         self._final(view)
@@ -483,7 +497,7 @@ class JobService:
             if job.status == JobStatus.QUEUED.value:
                 self._notify_waiting(job.id)
             else:
-                self.storage.delete_inputs(job.id)
+                self.files.delete_inputs(job.id)
                 self._final(view)
         return views
 
@@ -491,7 +505,7 @@ class JobService:
         """Finished jobs past retention: files deleted, rows kept as `expired`. Returns their ids."""
         expired = self.store.expire_finished()
         for job in expired:
-            self.storage.delete_all(job.id)
+            self.files.delete_all(job.id)
             self.hub.notify(job.id)
         if expired:
             logger.info("expired %d finished jobs past retention", len(expired))

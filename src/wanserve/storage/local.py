@@ -1,7 +1,8 @@
-"""`LocalStorage`: job outputs and inputs in local directories.
+"""`LocalStorage`: objects as files under local directories.
 
-Layout: `<output_dir>/<job id>.mp4` and `<job id>.jpg` beside it (the engine writes both); inputs under
-`<input_dir>/<job id>/<field>[-<i>]`. Job ids are checked to be UUIDs before they become paths.
+A key's first segment picks the directory (`outputs/<job id>.mp4` -> `<outputs dir>/<job id>.mp4`), so outputs can
+live apart from uploaded inputs (the replaced services' `OUTPUT_DIR`). Writes go to a temporary file beside the
+target and are renamed into place (`media.atomic`), so a reader never sees half a file.
 """
 
 from __future__ import annotations
@@ -9,64 +10,75 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
-import uuid
+from collections.abc import Mapping
 from pathlib import Path
+from typing import BinaryIO
+
+from wanserve.media.atomic import atomic_output
+from wanserve.storage.base import FileSource, StorageKeyNotFound, check_key
 
 logger = logging.getLogger(__name__)
 
 
-def _checked_id(job_id: str) -> str:
-    try:
-        return str(uuid.UUID(job_id))
-    except (ValueError, AttributeError, TypeError):
-        raise ValueError(f"job id {job_id!r} is not a UUID") from None
-
-
 class LocalStorage:
-    """Job files on the local file system."""
+    """Objects in local directories, one per top-level key segment."""
 
-    def __init__(self, output_dir: Path, input_dir: Path):
-        self.output_dir = Path(output_dir)
-        self.input_dir = Path(input_dir)
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        self.input_dir.mkdir(parents=True, exist_ok=True)
+    def __init__(self, directories: Mapping[str, Path]):
+        self.directories = {name: Path(path).resolve() for name, path in directories.items()}
+        for path in self.directories.values():
+            path.mkdir(parents=True, exist_ok=True)
 
-    def video_path(self, job_id: str) -> Path:
-        """Where the job's MP4 goes (the engine writes it there atomically)."""
-        return self.output_dir / f"{_checked_id(job_id)}.mp4"
+    @classmethod
+    def under(cls, root: Path, *areas: str) -> LocalStorage:
+        """Every area (`outputs`, `inputs`) as a sub-directory of `root`."""
+        return cls({area: Path(root) / area for area in areas})
 
-    def thumbnail_path(self, job_id: str) -> Path:
-        """The JPEG thumbnail beside the MP4."""
-        return self.video_path(job_id).with_suffix(".jpg")
+    def path(self, key: str) -> Path:
+        """The file behind `key` (for this host only; never sent to a client)."""
+        area, _, rest = check_key(key).partition("/")
+        if area not in self.directories or not rest:
+            raise ValueError(f"storage key {key!r} is not under {', '.join(sorted(self.directories))}")
+        return self.directories[area] / rest
 
-    def save_input(self, job_id: str, name: str, data: bytes) -> Path:
-        """Writes one input file atomically and returns its path."""
-        if not name.replace("-", "").replace("_", "").isalnum():
-            raise ValueError(f"input name {name!r} is not a plain name")
-        folder = self.input_dir / _checked_id(job_id)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / name
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
+    def put(self, key: str, file: FileSource) -> None:
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(target) as tmp, open(tmp, "wb") as out:
+            if isinstance(file, str | os.PathLike):
+                with open(file, "rb") as source:
+                    shutil.copyfileobj(source, out, 1 << 20)
+            else:
+                shutil.copyfileobj(file, out, 1 << 20)
+
+    def open(self, key: str) -> BinaryIO:
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+            return open(self.path(key), "rb")
+        except FileNotFoundError:
+            raise StorageKeyNotFound(f"no object {key!r}") from None
 
-    def delete_inputs(self, job_id: str) -> None:
-        """Removes the job's input files (after it finished, or when it was never created)."""
-        shutil.rmtree(self.input_dir / _checked_id(job_id), ignore_errors=True)
+    def size(self, key: str) -> int:
+        try:
+            return self.path(key).stat().st_size
+        except FileNotFoundError:
+            raise StorageKeyNotFound(f"no object {key!r}") from None
 
-    def delete_outputs(self, job_id: str) -> None:
-        """Removes the job's MP4 and thumbnail."""
-        for path in (self.video_path(job_id), self.thumbnail_path(job_id)):
-            path.unlink(missing_ok=True)
+    def url(self, key: str) -> str | None:
+        return None
 
-    def delete_all(self, job_id: str) -> None:
-        """Removes everything the job left on disk."""
-        self.delete_inputs(job_id)
-        self.delete_outputs(job_id)
+    def delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
+
+    def delete_prefix(self, prefix: str) -> None:
+        folder = prefix.rstrip("/")
+        path = self.path(folder)
+        if prefix.endswith("/"):
+            shutil.rmtree(path, ignore_errors=True)
+            return
+        for candidate in path.parent.glob(f"{path.name}*"):
+            if candidate.is_dir():
+                shutil.rmtree(candidate, ignore_errors=True)
+            else:
+                candidate.unlink(missing_ok=True)
+
+    def describe(self) -> str:
+        return "local directories " + ", ".join(f"{k}={v}" for k, v in sorted(self.directories.items()))

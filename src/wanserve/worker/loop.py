@@ -7,6 +7,8 @@ fails that job (with its error type and message) and the loop goes on.
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -221,13 +223,17 @@ class Worker:
                 self._hold(job.id, stop, heartbeat)
 
         heartbeat.start()
+        scratch = tempfile.TemporaryDirectory(prefix=f"wanserve-{job.id[:8]}-")
         try:
-            request = self.service.generation_request(job)
+            # 1. Inputs from storage to this host; 2. generate; 3. encode beside them; 4. put the files in storage.
+            inputs = self.service.files.fetch_inputs(job.inputs, scratch.name)
+            request = self.service.generation_request(job, inputs)
             result = self.engine.generate(request, on_progress=on_progress, should_stop=should_stop)
             on_progress(ProgressEvent(Stage.WRITING, step=len(result.step_times_s), steps=len(result.step_times_s)))
-            files = write_video_files(
-                result.frames, self.service.storage.video_path(job.id), fps=request.fps, crf=request.crf
+            encoded = write_video_files(
+                result.frames, os.path.join(scratch.name, "output.mp4"), fps=request.fps, crf=request.crf
             )
+            files = self.service.files.store_outputs(job.id, encoded.video_path, encoded.thumbnail_path)
             recorder.flush()
         except GenerationCancelled:
             recorder.flush_quietly()
@@ -256,6 +262,7 @@ class Worker:
             return
         finally:
             heartbeat.stop()
+            scratch.cleanup()
         view = self.service.finish_succeeded(job.id, owner, result, files)
         if view is not None:
             logger.info("job %s succeeded in %.2f s", job.id, (view.finished_at - view.started_at).total_seconds())

@@ -19,7 +19,7 @@ from wanserve.dispatch.base import Dispatcher
 from wanserve.engine.registry import get_spec
 from wanserve.jobs.service import JobService
 from wanserve.jobs.serving import ServingStatus, WorkersElsewhere
-from wanserve.storage.local import LocalStorage
+from wanserve.storage.base import Storage
 from wanserve.worker.identity import owner_is_dead
 from wanserve.worker.pool import WorkerPool
 
@@ -33,7 +33,7 @@ class Runtime:
     settings: Settings
     db: DBEngine
     service: JobService
-    storage: LocalStorage
+    storage: Storage
     dispatcher: Dispatcher
     models: list[str]
     tiny_fallback: bool

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from wanserve.api.deps import JobServiceDep, OwnerDep, SubmissionDep
+from wanserve.api.content import content_response
+from wanserve.api.deps import JobServiceDep, OwnerDep, SettingsDep, SubmissionDep
 from wanserve.api.schemas.jobs import JobCreate, JobDeleted, JobPublic, JobsPublic
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -89,16 +89,24 @@ def delete_job(job_id: str, service: JobServiceDep, owner: OwnerDep) -> JobDelet
 
 @router.get(
     "/{job_id}/content",
-    response_class=FileResponse,
-    responses={200: {"content": {"video/mp4": {}, "image/jpeg": {}}}},
+    response_class=Response,
+    responses={
+        200: {"content": {"video/mp4": {}, "image/jpeg": {}}},
+        206: {"description": "The byte range asked for with `Range`."},
+        307: {"description": "Redirect to a presigned storage URL (`WANSERVE_STORAGE_REDIRECT`)."},
+    },
 )
 def get_content(
-    job_id: str, service: JobServiceDep, owner: OwnerDep, variant: Literal["video", "thumbnail"] = "video"
-) -> FileResponse:
-    """The MP4 of a succeeded job, or its JPEG thumbnail with `?variant=thumbnail`."""
-    path = service.content_path(job_id, variant, owner)
-    media_type = "video/mp4" if variant == "video" else "image/jpeg"
-    return FileResponse(path, media_type=media_type, filename=f"{job_id}{path.suffix}")
+    request: Request,
+    job_id: str,
+    service: JobServiceDep,
+    settings: SettingsDep,
+    owner: OwnerDep,
+    variant: Literal["video", "thumbnail"] = "video",
+) -> Response:
+    """The MP4 of a succeeded job, or its JPEG thumbnail with `?variant=thumbnail`. Range requests work."""
+    content = service.content(job_id, variant, owner)
+    return content_response(request, service, content, f"{job_id}{content.suffix}", settings.storage_redirect)
 
 
 async def _existing_job(job_id: str, service: JobServiceDep, owner: OwnerDep) -> str:

@@ -17,10 +17,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse
 
+from wanserve.api.content import content_response
 from wanserve.api.deps import JobServiceDep, OwnerDep, get_settings
 from wanserve.api.routes.legacy_common import (
     LegacyRoute,
@@ -145,7 +145,7 @@ def animate_status(view: Any) -> AnimateJobStatus:
     return AnimateJobStatus(
         job_id=view.idempotency_key or public_id(view.id),
         status=ANIMATE_STATUS[status],
-        output_path=outputs.get("video_path") if status == "succeeded" else None,
+        output_path=outputs.get("video_key") if status == "succeeded" else None,
         message=message,
         started_at=view.started_at.isoformat() if view.started_at else None,
         finished_at=view.finished_at.isoformat() if view.finished_at else None,
@@ -178,11 +178,12 @@ async def get_animate_job(request: Request, service: JobServiceDep, owner: Owner
 
 
 @router.get("/jobs/{job_id}/media")
-async def get_animate_media(request: Request, service: JobServiceDep, owner: OwnerDep, job_id: str) -> FileResponse:
-    """The MP4 of a succeeded Animate job; 404 until there is one (as before)."""
+async def get_animate_media(request: Request, service: JobServiceDep, owner: OwnerDep, job_id: str) -> Response:
+    """The MP4 of a succeeded Animate job; 404 until there is one (as before). Range requests work."""
     try:
         view = await run_in_threadpool(find_job, service, job_id, owner)
-        path = await run_in_threadpool(service.content_path, view.id, "video", owner)
+        content = await run_in_threadpool(service.content, view.id, "video", owner)
     except JobStateError:
         raise JobNotFoundError("Output not available yet") from None
-    return FileResponse(path, media_type="video/mp4", filename=f"{job_id}.mp4")
+    redirect = get_settings(request).storage_redirect
+    return content_response(request, service, content, f"{job_id}.mp4", redirect)

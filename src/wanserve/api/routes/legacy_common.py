@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from fastapi import Request, Response
@@ -112,12 +111,11 @@ def video_url(job_id: str) -> str:
 
 
 def output_facts(view: Any) -> dict[str, Any]:
-    """Result facts of a succeeded job: path, size in bytes, frames, fps, duration in seconds."""
+    """Result facts of a succeeded job: its storage key (in the old `video_path` field: clients never see a server
+    path), size in bytes, frames, fps, duration in seconds."""
     outputs = view.outputs or {}
-    path = outputs.get("video_path")
-    size = None
-    if path and Path(path).is_file():
-        size = Path(path).stat().st_size
+    path = outputs.get("video_key")
+    size = outputs.get("video_bytes")
     frames = outputs.get("num_frames")
     fps = outputs.get("fps")
     return {

@@ -15,9 +15,10 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import JSONResponse
 
-from wanserve.api.deps import JobServiceDep, OwnerDep
+from wanserve.api.content import content_response
+from wanserve.api.deps import JobServiceDep, OwnerDep, get_settings
 from wanserve.api.routes.legacy_common import (
     LegacyRoute,
     capabilities,
@@ -170,9 +171,9 @@ async def download_video(request: Request, service: JobServiceDep, owner: OwnerD
     variants = {"mp4": ("video", "video/mp4"), "jpg": ("thumbnail", "image/jpeg")}
     if not dot or suffix.lower() not in variants:
         return JSONResponse(status_code=404, content={"detail": "Not Found"})
-    variant, media_type = variants[suffix.lower()]
+    variant, _media_type = variants[suffix.lower()]
     try:
-        path = await run_in_threadpool(service.content_path, job_id_of(stem), variant, owner)
+        content = await run_in_threadpool(service.content, job_id_of(stem), variant, owner)
     except (JobNotFoundError, JobStateError):
         return JSONResponse(status_code=404, content={"detail": "Not Found"})
-    return FileResponse(path, media_type=media_type)
+    return content_response(request, service, content, None, get_settings(request).storage_redirect)

@@ -13,10 +13,11 @@ from typing import Any
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 
-from wanserve.api.deps import JobServiceDep, OwnerDep
+from wanserve.api.content import content_response
+from wanserve.api.deps import JobServiceDep, OwnerDep, SettingsDep
 from wanserve.api.errors import ShapedErrorRoute, retry_after_headers
 from wanserve.api.schemas.openai import (
     DEFAULT_LIST_LIMIT,
@@ -238,12 +239,16 @@ async def retrieve_video(video_id: str, service: JobServiceDep, owner: OwnerDep)
 
 @router.get("/videos/{video_id}/content")
 async def download_video_content(
-    video_id: str, service: JobServiceDep, owner: OwnerDep, variant: str = Query("video", max_length=32)
-) -> FileResponse:
+    request: Request,
+    video_id: str,
+    service: JobServiceDep,
+    settings: SettingsDep,
+    owner: OwnerDep,
+    variant: str = Query("video", max_length=32),
+) -> Response:
     """The MP4 (`variant=video`) or the JPEG thumbnail (`variant=thumbnail`) of a completed video."""
-    path = await run_in_threadpool(service.content_path, video_id, variant, owner)
-    media_type = "video/mp4" if variant == "video" else "image/jpeg"
-    return FileResponse(path, media_type=media_type, filename=f"{video_id}{path.suffix}")
+    content = await run_in_threadpool(service.content, video_id, variant, owner)
+    return content_response(request, service, content, f"{video_id}{content.suffix}", settings.storage_redirect)
 
 
 @router.delete("/videos/{video_id}", response_model=VideoDeleted)
