@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -45,6 +46,9 @@ def job_count(client) -> int:
         ({"prompt": "a cat", "seed": 2**40}, "seed", "between"),
         ({"prompt": "a cat", "webhook_url": "ftp://x"}, "webhook_url", "http(s)"),
         ({"prompt": "a cat", "image": "/etc/passwd"}, "image", "is not used by task"),
+        ({"prompt": "a cat", "strength": 0.5}, "strength", "not used by task 't2v' (it applies to: v2v)"),
+        ({"prompt": "a cat", "animate_mode": "replace"}, "animate_mode", "not used by task 't2v'"),
+        ({"prompt": "a cat", "boundary_ratio": 0.5}, "boundary_ratio", "two-expert"),
         ({"model": "tiny-i2v", "prompt": "a cat", "image": "/etc/passwd"}, "image", "data: URL or an http(s) URL"),
         (
             {"model": "tiny-i2v", "prompt": "a cat", "image": "data:image/png;base64,aGVsbG8="},
@@ -120,3 +124,29 @@ def test_docs_describe_random_weights(client):
     assert "RANDOM weights" in spec["info"]["description"]
     assert "JobCreate" in spec["components"]["schemas"]
     assert client.get("/docs").status_code == 200
+
+
+def mp4_bytes(tmp_path, frames: int) -> bytes:
+    from wanserve.media.video import encode_mp4
+
+    path = tmp_path / f"{frames}.mp4"
+    encode_mp4(np.zeros((frames, 64, 64, 3), dtype=np.uint8), str(path), fps=8)
+    return path.read_bytes()
+
+
+def test_create_too_short_video_422_at_submission(client, tmp_path):
+    files = {"video": ("short.mp4", mp4_bytes(tmp_path, 5))}
+    response = client.post("/v1/jobs", data={"prompt": "a cat", "num_frames": "9"}, files=files)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["param"] == "video" and "has 5 frames; at least 9" in error["message"]
+    assert job_count(client) == 0
+
+
+def test_create_long_enough_video_shows_v2v_params(client, tmp_path):
+    files = {"video": ("ok.mp4", mp4_bytes(tmp_path, 9))}
+    response = client.post("/v1/jobs", data={"prompt": "a cat", "num_frames": "9", "strength": "0.5"}, files=files)
+    assert response.status_code == 201, response.text
+    job = response.json()
+    assert job["kind"] == "v2v" and job["params"]["strength"] == 0.5 and "animate_mode" not in job["params"]
+    client.delete(f"/v1/jobs/{job['id']}")

@@ -70,13 +70,17 @@ def test_doctor_missing_device_fails_with_nonzero_exit(tmp_path):
     assert report["ok"] is False
 
 
-def test_doctor_human_output_is_tables(tmp_path):
+def test_doctor_human_output_is_tables_within_80_columns(tmp_path):
     result = CliRunner().invoke(
-        app, ["doctor", "--quick", "--data-dir", str(tmp_path), "--models-dir", str(tmp_path)], env={"COLUMNS": "160"}
+        app, ["doctor", "--quick", "--data-dir", str(tmp_path), "--models-dir", str(tmp_path)], env={"COLUMNS": "80"}
     )
 
     assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
     assert "wanserve doctor" in result.stdout
     assert "libx264 present" in result.stdout
-    assert "tiny-t2v" in result.stdout and "yes (random)" in result.stdout
+    # One line per model: name, readiness and weights on the same line, never broken into slivers.
+    assert any(line.split()[:2] == ["tiny-t2v", "random"] and "random weights" in line for line in lines)
+    assert any(line.split()[:2] == ["wan2.1-flf2v-14b-720p", "no"] for line in lines)
     assert "no check failed" in result.stdout

@@ -12,6 +12,7 @@ from wanserve.engine import diagnostics
 from wanserve.engine.config import WeightsConfig
 from wanserve.engine.devices import accelerator_type
 from wanserve.engine.diagnostics import CheckResult, DoctorReport, ModelReadiness
+from wanserve.engine.memory_estimate import estimate_memory
 from wanserve.engine.registry import get_spec
 from wanserve.engine.tiny import build_tiny_components
 
@@ -127,7 +128,7 @@ def test_model_readiness_real_model_without_weights_not_ready(tmp_path):
     assert (readiness.ready, readiness.random_weights) == (False, False)
     assert readiness.message == "weights not found"
     assert "model_index.json" in readiness.missing
-    assert readiness.memory_gb == 60.0
+    assert readiness.memory_gb == estimate_memory(get_spec("wan2.1-t2v-14b")).peak_gib == 55.47
 
 
 def test_model_readiness_incomplete_lists_missing_files(tmp_path):

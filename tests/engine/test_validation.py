@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from wanserve.engine.inputs import load_media
-from wanserve.engine.validation import request_params, resolve_request
+from wanserve.engine.validation import MEDIA_FIELDS, request_from_params, request_params, resolve_request
 from wanserve.errors import InvalidRequestError, UnknownModelError
 
 
@@ -75,3 +75,61 @@ def test_resolve_request_infers_task_from_inputs(png_bytes):
 def test_resolve_request_without_seed_picks_and_records_one():
     request = resolve_request("tiny-t2v", {"prompt": "x"})
     assert 0 <= request.seed < 2**32
+
+
+@pytest.mark.parametrize(
+    ("model", "params", "field", "text"),
+    [
+        ("tiny-t2v", {"strength": 0.5}, "strength", "not used by task 't2v' (it applies to: v2v)"),
+        ("tiny-t2v", {"animate_mode": "replace"}, "animate_mode", "not used by task 't2v'"),
+        ("tiny-t2v", {"boundary_ratio": 0.5}, "boundary_ratio", "two-expert"),
+        ("tiny-t2v", {"pose_video": b"x"}, "pose_video", "not used by task 't2v'"),
+        ("tiny-i2v", {"image": b"x", "strength": 0.5}, "strength", "not used by task 'i2v'"),
+        ("tiny-t2v", {"guidance_scale": 1.0, "negative_prompt": "blur"}, "negative_prompt", "above 1"),
+        ("tiny-t2v-moe", {"guidance_scale": 1.0, "guidance_scale_2": 3.0}, "guidance_scale_2", "above 1"),
+        ("tiny-t2v-moe", {"boundary_ratio": 1.5}, "boundary_ratio", "got 1.5"),
+        (
+            "tiny-animate",
+            {"image": b"x", "pose_video": b"x", "face_video": b"x", "mask": b"x"},
+            "mask",
+            "only with animate_mode 'replace'",
+        ),
+        (
+            "tiny-animate",
+            {"image": b"x", "pose_video": b"x", "face_video": b"x", "animate_mode": "replace", "mask": b"x"},
+            "background_video",
+            "needs `background_video` and `mask`",
+        ),
+    ],
+)
+def test_resolve_request_refuses_field_its_task_does_not_use(model, params, field, text):
+    with pytest.raises(InvalidRequestError) as info:
+        resolve_request(model, {"prompt": "a cat", **params})
+    assert info.value.field == field
+    assert text in str(info.value)
+
+
+def test_request_params_show_only_the_task_s_parameters(png_bytes):
+    t2v = request_params(resolve_request("tiny-t2v", {"prompt": "a cat", "seed": 1}))
+    assert not {"strength", "animate_mode", "guidance_scale_2", "boundary_ratio", "image", "video"} & set(t2v)
+    assert {"guidance_scale", "flow_shift", "solver", "seed", "max_sequence_length", "fps", "crf"} <= set(t2v)
+    v2v = request_params(resolve_request("tiny-t2v", {"prompt": "a cat", "video": b"x", "strength": 0.4}))
+    assert v2v["task"] == "v2v" and v2v["strength"] == 0.4 and "animate_mode" not in v2v
+    moe = request_params(resolve_request("tiny-t2v-moe", {"prompt": "a cat", "boundary_ratio": 0.5}))
+    assert moe["boundary_ratio"] == 0.5 and moe["guidance_scale_2"] == 3.0
+
+
+@pytest.mark.parametrize(
+    ("model", "params"),
+    [
+        ("tiny-t2v-moe", {"boundary_ratio": 0.5, "guidance_scale_2": 2.0, "solver": "euler"}),
+        ("tiny-t2v", {"video": "in.mp4", "strength": 0.3, "max_sequence_length": 64}),
+        ("tiny-vace", {"video": "v.mp4", "reference_images": ["a.png", "b.png"]}),
+        ("tiny-animate", {"image": "a.png", "pose_video": "p.mp4", "face_video": "f.mp4"}),
+    ],
+)
+def test_request_from_params_rebuilds_the_resolved_request(model, params):
+    request = resolve_request(model, {"prompt": "a cat", "seed": 3, **params})
+    stored = request_params(request)
+    inputs = {name: value for name, value in params.items() if name in MEDIA_FIELDS}
+    assert request_from_params(stored, inputs) == request

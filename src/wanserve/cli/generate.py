@@ -31,37 +31,47 @@ def parse_size(size: str) -> tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
+def _help(name: str) -> str:
+    """The flag's help: the parameter table's text (engine/parameters.py), shared with the API docs."""
+    from wanserve.engine.parameters import BY_NAME
+
+    return BY_NAME[name].help.split(" An uploaded file")[0]
+
+
 def generate(
     model: str = typer.Option(..., "--model", "-m", help="Model name (see `wanserve models`)."),
-    prompt: str = typer.Option("", "--prompt", "-p", help="What the video shows."),
-    negative_prompt: str | None = typer.Option(None, "--negative-prompt", help="What to avoid."),
-    image: Path | None = typer.Option(None, "--image", help="First frame (i2v, flf2v, ti2v, animate reference)."),
-    last_image: Path | None = typer.Option(None, "--last-image", help="Last frame (flf2v)."),
-    video: Path | None = typer.Option(None, "--video", help="Input video (v2v, or the VACE control video)."),
-    mask: Path | None = typer.Option(None, "--mask", help="VACE mask video (white = generate)."),
-    reference_image: list[Path] = typer.Option([], "--reference-image", help="VACE reference image (repeatable)."),
-    task: str | None = typer.Option(None, "--task", help="t2v, i2v, flf2v, ti2v, v2v, vace (inferred if omitted)."),
+    prompt: str = typer.Option("", "--prompt", "-p", help=_help("prompt")),
+    negative_prompt: str | None = typer.Option(None, "--negative-prompt", help=_help("negative_prompt")),
+    image: Path | None = typer.Option(None, "--image", help=_help("image")),
+    last_image: Path | None = typer.Option(None, "--last-image", help=_help("last_image")),
+    video: Path | None = typer.Option(None, "--video", help=_help("video")),
+    mask: Path | None = typer.Option(None, "--mask", help=_help("mask")),
+    reference_images: list[Path] = typer.Option(
+        [], "--reference-image", help=_help("reference_images") + " Repeatable."
+    ),
+    pose_video: Path | None = typer.Option(None, "--pose-video", help=_help("pose_video")),
+    face_video: Path | None = typer.Option(None, "--face-video", help=_help("face_video")),
+    background_video: Path | None = typer.Option(None, "--background-video", help=_help("background_video")),
+    task: str | None = typer.Option(None, "--task", help=_help("task")),
+    animate_mode: str | None = typer.Option(None, "--animate-mode", help=_help("animate_mode")),
     size: str | None = typer.Option(
         None, "--size", help="WIDTHxHEIGHT, e.g. 832x480 (model default if omitted); an area for i2v/flf2v/ti2v."
     ),
-    allow_untrained_size: bool = typer.Option(
-        False, "--allow-untrained-size", help="Run a size outside the model's trained sizes."
-    ),
-    conditioning_scale: float | None = typer.Option(
-        None, "--conditioning-scale", help="vace: weight of the control signal (default 1)."
-    ),
-    refert_num: int | None = typer.Option(
-        None, "--refert-num", help="animate: frames carried between segments, 1 or 5."
-    ),
-    frames: int | None = typer.Option(None, "--frames", help="Number of frames, 4k+1 (e.g. 81)."),
-    steps: int | None = typer.Option(None, "--steps", help="Denoising steps."),
-    guidance: float | None = typer.Option(None, "--guidance", help="Classifier-free guidance scale."),
-    guidance_2: float | None = typer.Option(None, "--guidance-2", help="Low-noise expert guidance (A14B)."),
-    shift: float | None = typer.Option(None, "--shift", help="Flow shift of the sampler."),
-    strength: float | None = typer.Option(None, "--strength", help="v2v: how much of the input is replaced (0..1]."),
-    seed: int | None = typer.Option(None, "--seed", help="Random seed (random if omitted)."),
-    fps: int | None = typer.Option(None, "--fps", help="Frames per second of the MP4."),
-    crf: int | None = typer.Option(None, "--crf", help="H.264 quality, 0 (lossless) to 51."),
+    allow_untrained_size: bool = typer.Option(False, "--allow-untrained-size", help=_help("allow_untrained_size")),
+    num_frames: int | None = typer.Option(None, "--frames", help=_help("num_frames")),
+    num_inference_steps: int | None = typer.Option(None, "--steps", help=_help("num_inference_steps")),
+    guidance_scale: float | None = typer.Option(None, "--guidance", help=_help("guidance_scale")),
+    guidance_scale_2: float | None = typer.Option(None, "--guidance-2", help=_help("guidance_scale_2")),
+    boundary_ratio: float | None = typer.Option(None, "--boundary-ratio", help=_help("boundary_ratio")),
+    flow_shift: float | None = typer.Option(None, "--shift", help=_help("flow_shift")),
+    solver: str | None = typer.Option(None, "--solver", help=_help("solver")),
+    strength: float | None = typer.Option(None, "--strength", help=_help("strength")),
+    conditioning_scale: float | None = typer.Option(None, "--conditioning-scale", help=_help("conditioning_scale")),
+    refert_num: int | None = typer.Option(None, "--refert-num", help=_help("refert_num")),
+    max_sequence_length: int | None = typer.Option(None, "--max-sequence-length", help=_help("max_sequence_length")),
+    seed: int | None = typer.Option(None, "--seed", help=_help("seed")),
+    fps: int | None = typer.Option(None, "--fps", help=_help("fps")),
+    crf: int | None = typer.Option(None, "--crf", help=_help("crf")),
     out: Path = typer.Option(Path("out.mp4"), "--out", "-o", help="Where to write the MP4."),
     device: str | None = typer.Option(None, "--device", help="cuda, cuda:1, npu, mps or cpu (auto if omitted)."),
     model_path: Path | None = typer.Option(None, "--model-path", help="Directory holding the model's weights."),
@@ -69,19 +79,20 @@ def generate(
     """Generate one video and write it as an MP4 (plus a JPEG thumbnail beside it)."""
     from wanserve.config import Settings
     from wanserve.engine.engine import Engine
+    from wanserve.engine.parameters import PARAMETERS
     from wanserve.engine.registry import get_spec
     from wanserve.engine.validation import resolve_request
 
-    params = dict(
-        prompt=prompt, negative_prompt=negative_prompt, task=task, num_frames=frames, num_inference_steps=steps,
-        guidance_scale=guidance, guidance_scale_2=guidance_2, flow_shift=shift, strength=strength, seed=seed,
-        fps=fps, crf=crf,
-        image=str(image) if image else None, last_image=str(last_image) if last_image else None,
-        video=str(video) if video else None, mask=str(mask) if mask else None,
-        reference_images=[str(p) for p in reference_image] or None,
-        allow_untrained_size=allow_untrained_size or None, conditioning_scale=conditioning_scale,
-        refert_num=refert_num,
-    )  # fmt: skip
+    # Every flag is named after its parameter (the table's names), except `--size` for width and height.
+    given = locals()
+    params = {}
+    for param in PARAMETERS:
+        value = given.get(param.name)
+        if isinstance(value, Path):
+            value = str(value)
+        elif isinstance(value, list):
+            value = [str(v) for v in value] or None
+        params[param.name] = value
     if size:
         params["width"], params["height"] = parse_size(size)
     try:

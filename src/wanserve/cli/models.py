@@ -7,11 +7,12 @@ from dataclasses import asdict
 
 import typer
 from rich.console import Console
-from rich.table import Table
+
+from wanserve.cli.tables import Column, print_table
 
 
 def model_rows() -> list[dict]:
-    """One JSON-ready dict per catalog model: defaults, tasks, memory estimate and local weights status."""
+    """One JSON-ready dict per catalog model: defaults, tasks, memory estimates and local weights status."""
     from wanserve.config import Settings
     from wanserve.engine.loading import weights_status
     from wanserve.engine.official import default_rows
@@ -40,8 +41,7 @@ def model_rows() -> list[dict]:
                 },
                 "sizes": [_size(s) for s in spec.sizes],
                 "sources": {key: {"default": value, "source": source} for key, value, source in default_rows(spec)},
-                "memory_gb": spec.memory_gb,
-                "params_b": spec.params_b,
+                "memory": _memory(spec),
                 "experts": spec.experts,
                 "random_weights": spec.random_weights,
                 "real_counterpart": spec.real_counterpart,
@@ -50,6 +50,36 @@ def model_rows() -> list[dict]:
             }
         )
     return rows
+
+
+def _memory(spec) -> dict | None:
+    """Parameter counts, weights and peak estimates at the default size, without and with offload."""
+    from wanserve.engine.architectures import ARCHITECTURES, PARAM_COUNTS
+    from wanserve.engine.config import MemoryConfig
+    from wanserve.engine.memory_estimate import estimate_memory
+
+    arch = ARCHITECTURES.get(spec.name)
+    if arch is None:
+        return None
+    estimates = {mode: estimate_memory(spec, MemoryConfig(offload=mode)) for mode in ("none", "model", "group")}
+    return {
+        "size": _size(spec.default_size),
+        "num_frames": spec.num_frames,
+        "params": {name: PARAM_COUNTS[key].total for name, key in arch.components().items()},
+        "weights_gib": estimates["none"].weights_gib,
+        "peak_gib": estimates["none"].peak_gib,
+        "peak_model_offload_gib": estimates["model"].peak_gib,
+        "peak_group_offload_gib": estimates["group"].peak_gib,
+        "denoise_activations_gib": estimates["none"].denoise_activations_gib,
+        "decode_activations_gib": estimates["none"].decode_activations_gib,
+    }
+
+
+def _memory_text(row: dict) -> str:
+    memory = row["memory"]
+    if memory is None:
+        return "tiny"
+    return f"{memory['weights_gib']:.1f} / {memory['peak_gib']:.1f} / {memory['peak_model_offload_gib']:.1f}"
 
 
 def _size(size: tuple[int, int]) -> str:
@@ -61,9 +91,9 @@ def _weights_text(row: dict) -> str:
     if row["random_weights"] and weights["path"] is None:
         return "random weights"
     if weights["complete"]:
-        return f"complete ({weights['layout']}) {weights['path']}"
+        return f"complete ({weights['layout']})"
     if weights["present"]:
-        return f"incomplete ({weights['layout']}): {len(weights['missing'])} missing in {weights['path']}"
+        return f"incomplete ({weights['layout']}): {len(weights['missing'])} missing"
     return "not downloaded"
 
 
@@ -71,6 +101,44 @@ def _guidance_text(defaults: dict) -> str:
     if defaults["guidance_scale_2"] is None:
         return f"{defaults['guidance_scale']:g}"
     return f"{defaults['guidance_scale']:g}/{defaults['guidance_scale_2']:g} @{defaults['boundary_ratio']:g}"
+
+
+COLUMNS = (
+    Column("model"),
+    Column("tasks"),
+    Column("steps", "right"),
+    Column("guidance", "right"),
+    Column("shift", "right"),
+    Column("fps", "right"),
+    Column("frames", "right"),
+    Column("size"),
+    Column("GiB weights/peak/offload", "right"),
+    Column("weights"),
+    Column("path", foldable=True),
+)
+
+
+def table_rows(rows: list[dict]) -> list[list[str]]:
+    """The table's cells (one line each) for `model_rows()`."""
+    cells = []
+    for row in rows:
+        d = row["defaults"]
+        cells.append(
+            [
+                row["name"],
+                ",".join(row["tasks"]),
+                str(d["num_inference_steps"]),
+                _guidance_text(d),
+                f"{d['flow_shift']:g}",
+                str(d["fps"]),
+                str(d["num_frames"]),
+                d["size"] + (f" +{len(row['sizes']) - 1}" if len(row["sizes"]) > 1 else ""),
+                _memory_text(row),
+                _weights_text(row),
+                row["weights"]["path"] or "-",
+            ]
+        )
+    return cells
 
 
 def models(
@@ -87,34 +155,27 @@ def models(
     if sources:
         _print_sources(rows)
         return
-    table = Table(title="wanserve models")
-    for column in ("model", "tasks", "steps", "guidance", "shift", "fps", "frames", "size", "memory", "weights"):
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        d = row["defaults"]
-        table.add_row(
-            row["name"],
-            ",".join(row["tasks"]),
-            str(d["num_inference_steps"]),
-            _guidance_text(d),
-            f"{d['flow_shift']:g}",
-            str(d["fps"]),
-            str(d["num_frames"]),
-            d["size"] + (f" +{len(row['sizes']) - 1}" if len(row["sizes"]) > 1 else ""),
-            f"{row['memory_gb']:g} GiB",
-            _weights_text(row),
-        )
-    Console().print(table)
+    console = Console()
+    print_table(console, "wanserve models", COLUMNS, table_rows(rows))
+    console.print(  # wrapped to the terminal like the tables
+        "GiB: weights in their default dtypes / estimated peak accelerator memory of one default-size "
+        "generation without offload / with model offload (engine/memory_estimate.py; --json has more)."
+    )
+
+
+SOURCE_COLUMNS = (
+    Column("model"),
+    Column("parameter"),
+    Column("default", foldable=True),
+    Column("source", foldable=True),
+)
 
 
 def _print_sources(rows: list[dict]) -> None:
-    table = Table(title="wanserve models: defaults and their sources")
-    for column in ("model", "parameter", "default", "source"):
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        for key, entry in row["sources"].items():
-            table.add_row(row["name"], key, entry["default"], entry["source"])
-    Console().print(table)
+    cells = [
+        [row["name"], key, entry["default"], entry["source"]] for row in rows for key, entry in row["sources"].items()
+    ]
+    print_table(Console(), "wanserve models: defaults and their sources", SOURCE_COLUMNS, cells)
 
 
 def register(app: typer.Typer) -> None:

@@ -10,18 +10,44 @@ import typer
 logger = logging.getLogger(__name__)
 
 
+def _settings_error(exc: Exception) -> str:
+    """One line per problem of a settings validation error, naming the variable and the bad value."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    lines = []
+    for error in exc.errors():
+        name = ".".join(str(part) for part in error.get("loc", ())) or "settings"
+        shown = f", got {error['input']!r}" if "input" in error and not isinstance(error["input"], dict) else ""
+        lines.append(f"`{name}`: {error.get('msg', 'invalid value')}{shown}")
+    return "; ".join(lines)
+
+
 def register(app: typer.Typer) -> None:
     """Adds `wanserve serve` to the app."""
 
     @app.command()
     def serve(
-        host: str = typer.Option(None, help="Address to listen on [env WANSERVE_HOST; default 127.0.0.1]."),
-        port: int = typer.Option(None, help="Port; 0 picks a free one [env WANSERVE_PORT; default 8000]."),
+        host: str = typer.Option(
+            None, help="Address to listen on (env WANSERVE_HOST or SERVER_HOST).", show_default="127.0.0.1"
+        ),
+        port: int = typer.Option(
+            None,
+            help="Port; 0 picks a free one (env WANSERVE_PORT or SERVER_PORT; the replaced services used 8088).",
+            show_default="8000",
+        ),
         model: list[str] = typer.Option(
-            None, "--model", "-m", help="Model to load and warm at start-up (repeatable) [env WANSERVE_MODELS]."
+            None,
+            "--model",
+            "-m",
+            help="Model to load and warm at start-up, repeatable (env WANSERVE_MODELS, comma-separated).",
+            show_default="the tiny models when no weights are configured",
         ),
         concurrency: int = typer.Option(
-            None, help="Jobs run at once [env WANSERVE_CONCURRENCY / MAX_CONCURRENT_TASKS; default: one per device]."
+            None,
+            help="Jobs run at once (env WANSERVE_CONCURRENCY or MAX_CONCURRENT_TASKS).",
+            show_default="one per device",
         ),
         workers: bool = typer.Option(
             True,
@@ -30,19 +56,38 @@ def register(app: typer.Typer) -> None:
             "`wanserve worker` processes sharing the database and storage).",
         ),
     ) -> None:
-        """Serve the job API with workers on the devices found. Without weights, serves the tiny random models."""
-        import uvicorn
+        """Serve the job API with workers on the devices found. Without weights, serves the tiny random models.
 
+        Other settings: WANSERVE_* variables or .env (docs/api.md), checked before any model is loaded.
+        """
         logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines say nothing a user needs
-        from wanserve.api.app import create_app
+        from pydantic import ValidationError
+
+        from wanserve.bootstrap import served_models
         from wanserve.config import Settings
 
+        # 1. Validate the settings and the model names before building anything (no model is loaded yet).
         overrides = {"host": host, "port": port, "models": model or None, "concurrency": concurrency}
-        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+        try:
+            settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+            served_models(settings)
+        except (ValidationError, ValueError) as exc:
+            typer.echo(f"error: {_settings_error(exc)}", err=True)
+            raise typer.Exit(code=2) from None
+
+        # 2. Build the app (workers load and warm their models once it starts) and listen.
+        import uvicorn
+
+        from wanserve.api.app import create_app
+
         app_ = create_app(settings, start_workers=workers)
         sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((settings.host, settings.port))
+        try:
+            sock.bind((settings.host, settings.port))
+        except OSError as exc:
+            typer.echo(f"error: cannot listen on {settings.host}:{settings.port}: {exc.strerror}", err=True)
+            raise typer.Exit(code=2) from None
         bound_host, bound_port = sock.getsockname()[:2]
         logger.info("wanserve listening on http://%s:%d (API docs at /docs)", bound_host, bound_port)
         config = uvicorn.Config(app_, log_config=None, timeout_graceful_shutdown=30)

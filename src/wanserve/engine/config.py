@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 DTYPE_NAMES = ("bfloat16", "float16", "float32")
 OFFLOAD_MODES = ("none", "model", "group")
 GROUP_OFFLOAD_TYPES = ("block_level", "leaf_level")
+ATTENTION_CHOICES = ("auto", "fa3", "cudnn", "flash", "native")
+COMPILE_CHOICES = ("auto", "none", "blocks")
 
 DEVICE_RE = re.compile(r"^(cuda|npu|xpu|mps|cpu)(?::(\d+))?$")
 """Device strings wanserve accepts (`auto` aside): `cuda`, `cuda:1`, `npu:0`, `xpu`, `mps`, `cpu`."""
@@ -123,6 +125,43 @@ class MemoryConfig:
         return self.group_offload_blocks or 1
 
 
+@dataclass(frozen=True)
+class SpeedConfig:
+    """Exact speed options (output within bf16 rounding of the plain run). Applied by `engine.speed`."""
+
+    attention: str = "auto"
+    """Attention kernel: `auto` (FlashAttention-3 where importable on a Hopper GPU, else cuDNN on CUDA, else
+    PyTorch's own), `fa3`, `cudnn`, `flash` (FlashAttention-2 through SDPA) or `native`."""
+    compile: str = "auto"
+    """`blocks`: `torch.compile` the repeated transformer blocks (regional compile); `none`; `auto` is `blocks` on
+    CUDA and `none` elsewhere (compiling a tiny CPU model costs more than it saves)."""
+    compile_backend: str = "inductor"
+    """`torch.compile` backend for `blocks`; `eager` traces the whole graph without generating code (tests)."""
+    compile_cache_dir: str | None = None
+    """Where compiled kernels are cached across restarts (Inductor's cache directory); `None` keeps its default."""
+    warmup_sizes: tuple[tuple[int, int, int], ...] = ()
+    """(width, height, frames) shapes compiled when a model loads, so the first job of each size pays nothing."""
+
+    def __post_init__(self) -> None:
+        _check_choice("attention", self.attention, ATTENTION_CHOICES)
+        _check_choice("compile", self.compile, COMPILE_CHOICES)
+        sizes = tuple(tuple(size) for size in self.warmup_sizes)
+        for size in sizes:
+            if len(size) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size):
+                raise ConfigError(
+                    "warmup_sizes", f"`warmup_sizes` entries must be (width, height, frames) > 0, got {size!r}"
+                )
+        if sizes and self.compile == "none":
+            raise ConfigError("warmup_sizes", f"`warmup_sizes`={sizes!r} warms compiled code, but `compile`='none'")
+        object.__setattr__(self, "warmup_sizes", sizes)
+
+    def compile_mode(self, device_type: str) -> str:
+        """`blocks` or `none` for a device of this type (`auto` resolved)."""
+        if self.compile == "auto":
+            return "blocks" if device_type == "cuda" else "none"
+        return self.compile
+
+
 def _freeze_paths(paths: Mapping[str, str] | tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
     items = paths.items() if isinstance(paths, Mapping) else paths
     frozen: dict[str, str] = {}
@@ -201,6 +240,7 @@ class EngineConfig:
     device: str | None = None
     """`None` or `auto` for the current accelerator (or the CPU); else `cuda`, `cuda:1`, `npu:0`, `mps`, `cpu`."""
     memory: MemoryConfig = field(default_factory=MemoryConfig)
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
     weights: WeightsConfig = field(default_factory=WeightsConfig)
     tiny_fallback: bool = True
     """Serve the built-in `tiny-*` models (random weights) when no real model's weights are found."""
@@ -208,6 +248,8 @@ class EngineConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.memory, MemoryConfig):
             raise ConfigError("memory", f"`memory` must be a MemoryConfig, got {type(self.memory).__name__}")
+        if not isinstance(self.speed, SpeedConfig):
+            raise ConfigError("speed", f"`speed` must be a SpeedConfig, got {type(self.speed).__name__}")
         if not isinstance(self.weights, WeightsConfig):
             raise ConfigError("weights", f"`weights` must be a WeightsConfig, got {type(self.weights).__name__}")
         if self.device is not None and self.device.strip().lower() != "auto":

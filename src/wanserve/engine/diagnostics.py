@@ -51,7 +51,8 @@ class ModelReadiness:
     layout: str | None = None
     missing: tuple[str, ...] = ()
     memory_gb: float = 0.0
-    """Estimated peak accelerator memory of one default generation, in GiB (bf16, no offload)."""
+    """Estimated peak accelerator memory of one default generation, in GiB (default memory options: bf16, no
+    offload; engine/memory_estimate.py). 0 for the tiny models."""
     message: str = ""
 
 
@@ -255,9 +256,7 @@ def check_disk(data_dir: Path, models_dir: Path) -> CheckResult:
 def model_readiness(spec: ModelSpec, weights: WeightsConfig) -> ModelReadiness:
     """Whether `spec`'s weights are present and complete (tiny models are always ready, with random weights)."""
     if spec.tiny:
-        return ModelReadiness(
-            spec.name, True, True, memory_gb=spec.memory_gb, message="built in, random weights (tests only)"
-        )
+        return ModelReadiness(spec.name, True, True, message="built in, random weights (tests only)")
     from wanserve.engine.loading import weights_status
 
     status = weights_status(spec, weights)
@@ -274,9 +273,16 @@ def model_readiness(spec: ModelSpec, weights: WeightsConfig) -> ModelReadiness:
         path=status.path,
         layout=status.layout,
         missing=tuple(status.missing),
-        memory_gb=spec.memory_gb,
+        memory_gb=_peak_gib(spec),
         message=message,
     )
+
+
+def _peak_gib(spec: ModelSpec) -> float:
+    from wanserve.engine.memory_estimate import estimate_memory
+
+    estimate = estimate_memory(spec)
+    return estimate.peak_gib if estimate is not None else 0.0
 
 
 def check_models(models: list[ModelReadiness]) -> CheckResult:

@@ -24,6 +24,7 @@ from wanserve.engine.requests import (
     StopCallback,
     TaskKind,
 )
+from wanserve.engine.speed import apply_speed_options
 from wanserve.engine.tiny import build_tiny_components
 from wanserve.errors import GenerationCancelled
 
@@ -42,6 +43,8 @@ class LoadedModel:
     pipelines: dict[type, Any] = field(default_factory=dict)
     memory_applied: bool = False
     """Placement and offload hooks live on the shared modules, so they are applied once per model."""
+    speed: dict[str, str] | None = None
+    """The speed options applied to the model's transformers (attention kernel, compile), once per model."""
 
 
 class Engine:
@@ -128,6 +131,26 @@ class Engine:
         self._models[model] = loaded
         return loaded
 
+    def warm_up(self, model: str) -> list[tuple[int, int, int]]:
+        """Runs one short generation per configured `speed.warmup_sizes` shape, so compiled code for each exists
+        before the first job. Shapes the model refuses are skipped with a warning. Returns the shapes warmed."""
+        from wanserve.engine.validation import resolve_request
+        from wanserve.errors import InvalidRequestError
+
+        warmed = []
+        for width, height, frames in self.config.speed.warmup_sizes:
+            params = {"prompt": "warm-up", "width": width, "height": height, "num_frames": frames}
+            try:
+                request = resolve_request(model, {**params, "num_inference_steps": 2})
+            except InvalidRequestError as exc:
+                logger.warning("%s: not warming up %dx%dx%d: %s", model, width, height, frames, exc)
+                continue
+            start = time.perf_counter()
+            self.generate(request)
+            logger.info("%s: warmed up %dx%dx%d in %.1f s", model, width, height, frames, time.perf_counter() - start)
+            warmed.append((width, height, frames))
+        return warmed
+
     def unload(self, model: str) -> None:
         """Forgets `model`; its memory is freed once nothing else holds its modules."""
         self._models.pop(model, None)
@@ -140,6 +163,8 @@ class Engine:
                 # Tiny models too, so every memory option is exercised by the tiny-model tests.
                 apply_memory_options(pipe, self.config.memory, loaded.device)
                 loaded.memory_applied = True
+            if loaded.speed is None:
+                loaded.speed = apply_speed_options(loaded.components, self.config.speed, loaded.device)
             pipe.set_progress_bar_config(disable=True)
             loaded.pipelines[cls] = pipe
         return loaded.pipelines[cls]
@@ -249,6 +274,10 @@ class _Run:
             return {}
 
         pipe.scheduler = make_scheduler(pipe.scheduler, request.solver, request.flow_shift)
+        if request.boundary_ratio is not None:
+            # diffusers reads the expert switch from the pipeline's config, not from a call argument; the cached
+            # pipeline is set for each generation (under the engine's lock), so a request's value takes effect.
+            pipe.register_to_config(boundary_ratio=request.boundary_ratio)
         common = dict(
             prompt_embeds=prompt_embeds,
             negative_prompt_embeds=negative_embeds if do_cfg else None,
@@ -274,6 +303,7 @@ class _Run:
         self._close_stage()
         return GenerationResult(
             frames=video,
+            speed=dict(loaded.speed or {}),
             width=int(video.shape[2]),
             height=int(video.shape[1]),
             num_frames=int(video.shape[0]),

@@ -8,7 +8,7 @@ from wanserve.engine.registry import ModelSpec
 from wanserve.engine.requests import GenerationRequest, TaskKind
 from wanserve.errors import InvalidRequestError
 from wanserve.media.images import cover_and_crop, letterbox, load_image
-from wanserve.media.video import load_video
+from wanserve.media.video import MAX_VIDEO_FRAME_PIXELS, load_video, probe_video
 
 
 def animate_segments(spec: ModelSpec, num_frames: int, refert_num: int = 1) -> int:
@@ -30,19 +30,54 @@ def effective_steps(spec: ModelSpec, request: GenerationRequest) -> int:
     return request.num_inference_steps
 
 
+VIDEO_INPUTS = ("video", "mask", "pose_video", "face_video", "background_video")
+"""Media inputs that are videos (a VACE or Animate `mask` is a video of masks)."""
+
+
+def _check_length(field: str, have: int, need: int) -> None:
+    if have < need:
+        raise InvalidRequestError(field, f"`{field}` has {have} frames; at least {need} are needed (`num_frames`)")
+
+
 def _video(source, field: str, num_frames: int, mode: str = "RGB"):
     """The first `num_frames` frames of an input video; a shorter video is refused, never padded."""
     frames = load_video(source, field=field, max_frames=num_frames)
-    if len(frames) < num_frames:
-        raise InvalidRequestError(field, f"`{field}` has {len(frames)} frames; at least {num_frames} are needed")
+    _check_length(field, len(frames), num_frames)
     return [frame.convert(mode) for frame in frames]
+
+
+def probe_media(request: GenerationRequest) -> None:
+    """Checks every media input of the request as the run will read it, without decoding whole videos: images
+    decode, videos open, have at least `num_frames` frames and frames within the size limit.
+
+    Raises `InvalidRequestError` naming the field. The job service calls this at submission, so a too-short or
+    unreadable input is a 422, never a failed job.
+    """
+    for name in ("image", "last_image"):
+        value = getattr(request, name)
+        if value is not None:
+            load_image(value, field=name)
+    for i, ref in enumerate(request.reference_images):
+        load_image(ref, field=f"reference_images[{i}]")
+    for name in VIDEO_INPUTS:
+        value = getattr(request, name)
+        if value is None:
+            continue
+        info = probe_video(value, name)
+        if info.width * info.height > MAX_VIDEO_FRAME_PIXELS:
+            raise InvalidRequestError(
+                name,
+                f"`{name}` frames are {info.width}x{info.height}, more than the limit of {MAX_VIDEO_FRAME_PIXELS} "
+                "pixels",
+            )
+        _check_length(name, info.num_frames, request.num_frames)
 
 
 def load_media(request: GenerationRequest) -> dict[str, Any]:
     """Decodes every media input of the request (images as PIL, videos as lists of PIL frames).
 
-    Raises `InvalidRequestError` naming the field when an input is unreadable or too short. The job service calls
-    this before it creates a job, so a bad file never becomes a failed job.
+    Raises `InvalidRequestError` naming the field when an input is unreadable or too short (`probe_media` checked
+    the same at submission).
     """
     n = request.num_frames
     out: dict[str, Any] = {}
@@ -58,7 +93,7 @@ def load_media(request: GenerationRequest) -> dict[str, Any]:
         out["video"] = _video(request.video, "video", n)
     if request.mask is not None:
         out["mask"] = _video(request.mask, "mask", n, mode="L")
-    for name in ("pose_video", "face_video", "background_video"):
+    for name in VIDEO_INPUTS[2:]:
         value = getattr(request, name)
         if value is not None:
             out[name] = _video(value, name, n)

@@ -51,10 +51,6 @@ class ModelSpec:
     max_frames: int = 161
     max_side: int = 1920
     hub: HubIds = field(default_factory=HubIds)
-    memory_gb: float = 0.0
-    """Peak accelerator memory in GiB for one default-size generation in bf16, no offload (estimate)."""
-    params_b: float = 0.0
-    """Transformer parameters in billions (per expert)."""
     experts: int = 1
     image_encoder: bool = False
     """Wan2.1 I2V / FLF2V / Animate use a CLIP image encoder."""
@@ -121,7 +117,7 @@ _ALL_720_FIRST = _720 + _480
 def _real(name: str, tasks: tuple[TaskKind, ...], pipeline: str, hub: HubIds, **kw) -> ModelSpec:
     """A real model: the Wan repositories' shared defaults (16 fps, 81 frames, UniPC, the official negative
     prompt), overridden per model."""
-    defaults = dict(family=name[:6], fps=16, num_frames=81, params_b=14.0, default_negative_prompt=WAN_NEGATIVE_PROMPT)
+    defaults = dict(family=name[:6], fps=16, num_frames=81, default_negative_prompt=WAN_NEGATIVE_PROMPT)
     return ModelSpec(name=name, tasks=tasks, pipeline=pipeline, hub=hub, **{**defaults, **kw})
 
 
@@ -141,60 +137,60 @@ ANIMATE_PROMPT = "视频中的人在做动作"
 _REAL: tuple[ModelSpec, ...] = (
     _real("wan2.1-t2v-1.3b", (T.T2V, T.V2V), "WanPipeline",
           _hub("Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "Wan-AI/Wan2.1-T2V-1.3B", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"),
-          num_inference_steps=50, guidance_scale=6.0, flow_shift=8.0, sizes=_480, memory_gb=18.0, params_b=1.3,
+          num_inference_steps=50, guidance_scale=6.0, flow_shift=8.0, sizes=_480,
           sources={**src.W21_T2V_1_3B, "default_size": src.W21_DEFAULT_480}),
     _real("wan2.1-t2v-14b", (T.T2V, T.V2V), "WanPipeline",
           _hub("Wan-AI/Wan2.1-T2V-14B-Diffusers", "Wan-AI/Wan2.1-T2V-14B", "Wan-AI/Wan2.1-T2V-14B-Diffusers"),
-          num_inference_steps=50, guidance_scale=5.0, flow_shift=5.0, sizes=_ALL_720_FIRST, memory_gb=60.0,
+          num_inference_steps=50, guidance_scale=5.0, flow_shift=5.0, sizes=_ALL_720_FIRST,
           sources=src.W21_COMMON),
     _real("wan2.1-i2v-14b-480p", (T.I2V,), "WanImageToVideoPipeline",
           _hub("Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", "Wan-AI/Wan2.1-I2V-14B-480P",
                "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"),
           num_inference_steps=40, guidance_scale=5.0, flow_shift=5.0, shift_by_size=_I2V_SHIFT_480, sizes=_480,
-          official_sizes=_720, image_sizing="max_area", memory_gb=55.0, image_encoder=True,
+          official_sizes=_720, image_sizing="max_area", image_encoder=True,
           default_negative_prompt=_W21_I2V_NEGATIVE, sources={**src.W21_I2V, "default_size": src.W21_DEFAULT_480}),
     _real("wan2.1-i2v-14b-720p", (T.I2V,), "WanImageToVideoPipeline",
           _hub("Wan-AI/Wan2.1-I2V-14B-720P-Diffusers", "Wan-AI/Wan2.1-I2V-14B-720P",
                "Wan-AI/Wan2.1-I2V-14B-720P-Diffusers"),
           num_inference_steps=40, guidance_scale=5.0, flow_shift=5.0, shift_by_size=_I2V_SHIFT_480, sizes=_720,
-          official_sizes=_480, image_sizing="max_area", memory_gb=76.0, image_encoder=True,
+          official_sizes=_480, image_sizing="max_area", image_encoder=True,
           default_negative_prompt=_W21_I2V_NEGATIVE, sources=src.W21_I2V),
     _real("wan2.1-flf2v-14b-720p", (T.FLF2V,), "WanImageToVideoPipeline",
           _hub("Wan-AI/Wan2.1-FLF2V-14B-720P-diffusers", "Wan-AI/Wan2.1-FLF2V-14B-720P"),
           num_inference_steps=50, guidance_scale=5.0, flow_shift=16.0, sizes=_720, official_sizes=_480,
-          image_sizing="max_area", memory_gb=76.0, image_encoder=True,
+          image_sizing="max_area", image_encoder=True,
           default_negative_prompt=_W21_FLF2V_NEGATIVE, sources=src.W21_FLF2V),
     _real("wan2.2-t2v-a14b", (T.T2V,), "WanPipeline",
           _hub("Wan-AI/Wan2.2-T2V-A14B-Diffusers", "Wan-AI/Wan2.2-T2V-A14B", "Wan-AI/Wan2.2-T2V-A14B-Diffusers"),
           num_inference_steps=40, guidance_scale=4.0, guidance_scale_2=3.0, boundary_ratio=0.875, flow_shift=12.0,
-          sizes=_ALL_720_FIRST, memory_gb=80.0, experts=2, sources=src.W22_T2V_A14B),
+          sizes=_ALL_720_FIRST, experts=2, sources=src.W22_T2V_A14B),
     _real("wan2.2-i2v-a14b", (T.I2V,), "WanImageToVideoPipeline",
           _hub("Wan-AI/Wan2.2-I2V-A14B-Diffusers", "Wan-AI/Wan2.2-I2V-A14B", "Wan-AI/Wan2.2-I2V-A14B-Diffusers"),
           num_inference_steps=40, guidance_scale=3.5, guidance_scale_2=3.5, boundary_ratio=0.9, flow_shift=5.0,
-          sizes=_ALL_720_FIRST, image_sizing="max_area", memory_gb=80.0, experts=2, sources=src.W22_I2V_A14B),
+          sizes=_ALL_720_FIRST, image_sizing="max_area", experts=2, sources=src.W22_I2V_A14B),
     _real("wan2.2-ti2v-5b", (T.TI2V, T.T2V, T.I2V), "WanPipeline",
           _hub("Wan-AI/Wan2.2-TI2V-5B-Diffusers", "Wan-AI/Wan2.2-TI2V-5B", "Wan-AI/Wan2.2-TI2V-5B-Diffusers"),
           num_inference_steps=50, guidance_scale=5.0, flow_shift=5.0, fps=24, num_frames=121,
           sizes=((1280, 704), (704, 1280)), spatial_factor=32, max_frames=241, image_sizing="best_output_size",
-          memory_gb=24.0, params_b=5.0, vae="wan2.2", sources=src.W22_TI2V_5B),
+          vae="wan2.2", sources=src.W22_TI2V_5B),
     _real("wan2.2-animate-14b", (T.ANIMATE,), "WanAnimatePipeline",
           _hub("Wan-AI/Wan2.2-Animate-14B-Diffusers", "Wan-AI/Wan2.2-Animate-14B"),
           num_inference_steps=20, guidance_scale=1.0, flow_shift=5.0, fps=30, num_frames=77, sizes=_720,
-          max_frames=1001, memory_gb=76.0, image_encoder=True, default_prompt=ANIMATE_PROMPT,
+          max_frames=1001, image_encoder=True, default_prompt=ANIMATE_PROMPT,
           sources=src.W22_ANIMATE),
     _real("wan2.1-vace-1.3b", (T.VACE, T.T2V), "WanVACEPipeline",
           _hub("Wan-AI/Wan2.1-VACE-1.3B-diffusers", "Wan-AI/Wan2.1-VACE-1.3B"),
-          num_inference_steps=50, guidance_scale=5.0, flow_shift=16.0, sizes=_480, memory_gb=20.0, params_b=1.3,
+          num_inference_steps=50, guidance_scale=5.0, flow_shift=16.0, sizes=_480,
           sources={**src.W21_VACE, "default_size": src.W21_DEFAULT_480}),
     _real("wan2.1-vace-14b", (T.VACE, T.T2V), "WanVACEPipeline",
           _hub("Wan-AI/Wan2.1-VACE-14B-diffusers", "Wan-AI/Wan2.1-VACE-14B"),
-          num_inference_steps=50, guidance_scale=5.0, flow_shift=16.0, sizes=_ALL_720_FIRST, memory_gb=76.0,
+          num_inference_steps=50, guidance_scale=5.0, flow_shift=16.0, sizes=_ALL_720_FIRST,
           sources=src.W21_VACE),
     # VideoX-Fun publishes only the original layout (high_noise_model/, low_noise_model/, Wan2.1_VAE.pth, T5).
     _real("wan2.2-vace-fun-a14b", (T.VACE, T.T2V), "WanVACEPipeline",
           _hub(None, "alibaba-pai/Wan2.2-VACE-Fun-A14B", None, "PAI/Wan2.2-VACE-Fun-A14B"),
           num_inference_steps=50, guidance_scale=5.0, guidance_scale_2=5.0, boundary_ratio=0.875, flow_shift=12.0,
-          solver="euler", sizes=((480, 832), (832, 480)) + _720, any_size=True, memory_gb=80.0, experts=2,
+          solver="euler", sizes=((480, 832), (832, 480)) + _720, any_size=True, experts=2,
           sources=src.FUN_VACE_A14B),
 )
 # fmt: on
@@ -207,7 +203,7 @@ _TINY_SIZES = ((64, 64), (96, 64), (64, 96))
 def _tiny(name: str, real: str, tasks: tuple[TaskKind, ...], pipeline: str, **kw) -> ModelSpec:
     defaults = dict(
         family="tiny", num_inference_steps=2, guidance_scale=5.0, flow_shift=5.0, fps=8, num_frames=9,
-        sizes=_TINY_SIZES, max_frames=33, max_side=256, memory_gb=0.1, params_b=0.0, tiny=True,
+        sizes=_TINY_SIZES, max_frames=33, max_side=256, tiny=True,
     )  # fmt: skip
     return ModelSpec(name=name, tasks=tasks, pipeline=pipeline, real_counterpart=real, **{**defaults, **kw})
 

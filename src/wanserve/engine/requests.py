@@ -113,6 +113,8 @@ class GenerationResult:
     """True when the model that produced this has random (tiny or untrained) weights."""
     stage_times_s: dict[str, float] = field(default_factory=dict)
     step_times_s: tuple[float, ...] = ()
+    speed: dict[str, str] = field(default_factory=dict)
+    """The speed options the model ran with (attention kernel, compile); exact options only change rounding."""
 
 
 ProgressCallback = Callable[[ProgressEvent], None]

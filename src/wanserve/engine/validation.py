@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from wanserve.engine import sizes
+from wanserve.engine.parameters import ANIMATE_MODES, BY_NAME, MEDIA_FIELDS, SOLVERS, applicable, not_applicable_reason
 from wanserve.engine.registry import ModelSpec, get_spec
 from wanserve.engine.requests import GenerationRequest, TaskKind
 from wanserve.errors import InvalidRequestError
@@ -19,41 +20,27 @@ from wanserve.errors import InvalidRequestError
 MAX_STEPS = 200
 MAX_PROMPT_CHARS = 10_000
 MAX_SEED = 2**32 - 1
-SOLVERS = ("unipc", "dpm++", "euler")
-ANIMATE_MODES = ("animate", "replace")
 REFERT_NUMS = (1, 5)
+ANIMATE_SHAPE_FIELDS = ("width", "height", "num_frames")
+"""Animate's size and length are the pose video's (engine/sizes.py): resolved and shown, never given."""
 
-MEDIA_FIELDS = (
-    "image",
-    "last_image",
-    "video",
-    "mask",
-    "reference_images",
-    "pose_video",
-    "face_video",
-    "background_video",
-)
-_REQUEST_FIELDS = {f.name for f in dataclasses.fields(GenerationRequest)}
-USER_FIELDS = frozenset(_REQUEST_FIELDS - {"model"})
+_REQUEST_FIELDS = frozenset(f.name for f in dataclasses.fields(GenerationRequest))
+USER_FIELDS = frozenset(BY_NAME)
+"""Every field a request may give (the parameter table's names)."""
 
-# Which inputs each task needs and which it accepts. Anything else given is an error, not silently ignored.
-_TASK_INPUTS: dict[TaskKind, tuple[frozenset[str], frozenset[str]]] = {
-    TaskKind.T2V: (frozenset(), frozenset()),
-    TaskKind.I2V: (frozenset({"image"}), frozenset({"image"})),
-    TaskKind.FLF2V: (frozenset({"image", "last_image"}), frozenset({"image", "last_image"})),
-    TaskKind.TI2V: (frozenset(), frozenset({"image"})),
-    TaskKind.V2V: (frozenset({"video"}), frozenset({"video"})),
-    TaskKind.VACE: (frozenset(), frozenset({"video", "mask", "reference_images"})),
-    TaskKind.ANIMATE: (
-        frozenset({"image", "pose_video", "face_video"}),
-        frozenset({"image", "pose_video", "face_video", "background_video", "mask"}),
-    ),
+# The inputs each task needs. Which inputs it accepts at all is the parameter table's `tasks`.
+_REQUIRED_INPUTS: dict[TaskKind, frozenset[str]] = {
+    TaskKind.I2V: frozenset({"image"}),
+    TaskKind.FLF2V: frozenset({"image", "last_image"}),
+    TaskKind.V2V: frozenset({"video"}),
+    TaskKind.ANIMATE: frozenset({"image", "pose_video", "face_video"}),
 }
 
 
 def task_inputs(task: TaskKind) -> tuple[frozenset[str], frozenset[str]]:
     """(media inputs `task` requires, media inputs it accepts)."""
-    return _TASK_INPUTS[task]
+    accepted = frozenset(name for name in MEDIA_FIELDS if BY_NAME[name].applies_to(task, experts=1))
+    return _REQUIRED_INPUTS.get(task, frozenset()), accepted
 
 
 def infer_task(spec: ModelSpec, given: Mapping[str, Any]) -> TaskKind:
@@ -134,26 +121,10 @@ def _bool(field: str, value: Any) -> bool:
     raise InvalidRequestError(field, f"`{field}` must be true or false, got {value!r}")
 
 
-TASK_ONLY_FIELDS = {"conditioning_scale": TaskKind.VACE, "refert_num": TaskKind.ANIMATE}
-ANIMATE_SHAPE_FIELDS = ("width", "height", "num_frames")
-"""Animate's size and length are the pose video's (engine/sizes.py)."""
-
-
 def field_applies(name: str, task: TaskKind) -> bool:
-    """Whether a request of `task` may give `name` (given for another task, it is refused, never ignored)."""
-    if name in TASK_ONLY_FIELDS:
-        return task == TASK_ONLY_FIELDS[name]
+    """Whether a request of `task` may give `name`, beyond the parameter table's own task rules: Animate takes
+    its size and length from the pose video."""
     return not (task == TaskKind.ANIMATE and name in ANIMATE_SHAPE_FIELDS)
-
-
-def _refuse_fields_not_applying(task: TaskKind, given: Mapping[str, Any]) -> None:
-    for name in sorted(n for n in given if not field_applies(n, task)):
-        if name in TASK_ONLY_FIELDS:
-            only = TASK_ONLY_FIELDS[name].value
-            raise InvalidRequestError(name, f"`{name}` is used by task {only!r} only, not {task.value!r}")
-        raise InvalidRequestError(
-            name, f"`{name}` is not used by task 'animate': the output's size and length are the pose video's"
-        )
 
 
 def resolve_request(model: str, params: Mapping[str, Any], probe_inputs: bool = True) -> GenerationRequest:
@@ -166,7 +137,12 @@ def resolve_request(model: str, params: Mapping[str, Any], probe_inputs: bool = 
     unknown = sorted(set(params) - USER_FIELDS)
     if unknown:
         raise InvalidRequestError(unknown[0], f"unknown field(s): {', '.join(f'`{u}`' for u in unknown)}")
-    given = {key: value for key, value in params.items() if value is not None}
+    # An empty media field ("" or []) counts as not given, as does any None.
+    given = {
+        key: value
+        for key, value in params.items()
+        if value is not None and not (key in MEDIA_FIELDS and value in ("", [], ()))
+    }
 
     # 1. Task and its inputs
     if "task" in given:
@@ -180,15 +156,19 @@ def resolve_request(model: str, params: Mapping[str, Any], probe_inputs: bool = 
     if task not in spec.tasks:
         served = ", ".join(t.value for t in spec.tasks)
         raise InvalidRequestError("task", f"`task` {task.value!r} is not served by {spec.name} (serves: {served})")
-    required, allowed = task_inputs(task)
-    present = {name for name in MEDIA_FIELDS if given.get(name)}
-    for name in sorted(required - present):
+    # A field the task (or a one-expert model) does not use is refused, never accepted and ignored.
+    used = set(applicable(task, spec.experts))
+    for name in sorted(set(given) - used, key=list(BY_NAME).index):
+        raise InvalidRequestError(name, not_applicable_reason(name, task, spec.name, spec.experts))
+    present = {name for name in MEDIA_FIELDS if name in given}
+    for name in sorted(task_inputs(task)[0] - present):
         raise InvalidRequestError(name, f"`{name}` is required for task {task.value!r} ({spec.name})")
-    for name in sorted(present - allowed):
-        raise InvalidRequestError(name, f"`{name}` is not used by task {task.value!r}; remove it")
     if task == TaskKind.VACE and not present:
         raise InvalidRequestError("video", "task 'vace' needs a control `video` or `reference_images`")
-    _refuse_fields_not_applying(task, given)
+    for name in sorted(n for n in given if not field_applies(n, task)):
+        raise InvalidRequestError(
+            name, f"`{name}` is not used by task 'animate': the output's size and length are the pose video's"
+        )
 
     # 2. Text
     prompt = given.get("prompt", "")
@@ -224,18 +204,19 @@ def resolve_request(model: str, params: Mapping[str, Any], probe_inputs: bool = 
     _in_range("num_inference_steps", steps, 1, MAX_STEPS)
     guidance = _float("guidance_scale", given.get("guidance_scale", spec.guidance_scale))
     _in_range("guidance_scale", guidance, 0.0, 50.0)
-    guidance_2 = given.get("guidance_scale_2", spec.guidance_scale_2)
-    boundary = given.get("boundary_ratio", spec.boundary_ratio)
-    if spec.experts == 1:
-        for field in ("guidance_scale_2", "boundary_ratio"):
-            if field in given:
+    # Classifier-free guidance runs only when `guidance_scale` > 1 (diffusers decides on it alone, for both
+    # experts): a negative prompt or a second guidance scale given with it off would be ignored, so they are refused.
+    if guidance <= 1.0:
+        for field in ("negative_prompt", "guidance_scale_2"):
+            if given.get(field) not in (None, ""):
                 raise InvalidRequestError(
-                    field, f"`{field}` applies to two-expert (A14B) models only; {spec.name} has one"
+                    field, f"`{field}` needs classifier-free guidance: set `guidance_scale` above 1 (got {guidance:g})"
                 )
-    else:
-        guidance_2 = _float("guidance_scale_2", guidance_2)
+    guidance_2 = boundary = None
+    if spec.experts > 1:
+        guidance_2 = _float("guidance_scale_2", given.get("guidance_scale_2", spec.guidance_scale_2))
         _in_range("guidance_scale_2", guidance_2, 0.0, 50.0)
-        boundary = _float("boundary_ratio", boundary)
+        boundary = _float("boundary_ratio", given.get("boundary_ratio", spec.boundary_ratio))
         _in_range("boundary_ratio", boundary, 0.0, 1.0)
     flow_shift = _float("flow_shift", given.get("flow_shift", spec.default_flow_shift(width, height)))
     _in_range("flow_shift", flow_shift, 0.01, 100.0)
@@ -258,8 +239,14 @@ def resolve_request(model: str, params: Mapping[str, Any], probe_inputs: bool = 
     mode = given.get("animate_mode", "animate")
     if mode not in ANIMATE_MODES:
         raise InvalidRequestError("animate_mode", f"`animate_mode` must be animate or replace, got {mode!r}")
-    if task == TaskKind.ANIMATE and mode == "replace" and not {"background_video", "mask"} <= present:
-        raise InvalidRequestError("background_video", "animate_mode 'replace' needs `background_video` and `mask`")
+    if task == TaskKind.ANIMATE:
+        replace_inputs = {"background_video", "mask"}
+        if mode == "replace" and not replace_inputs <= present:
+            raise InvalidRequestError(
+                sorted(replace_inputs - present)[0], "animate_mode 'replace' needs `background_video` and `mask`"
+            )
+        for name in sorted(replace_inputs & present) if mode == "animate" else ():
+            raise InvalidRequestError(name, f"`{name}` is used only with animate_mode 'replace'; remove it")
     conditioning_scale = _float("conditioning_scale", given.get("conditioning_scale", 1.0))
     _in_range("conditioning_scale", conditioning_scale, 0.0, 10.0)
     refert_num = _int("refert_num", given.get("refert_num", 1))
@@ -318,31 +305,33 @@ def probe_shapes(request: GenerationRequest) -> sizes.InputShapes:
     return sizes.InputShapes(image=image, pose_video=pose)
 
 
-def request_from_params(model: str, params: Mapping[str, Any]) -> GenerationRequest:
-    """The `GenerationRequest` of a job's stored, already resolved parameters (media fields: the stored input
-    paths). Nothing is validated or resolved again: the size, for one, was fitted to the inputs at submission."""
-    names = {f.name for f in dataclasses.fields(GenerationRequest)} - {"model"}
-    values = {key: value for key, value in params.items() if key in names}
-    values["task"] = TaskKind(values["task"])
-    values["reference_images"] = tuple(values.get("reference_images") or ())
-    return GenerationRequest(model=model, **values)
-
-
 def request_params(request: GenerationRequest) -> dict[str, Any]:
-    """The resolved parameters as plain JSON values; media inputs are replaced by a short description."""
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(request):
-        value = getattr(request, f.name)
-        if f.name in MEDIA_FIELDS:
-            if f.name == "reference_images":
-                out[f.name] = [_describe(v) for v in value]
-            else:
-                out[f.name] = None if value is None else _describe(value)
+    """The resolved parameters as plain JSON values: `model` and the parameters the request's task uses on its
+    model (a t2v job shows no `strength`), media inputs replaced by a short description."""
+    experts = get_spec(request.model).experts
+    out: dict[str, Any] = {"model": request.model}
+    for name in applicable(request.task, experts):
+        value = getattr(request, name)
+        if name == "reference_images":
+            out[name] = [_describe(v) for v in value]
+        elif name in MEDIA_FIELDS:
+            out[name] = None if value is None else _describe(value)
         elif isinstance(value, TaskKind):
-            out[f.name] = value.value
+            out[name] = value.value
         else:
-            out[f.name] = value
+            out[name] = value
     return out
+
+
+def request_from_params(params: Mapping[str, Any], inputs: Mapping[str, Any]) -> GenerationRequest:
+    """The `GenerationRequest` of parameters `resolve_request` resolved earlier (a job's stored `params`) and its
+    stored media `inputs`. Nothing is validated again: validation ran once, when the job was submitted."""
+    values = {k: v for k, v in params.items() if k in _REQUEST_FIELDS and k not in MEDIA_FIELDS}
+    values.update({k: v for k, v in inputs.items() if k in MEDIA_FIELDS})
+    values["task"] = TaskKind(values["task"])
+    if "reference_images" in values:
+        values["reference_images"] = tuple(values["reference_images"])
+    return GenerationRequest(**values)
 
 
 def _describe(value: Any) -> str:

@@ -12,8 +12,7 @@ from wanserve.media.fetch import FetchConfig, fetch_with_config
 from wanserve.media.inputs import IMAGE_MIME_TYPES, VIDEO_MIME_TYPES, decode_data_url, describe_bytes, sniff_media_type
 
 IMAGE_FIELDS = frozenset({"image", "last_image", "reference_images"})
-VIDEO_FIELDS = frozenset({"video", "pose_video", "face_video", "background_video"})
-# `mask` is a video for VACE and Animate; a still image is accepted too.
+# Every other media field is a video; a VACE or Animate `mask` too (the engine reads it frame by frame).
 
 
 @dataclass(frozen=True)
@@ -62,19 +61,9 @@ def load_input(field: str, value: Any, limits: MediaLimits) -> StoredInput:
     if not data:
         raise InvalidRequestError(field, f"`{field}` is empty")
     mime = sniff_media_type(data)
-    if base in IMAGE_FIELDS:
-        allowed = IMAGE_MIME_TYPES
-    elif base in VIDEO_FIELDS:
-        allowed = VIDEO_MIME_TYPES
-    else:
-        allowed = IMAGE_MIME_TYPES | VIDEO_MIME_TYPES
-    if mime not in allowed:
-        kind = (
-            "an image"
-            if allowed is IMAGE_MIME_TYPES
-            else "a video"
-            if allowed is VIDEO_MIME_TYPES
-            else "an image or video"
+    image = base in IMAGE_FIELDS
+    if mime not in (IMAGE_MIME_TYPES if image else VIDEO_MIME_TYPES):
+        raise InvalidRequestError(
+            field, f"`{field}` must be {'an image' if image else 'a video'}, got {describe_bytes(data)}"
         )
-        raise InvalidRequestError(field, f"`{field}` must be {kind}, got {describe_bytes(data)}")
     return StoredInput(data, mime, f"{origin} ({mime}, {len(data)} bytes)")

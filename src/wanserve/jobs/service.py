@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from wanserve.engine.inputs import probe_media
 from wanserve.engine.registry import get_spec
 from wanserve.engine.requests import GenerationRequest, GenerationResult
 from wanserve.engine.sizes import fit_to_inputs
@@ -175,10 +176,13 @@ class JobService:
                 loaded[name] = [load_input(f"{name}[{i}]", v, self.config.media) for i, v in enumerate(value)]
             else:
                 loaded[name] = load_input(name, value, self.config.media)
+        data = {n: [x.data for x in v] if isinstance(v, list) else v.data for n, v in loaded.items()}
         # The output's shape follows some inputs (an image task's aspect ratio, Animate's pose video): resolved
         # now, so the job shows the size it will make before it runs.
-        data = {name: item.data for name, item in loaded.items() if not isinstance(item, list)}
         request = fit_to_inputs(get_spec(model), request, probe_shapes(request.replace(**data)))
+        # Probe them as the run will read them (images decode, videos long enough): a bad input is a 422 now,
+        # never a failed job later.
+        probe_media(request.replace(**data))
 
         # 3. Write inputs, then queue the row (a worker may claim it the moment it commits).
         job_id = str(uuid.uuid4())
@@ -437,11 +441,9 @@ class JobService:
         return state
 
     def generation_request(self, job: Job, input_paths: Mapping[str, Any]) -> GenerationRequest:
-        """The engine request of a claimed job: stored parameters, and its inputs at `input_paths` (what
-        `files.fetch_inputs` copied to this host)."""
-        params = {k: v for k, v in job.params.items() if k not in MEDIA_FIELDS and k != "model"}
-        params.update(input_paths)
-        return request_from_params(job.model, params)
+        """The engine request of a claimed job: its stored parameters (validated once, at submission) and its
+        inputs at `input_paths` (what `files.fetch_inputs` copied to this host)."""
+        return request_from_params({**job.params, "model": job.model}, input_paths)
 
     def finish_succeeded(self, job_id: str, owner: str, result: GenerationResult, files: OutputKeys) -> JobView | None:
         """Marks the job succeeded with its outputs. None when the lease was lost (someone else owns it now)."""

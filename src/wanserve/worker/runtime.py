@@ -70,6 +70,10 @@ class Runtime:
                     logger.exception("closing %s failed", name)
         self.db.dispose()
 
+    def memory(self) -> dict[str, Any]:
+        """This process's memory, the host's, and the accelerator memory of the workers' devices (CUDA only)."""
+        return _memory_of(self.devices)
+
     def health(self) -> dict[str, Any]:
         """What `/health` reports: our fields, and the Wan2.1 I2V service's (`status: "healthy"`, `rank`,
         `total_tasks`, `pipeline_world_size`, `pipeline_rank`, `config`) so its clients keep working."""
@@ -113,6 +117,24 @@ class Runtime:
                 "t5_cpu": self.settings.t5_cpu,
                 "max_concurrent": len(workers) or self.settings.concurrency,
             },
+            "memory": self.memory(),
             "uptime": round(time.monotonic() - self.started_monotonic, 3),
             "timestamp": time.time(),
         }
+
+
+def _memory_of(devices: list[str]) -> dict[str, Any]:
+    import psutil
+
+    from wanserve.worker.device_memory import device_memory
+
+    system = psutil.virtual_memory()
+    return {
+        "process_rss_bytes": psutil.Process().memory_info().rss,
+        "system_total_bytes": system.total,
+        "system_available_bytes": system.available,
+        "devices": [
+            {"device": d, "allocated_bytes": a, "reserved_bytes": r, "total_bytes": t}
+            for d, a, r, t in device_memory(devices)
+        ],
+    }

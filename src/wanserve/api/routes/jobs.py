@@ -11,7 +11,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from wanserve.api.content import content_response
 from wanserve.api.deps import JobServiceDep, OwnerDep, SettingsDep, SubmissionDep
-from wanserve.api.schemas.jobs import JobCreate, JobDeleted, JobPublic, JobsPublic
+from wanserve.api.schemas.jobs import JobCreate, JobDeleted, JobPublic, JobsPublic, multipart_schema
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -20,20 +20,7 @@ _CREATE_BODY = {
         "required": True,
         "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/JobCreate"}},
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "description": "The JobCreate fields as form fields; media fields may be file uploads.",
-                    "properties": {
-                        **{
-                            name: {"type": "string", "format": "binary"}
-                            for name in ("image", "last_image", "video", "mask")
-                        },
-                        "prompt": {"type": "string"},
-                        "model": {"type": "string"},
-                    },
-                }
-            },
+            "multipart/form-data": {"schema": multipart_schema()},
         },
     }
 }

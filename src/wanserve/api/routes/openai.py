@@ -52,6 +52,7 @@ PASS_THROUGH_FIELDS = frozenset(
         "solver",
         "fps",
         "crf",
+        "max_sequence_length",
     }
 )
 OPENAI_FIELDS = frozenset({"model", "prompt", "seconds", "size", "input_reference", "webhook_url"})
@@ -167,7 +168,12 @@ def build_submission(
     if is_openai_model_name(model):
         model = default_model
     spec = get_spec(model)
-    params: dict[str, Any] = {k: fields[k] for k in PASS_THROUGH_FIELDS if fields.get(k) not in (None, "")}
+    # An empty form field is "not given", except an empty negative prompt: that asks for none (not the default).
+    params: dict[str, Any] = {
+        k: fields[k]
+        for k in PASS_THROUGH_FIELDS
+        if fields.get(k) is not None and (fields[k] != "" or k == "negative_prompt")
+    }
     params["prompt"] = prompt
     if fields.get("seconds") not in (None, ""):
         fps = spec.fps

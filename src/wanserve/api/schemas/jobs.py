@@ -6,57 +6,74 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from wanserve.engine.parameters import PARAMETERS, Parameter
 from wanserve.jobs.views import JobView
 
-_MEDIA = "An uploaded file (multipart), a `data:` URL, or an http(s) URL."
+_JSON_TYPES: dict[str, Any] = {
+    "text": str,
+    "int": int,
+    "float": float,
+    "bool": bool,
+    "choice": str,
+    "media": str,
+    "media_list": list[str],
+}
 
 
-class JobCreate(BaseModel):
-    """A new job. Omitted fields take the model's official defaults (shown in the job's `params`)."""
+def _description(param: Parameter) -> str:
+    applies = f" Tasks: {param.task_names}." if param.tasks else ""
+    models = " Two-expert models only." if param.two_expert_only else ""
+    choices = f" One of: {', '.join(param.choices)}." if param.choices else ""
+    return f"{param.help}{choices}{applies}{models}"
 
+
+class _JobCreateBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str | None = Field(None, description="Model name; default: the first served model.")
-    prompt: str | None = None
-    negative_prompt: str | None = None
-    task: str | None = Field(None, description="t2v, i2v, flf2v, ti2v, v2v, vace or animate; inferred from inputs.")
-    width: int | None = Field(
-        None, description="Output width; for i2v, flf2v and ti2v with an image, with `height` an area."
-    )
-    height: int | None = None
-    num_frames: int | None = Field(None, description="4k+1 frames (for example 81).")
-    num_inference_steps: int | None = None
-    guidance_scale: float | None = None
-    guidance_scale_2: float | None = Field(None, description="Low-noise expert guidance (Wan2.2 A14B).")
-    boundary_ratio: float | None = None
-    flow_shift: float | None = None
-    solver: str | None = None
-    seed: int | None = Field(None, description="0..2^32-1; random when omitted (the job shows the one used).")
-    fps: int | None = None
-    crf: int | None = Field(None, description="H.264 quality, 0 (lossless) .. 51.")
-    strength: float | None = Field(None, description="v2v: share of the input video replaced by noise, (0, 1].")
-    max_sequence_length: int | None = None
-    animate_mode: str | None = None
-    refert_num: int | None = Field(None, description="animate: frames each segment takes from the previous, 1 or 5.")
-    conditioning_scale: float | None = Field(None, description="vace: weight of the control signal (default 1).")
-    allow_untrained_size: bool | None = Field(
-        None, description="Run a size outside the model's trained sizes (refused otherwise, listing them)."
-    )
-    image: str | None = Field(None, description=_MEDIA)
-    last_image: str | None = Field(None, description=_MEDIA)
-    video: str | None = Field(None, description=_MEDIA)
-    mask: str | None = Field(None, description=_MEDIA)
-    reference_images: list[str] | None = Field(None, description=_MEDIA)
-    pose_video: str | None = Field(None, description=_MEDIA)
-    face_video: str | None = Field(None, description=_MEDIA)
-    background_video: str | None = Field(None, description=_MEDIA)
     webhook_url: str | None = Field(None, description="POSTed the job when it reaches a final status.")
 
     def generation_params(self) -> dict[str, Any]:
         """The fields given, minus `model` and `webhook_url`."""
         return self.model_dump(exclude_none=True, exclude={"model", "webhook_url"})
+
+
+# The generation fields come from the parameter table (engine/parameters.py), so the API cannot miss one.
+JobCreate = create_model(
+    "JobCreate",
+    __base__=_JobCreateBase,
+    __doc__="A new job. Omitted fields take the model's official defaults (shown in the job's `params`); a field "
+    "the task does not use is refused.",
+    **{p.name: (_JSON_TYPES[p.type] | None, Field(None, description=_description(p))) for p in PARAMETERS},
+)
+
+
+def multipart_schema() -> dict[str, Any]:
+    """The OpenAPI schema of a multipart `POST /v1/jobs`: every JobCreate field as a form field, media fields as
+    file uploads (`reference_images` repeatable)."""
+    kinds = {
+        "int": {"type": "integer"},
+        "float": {"type": "number"},
+        "bool": {"type": "boolean"},
+        "media": {"type": "string", "format": "binary"},
+    }
+    properties: dict[str, Any] = {"model": {"type": "string"}}
+    for param in PARAMETERS:
+        if param.type == "media_list":
+            schema: dict[str, Any] = {"type": "array", "items": {"type": "string", "format": "binary"}}
+        else:
+            schema = dict(kinds.get(param.type, {"type": "string"}))
+        if param.choices:
+            schema["enum"] = list(param.choices)
+        properties[param.name] = {**schema, "description": _description(param)}
+    properties["webhook_url"] = {"type": "string"}
+    return {
+        "type": "object",
+        "description": "The JobCreate fields as form fields; media fields may be file uploads.",
+        "properties": properties,
+    }
 
 
 class JobError(BaseModel):
@@ -178,5 +195,9 @@ class HealthPublic(BaseModel):
     workers: list[dict[str, Any]]
     errors: list[str]
     config: HealthConfig
+    memory: dict[str, Any] = Field(
+        description="`process_rss_bytes`, `system_total_bytes`, `system_available_bytes`, and per CUDA device "
+        "`devices[{device, allocated_bytes, reserved_bytes, total_bytes}]`."
+    )
     uptime: float = Field(description="Seconds since this process started.")
     timestamp: float = Field(description="Unix seconds.")

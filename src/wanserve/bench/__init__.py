@@ -1,0 +1,1 @@
+"""Benchmarks shipped with the package (`wanserve bench ...`); speed is measured here, never in tests."""

@@ -1,0 +1,89 @@
+"""`wanserve bench ...`: measurements that ship with the package."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from wanserve.cli.bench_serve import add_serve_command
+from wanserve.errors import WanserveError
+
+console = Console(stderr=True)
+bench_app = typer.Typer(
+    help="Benchmarks: the engine against stock diffusers on this GPU; a running service.", no_args_is_help=True
+)
+
+
+@bench_app.callback()
+def bench() -> None:
+    """Benchmarks: `engine` (the engine against stock diffusers on this GPU), `serve` (a running service)."""
+
+
+add_serve_command(bench_app)
+
+
+def _parse_shape(text: str, option: str) -> tuple[int, int, int]:
+    try:
+        size, frames = text.rsplit("x", 1) if text.count("x") == 2 else (text, "81")
+        width, height = (int(v) for v in size.split("x"))
+        return width, height, int(frames)
+    except ValueError:
+        raise typer.BadParameter(f"`{option}` must be WxH or WxHxFRAMES, got {text!r}") from None
+
+
+@bench_app.command("engine")
+def bench_engine(
+    model: str = typer.Option("wan2.1-t2v-14b", "--model", "-m", help="A real-size model to build."),
+    size: str = typer.Option("832x480", "--size", help="Video size WxH."),
+    frames: int = typer.Option(81, "--frames", help="Frames (4k+1)."),
+    steps: int = typer.Option(3, "--steps", help="Denoising steps timed, after a 2-step warm-up."),
+    mode: str = typer.Option("exact", "--mode", help="exact (the engine's default speed options) or stock."),
+    forward_size: list[str] = typer.Option([], "--forward-size", help="Extra WxHxF shapes for forward timing."),
+    random_weights: bool = typer.Option(
+        True, "--random-weights/--weights", help="Real-size random weights (the only kind this command builds)."
+    ),
+    no_stock: bool = typer.Option(False, "--no-stock", help="Skip stock diffusers (no ratios)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Also write the JSON report here."),
+) -> None:
+    """The engine against stock diffusers in one process on one CUDA GPU: per forward, per step with CFG, whole
+    job by stage, achieved TFLOP/s, the exact floor from kernels measured in the same run, peak memory."""
+    from wanserve.bench.engine import EngineBenchConfig, run_engine_bench
+    from wanserve.engine.realsize import real_size_models
+
+    if model not in real_size_models():
+        raise typer.BadParameter(f"`--model` must be one of {', '.join(real_size_models())}, got {model!r}")
+    if not random_weights:
+        raise typer.BadParameter("`--weights`: only real-size random weights are built by this command so far")
+    width, height, _ = _parse_shape(f"{size}x{frames}", "--size")
+    config = EngineBenchConfig(
+        model=model, width=width, height=height, frames=frames, steps=steps, mode=mode,
+        forward_sizes=tuple(_parse_shape(s, "--forward-size") for s in forward_size), run_stock=not no_stock,
+        progress=lambda message: console.print(f"[dim]bench:[/] {message}"),
+        on_partial=(lambda partial: out.write_text(json.dumps(partial, indent=2) + "\n")) if out else (lambda r: None),
+    )  # fmt: skip
+    try:
+        report = run_engine_bench(config)
+    except WanserveError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(code=2) from None
+    text = json.dumps(report, indent=2)
+    if out is not None:
+        out.write_text(text + "\n")
+    if as_json:
+        typer.echo(text)
+    else:
+        derived = report.get("derived", {})
+        console.print(f"[bold]{model}[/] {report['size']} on {report['gpu']} ({report['weights']})")
+        console.print(f"engine step {report['engine']['step_s_median']} s, speed {report['engine']['speed']}")
+        for key in ("step_speedup", "job_speedup", "frames_vs_stock"):
+            if key in derived:
+                console.print(f"{key}: {derived[key]}")
+
+
+def register(app: typer.Typer) -> None:
+    """Adds `wanserve bench`."""
+    app.add_typer(bench_app, name="bench")
