@@ -215,7 +215,7 @@ def test_conditioning_scale_changes_vace_output(engine, input_video, mask_video)
 def test_conditioning_scale_refused_outside_vace():
     with pytest.raises(InvalidRequestError) as info:
         resolve_request("tiny-t2v", {"prompt": "x", "conditioning_scale": 0.5})
-    assert info.value.field == "conditioning_scale" and "'vace'" in str(info.value)
+    assert info.value.field == "conditioning_scale" and "applies to: vace" in str(info.value)
 
 
 # -- Animate ------------------------------------------------------------------------------------------------------
