@@ -45,25 +45,24 @@ def test_list_models_sizes_frames_and_defaults_from_the_spec(client):
     )
     assert model["default_task"] == "t2v" and [t["task"] for t in model["tasks"]] == ["t2v", "v2v"]
     t2v = params_of(model["tasks"][0])
-    assert t2v["num_inference_steps"] == {
-        "name": "num_inference_steps",
-        "type": "integer",
-        "default": 2,
-        "choices": None,
-    }
+    steps = t2v["num_inference_steps"]
+    assert (steps["type"], steps["default"], steps["choices"]) == ("integer", 2, None)
+    assert steps["description"].startswith("Denoising steps")  # the parameter table's help text
     # tiny-t2v follows wan2.1-t2v-1.3b's recommended guidance 6 (docs/models.md)
     assert t2v["guidance_scale"]["default"] == 6.0 and t2v["guidance_scale"]["type"] == "number"
-    assert t2v["allow_untrained_size"] == {
-        "name": "allow_untrained_size",
-        "type": "boolean",
-        "default": False,
-        "choices": ["false", "true"],
-    }
+    untrained = t2v["allow_untrained_size"]
+    assert (untrained["type"], untrained["default"], untrained["choices"]) == ("boolean", False, ["false", "true"])
     assert "conditioning_scale" not in t2v and "refert_num" not in t2v
     assert (t2v["width"]["default"], t2v["height"]["default"], t2v["num_frames"]["default"]) == (64, 64, 9)
     assert t2v["seed"]["default"] is None and t2v["prompt"]["default"] == ""
     assert t2v["solver"]["choices"] == ["unipc", "dpm++", "euler"]
     assert "model" not in t2v and "task" not in t2v and "image" not in t2v
+
+
+def test_list_models_parameters_are_those_of_the_task(client):
+    t2v, v2v = by_id(client)["tiny-t2v"]["tasks"]
+    assert "strength" not in params_of(t2v) and "animate_mode" not in params_of(t2v)
+    assert params_of(v2v)["strength"]["default"] == 0.8 and v2v["required_inputs"] == ["video"]
 
 
 def test_list_models_second_expert_fields_only_for_two_expert_models(client):

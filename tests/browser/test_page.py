@@ -198,3 +198,26 @@ def test_layout_fits_without_horizontal_scroll(new_page, web_server, width, heig
     assert page.evaluate("document.documentElement.scrollWidth") <= width
     expect(page.get_by_role("button", name="Generate")).to_be_visible()
     expect(page.get_by_role("heading", name="Queue and history")).to_be_attached()
+
+
+def test_api_key_asked_for_then_jobs_and_media_work_with_it(new_page, start_server, page_errors):
+    server = start_server({"WANSERVE_API_KEY": "page-secret"}, name="web-key")
+    page = new_page()
+    for _ in range(2):
+        page_errors.expect("401")  # the models and the health request, refused before the key is given
+    page.goto(server.url)
+    expect(page.get_by_role("alert")).to_contain_text("This server needs an API key")
+    key = page.get_by_label("API key", exact=True)
+    expect(key).to_be_focused()
+    key.fill("page-secret")
+    key.press("Enter")
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    expect(page.get_by_role("alert")).to_be_hidden()
+
+    prompt = unique("with a key")
+    submit(page, prompt)
+    job = card(page, prompt)
+    expect(job).to_have_attribute("data-status", "succeeded")
+    expect(job.locator(".thumb img")).to_have_attribute("src", re.compile("^blob:"))  # fetched with the key
+    job.get_by_role("button", name=re.compile("^Play")).click()
+    page.wait_for_function("() => document.querySelector('#viewer video')?.currentTime > 0")

@@ -51,6 +51,11 @@ def test_screenshots(new_page, start_server, sse, hold_for):
                 ).click()
                 page.wait_for_function("() => document.querySelector('#viewer video')?.currentTime > 0")
                 page.screenshot(path=out / f"{name}-player.png")
+                page.keyboard.press("Escape")
+                page.get_by_label("Model", exact=True).select_option("tiny-t2v-moe")
+                page.get_by_text("Advanced options").click()
+                page.locator("#advanced").scroll_into_view_if_needed()
+                page.screenshot(path=out / f"{name}-advanced.png")
     finally:
         hold.off()
         for job in httpx.get(f"{url}/v1/jobs").json()["data"]:

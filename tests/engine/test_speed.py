@@ -43,7 +43,11 @@ def test_auto_attention_keeps_fa3_to_the_head_sizes_it_is_built_for(monkeypatch)
     monkeypatch.setattr(speed, "fa3_available", lambda: True)
     cuda = torch.device("cuda")
     assert resolve_attention(SpeedConfig(), cuda, head_dim=128) == "_flash_3"
-    assert resolve_attention(SpeedConfig(), cuda, head_dim=12) == "_native_cudnn"  # the tiny models
+    assert resolve_attention(SpeedConfig(), cuda, head_dim=12) == "_native_cudnn"
+    # The tiny models are float32, which no fused kernel takes.
+    assert resolve_attention(SpeedConfig(), cuda, head_dim=12, dtype=torch.float32) == "native"
+    with pytest.raises(ConfigError, match="needs a bfloat16 or float16 model"):
+        resolve_attention(SpeedConfig(attention="cudnn"), cuda, dtype=torch.float32)
     with pytest.raises(ConfigError, match="head sizes .* this model's is 12"):
         resolve_attention(SpeedConfig(attention="fa3"), cuda, head_dim=12)
 

@@ -163,9 +163,10 @@ def deviation(reference: np.ndarray, other: np.ndarray) -> dict[str, float]:
 
 def run_engine_bench(config: EngineBenchConfig, components: dict | None = None, random_weights: bool = True) -> dict:
     """Runs the whole measurement (see the module docstring) and returns it as a JSON-able dict."""
+    from wanserve.engine.architectures import ARCHITECTURES
     from wanserve.engine.config import EngineConfig, SpeedConfig
     from wanserve.engine.engine import Engine
-    from wanserve.engine.realsize import WAN21_T2V_TRANSFORMERS, build_random_components, forward_flops, latent_tokens
+    from wanserve.engine.realsize import build_random_components, forward_flops, latent_tokens
 
     if not torch.cuda.is_available():
         from wanserve.errors import WanserveError
@@ -175,7 +176,7 @@ def run_engine_bench(config: EngineBenchConfig, components: dict | None = None, 
         raise ValueError(f"`mode` must be one of {', '.join(MODES)}, got {config.mode!r}")
     say = config.progress
     sizes = [(config.width, config.height, config.frames), *config.forward_sizes]
-    heads = WAN21_T2V_TRANSFORMERS[config.model]["num_attention_heads"]
+    heads = ARCHITECTURES[config.model].transformer_config["num_attention_heads"]
     report: dict[str, Any] = {
         "model": config.model, "weights": "random (real-size)" if random_weights else "trained",
         "size": f"{config.width}x{config.height}x{config.frames}", "steps_timed": config.steps, "mode": config.mode,

@@ -7,25 +7,16 @@ from __future__ import annotations
 import base64
 import io
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any
 
 from wanserve.cli.service_client import ServiceClient, ServiceError
+from wanserve.engine.diagnostics import CheckResult
 
 GIB = 1024**3
 
 
-@dataclass(frozen=True)
-class ServiceCheck:
-    """One check of the service: `ok`, `warn` or `fail`, a message, and what was measured."""
-
-    name: str
-    status: str
-    message: str
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-def check_health(client: ServiceClient) -> ServiceCheck:
+def check_health(client: ServiceClient) -> CheckResult:
     """`/health`: ready or not, and why; what it serves."""
     code, health = client.health()
     models = health.get("models", [])
@@ -38,15 +29,15 @@ def check_health(client: ServiceClient) -> ServiceCheck:
         message += "; RANDOM weights (noise outputs)"
     message += f"; queue {health.get('queue_depth')}, running {health.get('running_jobs')}"
     status = "ok" if code == 200 and not unavailable else "warn" if code == 200 else "fail"
-    return ServiceCheck("health", status, message, {"http_status": code, "health": health})
+    return CheckResult("health", status, message, {"http_status": code, "health": health})
 
 
-def check_memory(client: ServiceClient) -> ServiceCheck:
+def check_memory(client: ServiceClient) -> CheckResult:
     """The service's memory: its process, the host, each accelerator its workers use."""
     _code, health = client.health()
     memory = health.get("memory") or {}
     if not memory:
-        return ServiceCheck("memory", "warn", "the service reports no memory figures (an older wanserve?)")
+        return CheckResult("memory", "warn", "the service reports no memory figures (an older wanserve?)")
     parts = [
         f"process {memory['process_rss_bytes'] / GIB:.2f} GiB",
         f"host {memory['system_available_bytes'] / GIB:.1f}/{memory['system_total_bytes'] / GIB:.1f} GiB free",
@@ -62,7 +53,7 @@ def check_memory(client: ServiceClient) -> ServiceCheck:
             status = "warn"
     if not memory.get("devices"):
         parts.append("no accelerator memory reported (CPU workers)")
-    return ServiceCheck("memory", status, "; ".join(parts), memory)
+    return CheckResult("memory", status, "; ".join(parts), memory)
 
 
 def _gray_png_data_url() -> str:
@@ -73,7 +64,7 @@ def _gray_png_data_url() -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def check_pipeline(client: ServiceClient, model: str | None = None, timeout_s: float = 600.0) -> ServiceCheck:
+def check_pipeline(client: ServiceClient, model: str | None = None, timeout_s: float = 600.0) -> CheckResult:
     """A tiny generation through the service (2 steps, 5 frames, the model's smallest default otherwise): submit,
     follow to the end, check the MP4 is there. Models that need a first frame get a gray one."""
     body: dict[str, Any] = {"prompt": "wanserve doctor pipeline check", "num_inference_steps": 2, "num_frames": 5}
@@ -84,15 +75,15 @@ def check_pipeline(client: ServiceClient, model: str | None = None, timeout_s: f
         job = client.submit(body)
     except ServiceError as exc:
         if "`image`" not in str(exc):
-            return ServiceCheck("pipeline", "fail", str(exc))
+            return CheckResult("pipeline", "fail", str(exc))
         job = client.submit({**body, "image": _gray_png_data_url()})
     job = client.wait(job["id"], timeout_s)
     elapsed = time.perf_counter() - started
     data = {"job_id": job["id"], "status": job["status"], "model": job["model"], "elapsed_s": round(elapsed, 3)}
     if job["status"] != "succeeded":
         error = job.get("error") or {}
-        return ServiceCheck("pipeline", "fail", f"job {job['id']} {job['status']}: {error.get('message')}", data)
-    return ServiceCheck(
+        return CheckResult("pipeline", "fail", f"job {job['id']} {job['status']}: {error.get('message')}", data)
+    return CheckResult(
         "pipeline",
         "ok",
         f"{job['model']}: 2 steps, {job['params'].get('num_frames')} frames "
@@ -103,12 +94,12 @@ def check_pipeline(client: ServiceClient, model: str | None = None, timeout_s: f
 
 def run_service_checks(
     url: str, health: bool, memory: bool, pipeline: bool, model: str | None = None, api_key: str | None = None
-) -> list[ServiceCheck]:
+) -> list[CheckResult]:
     """The checks asked for, in order; an unreachable service is one failed check."""
     try:
         client = ServiceClient(url, api_key=api_key)
     except ServiceError as exc:
-        return [ServiceCheck("service", "fail", str(exc))]
+        return [CheckResult("service", "fail", str(exc))]
     checks = []
     try:
         if health:
@@ -118,12 +109,12 @@ def run_service_checks(
         if pipeline:
             checks.append(check_pipeline(client, model))
     except ServiceError as exc:
-        checks.append(ServiceCheck("service", "fail", str(exc)))
+        checks.append(CheckResult("service", "fail", str(exc)))
     finally:
         client.close()
     return checks
 
 
-def checks_to_dict(url: str, checks: list[ServiceCheck]) -> dict[str, Any]:
+def checks_to_dict(url: str, checks: list[CheckResult]) -> dict[str, Any]:
     """The JSON form of the service checks."""
     return {"url": url, "ok": all(c.status != "fail" for c in checks), "checks": [asdict(c) for c in checks]}

@@ -7,47 +7,60 @@ from typing import Any
 
 import torch
 
-WAN21_T2V_TRANSFORMERS: dict[str, dict[str, int]] = {
-    "wan2.1-t2v-1.3b": dict(num_attention_heads=12, ffn_dim=8960, num_layers=30),
-    "wan2.1-t2v-14b": dict(num_attention_heads=40, ffn_dim=13824, num_layers=40),
-}
-"""The transformer sizes (from the official diffusers-layout configs) that differ between the Wan2.1 T2V models."""
+TEXT_TO_VIDEO_MODELS = ("wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "wan2.2-t2v-a14b", "wan2.2-ti2v-5b")
+"""Real models whose text-to-video pipeline (`WanPipeline`) `build_random_components` builds."""
 
-ATTENTION_HEAD_DIM = 128
 TEXT_TOKENS = 512
 """UMT5 sequence length the Wan pipelines pad prompts to (`max_sequence_length`)."""
 
 
 def real_size_models() -> list[str]:
     """Models `build_random_components` can build."""
-    return sorted(WAN21_T2V_TRANSFORMERS)
+    return list(TEXT_TO_VIDEO_MODELS)
 
 
-def build_random_components(model: str, device: str | torch.device, dtype: torch.dtype = torch.bfloat16) -> dict:
-    """The model's pipeline components at their real size with random weights (transformer and UMT5-XXL in
-    `dtype`, the Wan2.1 VAE in float32 as the official code runs it), on `device`. Nothing is downloaded."""
-    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
-    from transformers import UMT5Config, UMT5EncoderModel
+def build_random_components(model: str, device: str | torch.device, memory=None) -> dict:
+    """`model`'s real-size components with random weights, created on `device` in the dtypes `memory` (a
+    `MemoryConfig`, default bf16 DiT and UMT5, float32 VAE) asks. Nothing is downloaded."""
+    from diffusers import UniPCMultistepScheduler
 
+    from wanserve.engine.architectures import ARCHITECTURES, build_on_meta
+    from wanserve.engine.config import MemoryConfig
+    from wanserve.engine.memory import component_dtypes
     from wanserve.engine.tiny import build_tiny_tokenizer
 
-    if model not in WAN21_T2V_TRANSFORMERS:
-        raise ValueError(f"`model` must be one of {', '.join(real_size_models())}, got {model!r}")
-    torch.manual_seed(0)
-    with torch.device(device):
-        transformer = WanTransformer3DModel(
-            patch_size=(1, 2, 2), attention_head_dim=ATTENTION_HEAD_DIM, in_channels=16, out_channels=16,
-            text_dim=4096, freq_dim=256, cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6,
-            **WAN21_T2V_TRANSFORMERS[model],
-        ).to(dtype).eval()  # fmt: skip
-        text_encoder = UMT5EncoderModel(
-            UMT5Config(vocab_size=256384, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
-                       relative_attention_num_buckets=32, feed_forward_proj="gated-gelu", dropout_rate=0.0)
-        ).to(dtype).eval()  # fmt: skip
-        vae = AutoencoderKLWan().to(torch.float32).eval()
-    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0)
-    return dict(tokenizer=build_tiny_tokenizer(), text_encoder=text_encoder, vae=vae, transformer=transformer,
-                scheduler=scheduler)  # fmt: skip
+    if model not in TEXT_TO_VIDEO_MODELS:
+        raise ValueError(f"`model` must be one of {', '.join(TEXT_TO_VIDEO_MODELS)}, got {model!r}")
+    dtypes = component_dtypes(memory or MemoryConfig())
+    generator = torch.Generator(device).manual_seed(0)
+    components = {}
+    for name, key in ARCHITECTURES[model].components().items():
+        # Meta first, then storage on the device in the load dtype: no float32 copy of 14B parameters.
+        module = build_on_meta(key).to_empty(device=device).to(dtypes[name])
+        keep = getattr(module, "_keep_in_fp32_modules", None) or ()
+        if name.startswith("transformer"):  # as diffusers' loader does: norms and modulation tables in float32
+            for param_name, param in module.named_parameters():
+                if any(k in param_name.split(".") for k in keep):
+                    param.data = param.data.float()
+        with torch.no_grad():
+            for param in module.parameters():
+                param.normal_(0.0, 0.02, generator=generator)
+        if name.startswith("transformer"):
+            # The RoPE tables (the only buffers) are computed, not learned: build them again on the device.
+            rope = module.rope
+            module.rope = type(rope)(rope.attention_head_dim, rope.patch_size, rope.max_seq_len).to(device)
+        components[name] = module.eval()
+    components["tokenizer"] = build_tiny_tokenizer()
+    components["scheduler"] = UniPCMultistepScheduler(
+        prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0
+    )
+    return components
+
+
+def _dit(model: str):
+    from wanserve.engine.architectures import ARCHITECTURES
+
+    return ARCHITECTURES[model].transformer_config
 
 
 def latent_tokens(width: int, height: int, frames: int) -> int:
@@ -58,8 +71,8 @@ def latent_tokens(width: int, height: int, frames: int) -> int:
 def forward_flops(model: str, width: int, height: int, frames: int) -> dict[str, float]:
     """Analytic FLOPs of one transformer forward (batch 1): `matmul` (projections, FFN) and `attention`
     (QK^T and PV, self and cross). Multiply-adds count as 2; norms, RoPE and modulation are left out (<1%)."""
-    cfg = WAN21_T2V_TRANSFORMERS[model]
-    d, ffn, layers = cfg["num_attention_heads"] * ATTENTION_HEAD_DIM, cfg["ffn_dim"], cfg["num_layers"]
+    cfg = _dit(model)
+    d, ffn, layers = cfg["num_attention_heads"] * cfg["attention_head_dim"], cfg["ffn_dim"], cfg["num_layers"]
     n, t = latent_tokens(width, height, frames), TEXT_TOKENS
     per_layer_matmul = (
         2 * n * d * d * 4  # self-attention q, k, v, o
@@ -75,7 +88,7 @@ def forward_inputs(model: str, width: int, height: int, frames: int, device: Any
     """Random inputs of one transformer forward at this video size (latents, a timestep, text embeddings)."""
     generator = torch.Generator("cpu").manual_seed(0)
     latent_frames = (frames - 1) // 4 + 1
-    latents = torch.randn(1, 16, latent_frames, height // 8, width // 8, generator=generator)
+    latents = torch.randn(1, _dit(model)["in_channels"], latent_frames, height // 8, width // 8, generator=generator)
     text = torch.randn(1, TEXT_TOKENS, 4096, generator=generator)
     return dict(
         hidden_states=latents.to(device, dtype),

@@ -77,17 +77,28 @@ def register_fa3_backend() -> None:
     logger.info("FlashAttention-3 registered as diffusers' `_flash_3` attention backend")
 
 
-def resolve_attention(speed: SpeedConfig, device: torch.device, head_dim: int = 128) -> str:
-    """The attention backend `speed.attention` means on `device` for heads of `head_dim` (`auto`: FA3 where it is
-    available and built for that head size, else cuDNN on CUDA, else PyTorch's own)."""
+HALF_DTYPES = (torch.bfloat16, torch.float16)
+"""The fused attention kernels (FA3, cuDNN, flash) take only these; a float32 model keeps PyTorch's own."""
+
+
+def resolve_attention(
+    speed: SpeedConfig, device: torch.device, head_dim: int = 128, dtype: torch.dtype = torch.bfloat16
+) -> str:
+    """The attention backend `speed.attention` means on `device` for heads of `head_dim` in `dtype` (`auto`: FA3
+    where it is available and built for that head size, else cuDNN on CUDA; PyTorch's own on other devices and
+    for float32 models)."""
+    from wanserve.engine.config import ConfigError
+
     choice = speed.attention
     if choice == "auto":
-        if device.type != "cuda":
+        if device.type != "cuda" or dtype not in HALF_DTYPES:
             return "native"
         return "_flash_3" if fa3_available() and head_dim in FA3_HEAD_DIMS else "_native_cudnn"
+    if choice != "native" and dtype not in HALF_DTYPES:
+        raise ConfigError(
+            "speed.attention", f"`speed.attention`={choice!r} needs a bfloat16 or float16 model, got {dtype}"
+        )
     if choice == "fa3":
-        from wanserve.engine.config import ConfigError
-
         if not fa3_available():
             raise ConfigError(
                 "speed.attention",
@@ -136,7 +147,7 @@ def apply_speed_options(components: dict[str, Any], speed: SpeedConfig, device: 
         module = components.get(name)
         if not isinstance(module, torch.nn.Module):
             continue
-        attention = resolve_attention(speed, device, module.config.attention_head_dim)
+        attention = resolve_attention(speed, device, module.config.attention_head_dim, module.dtype)
         applied["attention"] = attention
         if attention != "native":
             set_attention_backend(module, attention)

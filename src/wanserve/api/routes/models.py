@@ -1,8 +1,8 @@
 """`GET /v1/models`: what this server serves, as a form needs it (tasks, inputs, trained sizes, defaults).
 
-A task's parameters and their defaults are read from the validation code itself (a request with only the task's
-required inputs is resolved, and every field it fills in is listed), so this listing cannot drift from what
-`POST /v1/jobs` accepts.
+A task's parameters come from the parameter table (`engine.parameters`: type, help, choices) and their defaults
+from the validation code itself (a request with only the task's required inputs is resolved, and every field it
+fills in is listed), so this listing cannot drift from what `POST /v1/jobs` accepts.
 """
 
 from __future__ import annotations
@@ -13,22 +13,15 @@ from fastapi import APIRouter
 
 from wanserve.api.deps import OwnerDep, RuntimeDep
 from wanserve.api.schemas.models import ModelPublic, ModelsPublic, ParameterPublic, SizePublic, TaskPublic
+from wanserve.engine.parameters import BY_NAME, MEDIA_FIELDS
 from wanserve.engine.registry import ModelSpec, get_spec
 from wanserve.engine.requests import GenerationRequest, TaskKind
-from wanserve.engine.validation import (
-    ANIMATE_MODES,
-    MEDIA_FIELDS,
-    SOLVERS,
-    field_applies,
-    request_params,
-    resolve_request,
-    task_inputs,
-)
+from wanserve.engine.validation import field_applies, request_params, resolve_request, task_inputs
 from wanserve.errors import InvalidRequestError
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
-_CHOICES: dict[str, tuple[str, ...]] = {"solver": SOLVERS, "animate_mode": ANIMATE_MODES}
+_TYPES = {"int": "integer", "float": "number", "bool": "boolean", "text": "string", "choice": "string"}
 _NOT_PARAMETERS = {"model", "task", *MEDIA_FIELDS}
 _IMAGE_TASKS = {"t2i"}
 """Tasks whose content is one image rather than an MP4."""
@@ -66,6 +59,7 @@ def model_public(spec: ModelSpec, *, default: bool, random_weights: bool) -> Mod
 def _task_public(spec: ModelSpec, task: TaskKind) -> TaskPublic:
     required, accepted = task_inputs(task)
     resolved = request_params(_resolve_minimal(spec, task, set(required)))
+    # Animate's size and length are the pose video's: shown in its jobs' params, never given.
     parameters = [
         _parameter(name, value)
         for name, value in resolved.items()
@@ -101,13 +95,13 @@ def _is_parameter(name: str, value: Any) -> bool:
 
 
 def _parameter(name: str, value: Any) -> ParameterPublic:
-    if name == "seed":
-        return ParameterPublic(name=name, type="integer", default=None)  # random when omitted
-    if name == "prompt":
-        return ParameterPublic(name=name, type="string", default="")  # the placeholder above is no default
-    if isinstance(value, bool):
-        kind = "boolean"
-    else:
-        kind = "integer" if isinstance(value, int) else "number" if isinstance(value, float) else "string"
-    choices = list(_CHOICES[name]) if name in _CHOICES else ["false", "true"] if kind == "boolean" else None
-    return ParameterPublic(name=name, type=kind, default=value, choices=choices)
+    param = BY_NAME[name]
+    # The seed is random when omitted, and the prompt resolved above is a placeholder: neither has a default.
+    default = None if name == "seed" else "" if name == "prompt" else value
+    return ParameterPublic(
+        name=name,
+        type=_TYPES[param.type],
+        default=default,
+        choices=list(param.choices) or (["false", "true"] if param.type == "bool" else None),
+        description=param.help,
+    )

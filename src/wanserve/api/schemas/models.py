@@ -21,6 +21,7 @@ class ParameterPublic(BaseModel):
     type: Literal["integer", "number", "string", "boolean"]
     default: Any = Field(description="The value used when the field is omitted (the model's official default).")
     choices: list[str] | None = Field(None, description="The accepted values, where the set is closed.")
+    description: str = Field("", description="What it does (the parameter table's help text).")
 
 
 class TaskPublic(BaseModel):

@@ -24,7 +24,11 @@ function announce(text) {
 /** Shows an `ApiError` (its message, HTTP status and type), a failed fetch, or a sentence. */
 function showError(error) {
   let text = error;
-  if (error instanceof ApiError) text = `${error.message} (HTTP ${error.status}, ${error.type})`;
+  if (error instanceof ApiError && error.status === 401) {
+    text = `This server needs an API key (${error.message}): enter it above.`;
+  } else if (error instanceof ApiError) {
+    text = `${error.message} (HTTP ${error.status}, ${error.type})`;
+  }
   else if (error instanceof Error) text = `Could not reach the server: ${error.message}`;
   $("error-text").textContent = text;
   $("error-banner").hidden = false;

@@ -167,11 +167,10 @@ export class JobForm {
 
   #advancedField(param) {
     const field = document.createElement("div");
-    field.className = "field";
-    const [labelText, hintText] = labelOf(param.name);
+    field.className = "field advanced-field";
     const label = document.createElement("label");
     label.htmlFor = param.name;
-    label.textContent = labelText;
+    label.textContent = labelOf(param.name);
     let control;
     if (param.choices) {
       control = document.createElement("select");
@@ -188,14 +187,12 @@ export class JobForm {
     control.name = param.name;
     control.value = param.default ?? "";
     field.append(label, control);
-    if (hintText) {
-      const hint = document.createElement("p");
-      hint.className = "hint";
-      hint.id = `${param.name}-hint`;
-      hint.textContent = `${hintText} Default: ${param.default}.`;
-      control.setAttribute("aria-describedby", hint.id);
-      field.append(hint);
-    }
+    const hint = document.createElement("p");
+    hint.className = "hint";
+    hint.id = `${param.name}-hint`;
+    hint.textContent = `${param.description || ""} Default: ${param.default}.`.trim();
+    control.setAttribute("aria-describedby", hint.id);
+    field.append(hint);
     return field;
   }
 

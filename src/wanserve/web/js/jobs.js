@@ -96,7 +96,9 @@ export class JobList {
       thumbLoaded: false,
     };
     card.title.id = `job-title-${job.id}`;
+    card.text.id = `job-progress-${job.id}`;
     card.bar.setAttribute("aria-labelledby", card.title.id);
+    card.bar.setAttribute("aria-describedby", card.text.id); // "Denoising · step 3/10 · 30% · ETA 12 s"
     return card;
   }
 
@@ -287,7 +289,7 @@ function errorText(job) {
 }
 
 function statusIcon(status) {
-  return { queued: "…", running: "▶", failed: "!", cancelled: "×", expired: "⌛" }[status] || "";
+  return { queued: "…", failed: "!", cancelled: "×", expired: "–" }[status] || ""; // running: a CSS spinner
 }
 
 /** A download link; with an API key the file is fetched with it when the link is first used. */

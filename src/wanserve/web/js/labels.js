@@ -13,16 +13,17 @@ const TASKS = {
   upscale: "Upscale a video",
 };
 
+// Short labels; what a parameter does comes from the API (`/v1/models`: the parameter table's help text).
 const PARAMETERS = {
-  guidance_scale_2: ["Guidance, low-noise expert", "Guidance of the second (low-noise) expert."],
-  boundary_ratio: ["Expert boundary", "Where the high-noise expert hands over, 0..1."],
-  flow_shift: ["Flow shift", "Shift of the noise schedule."],
-  solver: ["Solver", "The sampler."],
-  fps: ["Frames per second", "Frame rate of the output."],
-  crf: ["Video quality (CRF)", "H.264 quality: 0 lossless, 51 worst."],
-  strength: ["Strength", "Share of the input video replaced by noise, (0, 1]."],
-  max_sequence_length: ["Prompt tokens", "Longest prompt, in tokens."],
-  animate_mode: ["Animate mode", "animate: move the reference; replace: put it into the video."],
+  guidance_scale_2: "Guidance, low-noise expert",
+  boundary_ratio: "Expert boundary",
+  flow_shift: "Flow shift",
+  solver: "Solver",
+  fps: "Frames per second",
+  crf: "Video quality (CRF)",
+  strength: "Strength",
+  max_sequence_length: "Prompt tokens",
+  animate_mode: "Animate mode",
 };
 
 const MEDIA = {
@@ -61,7 +62,7 @@ const STATUSES = {
 };
 
 export const taskLabel = (task) => TASKS[task] || task;
-export const labelOf = (name) => PARAMETERS[name] || [name, ""];
+export const labelOf = (name) => PARAMETERS[name] || name;
 export const mediaLabelOf = (name, task) => (MEDIA_BY_TASK[task] || {})[name] || MEDIA[name] || name;
 export const stageLabel = (stage) => STAGES[stage] || stage;
 export const statusLabel = (status) => STATUSES[status] || status;
