@@ -166,6 +166,11 @@ def test_image_to_video_upload_preview_and_submit(page, web_server, tmp_path):
     params = httpx.get(f"{web_server.url}/v1/jobs/{job_id_of(job)}").json()["params"]
     assert params["task"] == "i2v" and params["image"] is not None
 
+    # Uploaded files are not kept for re-use: "Run again" says which to attach again.
+    job.get_by_role("button", name=re.compile("^Run again")).click()
+    expect(page.locator("#info-banner")).to_contain_text("Attach the first frame (image) again")
+    expect(page.get_by_label("Model", exact=True)).to_have_value("tiny-i2v")
+
 
 def test_keyboard_submit_and_labelled_controls(page, web_server):
     open_page(page, web_server)

@@ -39,6 +39,8 @@ class ModelSpec:
     num_frames: int
     sizes: tuple[tuple[int, int], ...]
     """Trained resolutions as (width, height)."""
+    image_sizes: tuple[tuple[int, int], ...] = ()
+    """Sizes of text-to-image (`t2i`) requests, the default first; empty when the model does no t2i."""
     solver: str = "unipc"
     guidance_scale_2: float | None = None
     """Guidance of the low-noise expert (two-expert A14B models)."""
@@ -79,6 +81,10 @@ class ModelSpec:
     def default_size(self) -> tuple[int, int]:
         return self.sizes[0]
 
+    def default_size_for(self, task: TaskKind) -> tuple[int, int]:
+        """The default (width, height) of a request of `task` (t2i has its own sizes)."""
+        return self.image_sizes[0] if task == TaskKind.T2I and self.image_sizes else self.sizes[0]
+
     @property
     def vae_stride(self) -> int:
         """Spatial downsampling of the VAE (8 for the Wan2.1 VAE, 16 for the Wan2.2 one)."""
@@ -109,6 +115,8 @@ WAN_NEGATIVE_PROMPT = (
 )
 
 _480 = ((832, 480), (480, 832))
+# Wan2.1 `t2i-14B` (the T2V-14B checkpoint, one frame): every size of its SIZE_CONFIGS, 1024x1024 as its README runs it.
+_T2I_14B = ((1024, 1024), (1280, 720), (720, 1280), (832, 480), (480, 832))
 _720 = ((1280, 720), (720, 1280))
 _ALL = _480 + _720
 _ALL_720_FIRST = _720 + _480
@@ -135,13 +143,13 @@ _W21_FLF2V_NEGATIVE = "镜头切换，" + _W21_I2V_NEGATIVE
 ANIMATE_PROMPT = "视频中的人在做动作"
 # fmt: off
 _REAL: tuple[ModelSpec, ...] = (
-    _real("wan2.1-t2v-1.3b", (T.T2V, T.V2V), "WanPipeline",
+    _real("wan2.1-t2v-1.3b", (T.T2V, T.V2V, T.T2I), "WanPipeline",
           _hub("Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "Wan-AI/Wan2.1-T2V-1.3B", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"),
-          num_inference_steps=50, guidance_scale=6.0, flow_shift=8.0, sizes=_480,
+          num_inference_steps=50, guidance_scale=6.0, flow_shift=8.0, sizes=_480, image_sizes=_480,
           sources={**src.W21_T2V_1_3B, "default_size": src.W21_DEFAULT_480}),
-    _real("wan2.1-t2v-14b", (T.T2V, T.V2V), "WanPipeline",
+    _real("wan2.1-t2v-14b", (T.T2V, T.V2V, T.T2I), "WanPipeline",
           _hub("Wan-AI/Wan2.1-T2V-14B-Diffusers", "Wan-AI/Wan2.1-T2V-14B", "Wan-AI/Wan2.1-T2V-14B-Diffusers"),
-          num_inference_steps=50, guidance_scale=5.0, flow_shift=5.0, sizes=_ALL_720_FIRST,
+          num_inference_steps=50, guidance_scale=5.0, flow_shift=5.0, sizes=_ALL_720_FIRST, image_sizes=_T2I_14B,
           sources=src.W21_COMMON),
     _real("wan2.1-i2v-14b-480p", (T.I2V,), "WanImageToVideoPipeline",
           _hub("Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", "Wan-AI/Wan2.1-I2V-14B-480P",
@@ -211,8 +219,8 @@ def _tiny(name: str, real: str, tasks: tuple[TaskKind, ...], pipeline: str, **kw
 _TINY_I2V_SHIFT = "our choice: 3.0, the counterpart's shift at its trained 480p sizes (tiny sizes are never 832x480)"
 # fmt: off
 _TINY: tuple[ModelSpec, ...] = (
-    _tiny("tiny-t2v", "wan2.1-t2v-1.3b", (T.T2V, T.V2V), "WanPipeline", guidance_scale=6.0, flow_shift=8.0,
-          sources=src.tiny_sources(src.W21_T2V_1_3B, "wan2.1-t2v-1.3b")),
+    _tiny("tiny-t2v", "wan2.1-t2v-1.3b", (T.T2V, T.V2V, T.T2I), "WanPipeline", guidance_scale=6.0, flow_shift=8.0,
+          image_sizes=_TINY_SIZES, sources=src.tiny_sources(src.W21_T2V_1_3B, "wan2.1-t2v-1.3b")),
     _tiny("tiny-t2v-moe", "wan2.2-t2v-a14b", (T.T2V,), "WanPipeline",
           guidance_scale=4.0, guidance_scale_2=3.0, boundary_ratio=0.875, flow_shift=12.0, experts=2,
           sources=src.tiny_sources(src.W22_T2V_A14B, "wan2.2-t2v-a14b")),

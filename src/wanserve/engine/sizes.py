@@ -41,16 +41,23 @@ def _sizes_text(sizes) -> str:
     return ", ".join(f"{w}x{h}" for w, h in sizes)
 
 
-def check_size(spec: ModelSpec, width: int, height: int, allow_untrained: bool, what: str = "size") -> None:
-    """Refuses a size the official code would not run for `spec`, unless `allow_untrained` says to."""
-    if allow_untrained or spec.accepts_size(width, height):
-        return
-    accepted = ""
-    if spec.official_sizes:
-        accepted = f"; the official code also runs {_sizes_text(spec.official_sizes)}"
+def check_size(
+    spec: ModelSpec, width: int, height: int, allow_untrained: bool, what: str = "size", task: TaskKind | None = None
+) -> None:
+    """Refuses a size the official code would not run for `spec` (for t2i: its image sizes), unless
+    `allow_untrained` says to."""
+    if task == TaskKind.T2I and spec.image_sizes:
+        trained, accepted = spec.image_sizes, ""
+        if allow_untrained or (width, height) in trained:
+            return
+    else:
+        trained = spec.sizes
+        if allow_untrained or spec.accepts_size(width, height):
+            return
+        accepted = f"; the official code also runs {_sizes_text(spec.official_sizes)}" if spec.official_sizes else ""
     raise InvalidRequestError(
         "width",
-        f"{what} {width}x{height} is not a trained size of {spec.name} (trained: {_sizes_text(spec.sizes)}{accepted}); "
+        f"{what} {width}x{height} is not a trained size of {spec.name} (trained: {_sizes_text(trained)}{accepted}); "
         "set `allow_untrained_size` to run it anyway",
     )
 

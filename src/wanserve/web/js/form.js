@@ -71,10 +71,6 @@ export class JobForm {
     this.model = this.modelById(id);
     $("model").value = id;
     $("task").replaceChildren(...this.model.tasks.map((t) => new Option(taskLabel(t.task), t.task)));
-    $("size").replaceChildren(
-      ...this.model.sizes.map((s, i) => new Option(`${s.width} × ${s.height}${i === 0 ? " (default)" : ""}`, `${s.width}x${s.height}`)),
-      new Option("Custom…", "custom"),
-    );
     this.#note();
     this.selectTask(task && this.model.tasks.some((t) => t.task === task) ? task : this.model.default_task);
   }
@@ -95,6 +91,7 @@ export class JobForm {
     }
     if (this.negativeEdited) $("negative_prompt").value = negative;
     $("size-field").hidden = !(has("width") && has("height"));
+    this.#sizeOptions(this.defaults.width, this.defaults.height);
     this.#setSize(this.defaults.width, this.defaults.height);
     $("length-field").hidden = !has("num_frames");
     $("num_frames").value = has("num_frames") ? this.defaults.num_frames : "";
@@ -194,6 +191,17 @@ export class JobForm {
     control.setAttribute("aria-describedby", hint.id);
     field.append(hint);
     return field;
+  }
+
+  /** The model's trained sizes, and the task's default size marked (added first when it is not a trained one,
+   * as for a text-to-image task with its own default). */
+  #sizeOptions(width, height) {
+    const sizes = this.model.sizes.map((s) => [s.width, s.height]);
+    if (width && height && !sizes.some(([w, h]) => w === width && h === height)) sizes.unshift([width, height]);
+    $("size").replaceChildren(
+      ...sizes.map(([w, h]) => new Option(`${w} × ${h}${w === width && h === height ? " (default)" : ""}`, `${w}x${h}`)),
+      new Option("Custom…", "custom"),
+    );
   }
 
   #setSize(width, height) {

@@ -158,7 +158,10 @@ export class JobList {
       button.addEventListener("click", handler);
       buttons.push(button);
     };
-    if (job.content_url) add("open", "Play", () => this.handlers.onOpen(this.jobs.get(job.id)), "primary");
+    if (job.content_url) {
+      const text = this.handlers.outputOf(job) === "image" ? "View" : "Play";
+      add("open", text, () => this.handlers.onOpen(this.jobs.get(job.id)), "primary");
+    }
     if (!job.content_url) add("details", "Details", () => this.handlers.onOpen(this.jobs.get(job.id)));
     if (job.content_url) {
       const link = downloadLink(this.jobs.get(job.id), this.handlers.outputOf(job));
