@@ -156,10 +156,20 @@ SRC_DIR = Path(__file__).resolve().parents[1] / "src"
 
 
 class ServerProcess:
-    """`wanserve serve` in a subprocess on a free port. Waits for its log to say the workers are ready."""
+    """`wanserve serve` (or another `wanserve` command) in a subprocess on a free port. Waits for its log to say it
+    is ready: `workers ready` unless `ready` says otherwise (`listening on` for `serve --no-workers`)."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str], name: str = "server", cwd: Path | None = None):
+    def __init__(
+        self,
+        data_dir: Path,
+        env: dict[str, str],
+        name: str = "server",
+        cwd: Path | None = None,
+        args: tuple[str, ...] = ("serve",),
+        ready: str = "workers ready",
+    ):
         self.data_dir, self.env, self.name, self.cwd = data_dir, env, name, cwd
+        self.args, self.ready = args, ready
         self.proc = None
         self.url = ""
         self.log_lines: list[str] = []
@@ -174,7 +184,7 @@ class ServerProcess:
             env["WANSERVE_PORT"] = "0"
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC_DIR), env.get("PYTHONPATH", "")) if p)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "wanserve", "serve"],
+            [sys.executable, "-m", "wanserve", *self.args],
             env=env,
             cwd=self.cwd,
             stdout=subprocess.PIPE,
@@ -191,14 +201,14 @@ class ServerProcess:
                 if match:
                     self.url = match.group(1).replace("0.0.0.0", "127.0.0.1")
                     listening.set()
-                if "workers ready" in line or re.search(r"worker \S+ stopped", line):
+                if self.ready in line or re.search(r"worker \S+ stopped", line):
                     ready.set()
             listening.set()
             ready.set()
 
         threading.Thread(target=read, daemon=True).start()
-        started = ready.wait(timeout_s) and any("workers ready" in line for line in self.log_lines)
-        if not started or self.proc.poll() is not None or not self.url:
+        started = ready.wait(timeout_s) and any(self.ready in line for line in self.log_lines)
+        if not started or self.proc.poll() is not None or (self.args[0] == "serve" and not self.url):
             self.kill()
             raise RuntimeError(f"{self.name} did not start:\n{''.join(self.log_lines[-40:])}")
         return self

@@ -20,13 +20,16 @@ from wanserve.jobs.db import create_db_engine, run_migrations
 from wanserve.jobs.media_inputs import MediaLimits
 from wanserve.jobs.service import JobService, JobServiceConfig
 from wanserve.jobs.store import JobStore
+from wanserve.jobs.workers import WorkerRegistry
 from wanserve.storage.base import Storage
 from wanserve.storage.local import LocalStorage
 from wanserve.worker.identity import owner_id
 from wanserve.worker.loop import EngineLike, Worker, WorkerConfig
 from wanserve.worker.pool import WorkerPool
+from wanserve.worker.process import WorkerProcess
 from wanserve.worker.runtime import Runtime
 from wanserve.worker.status import PoolServingStatus
+from wanserve.worker.sweeper import Sweeper
 
 logger = logging.getLogger(__name__)
 
@@ -133,8 +136,10 @@ def build_worker_group(
     devices: Sequence[str],
     engine_factory: EngineFactory | None = None,
     concurrency: int | None = None,
+    registry: WorkerRegistry | None = None,
 ) -> WorkerPool:
-    """One worker per device (or `concurrency` workers spread over the devices), each with its own engine."""
+    """One worker per device (or `concurrency` workers spread over the devices), each with its own engine,
+    registered in `registry`."""
     factory = engine_factory or build_engine
     workers = []
     for slot in range(concurrency or len(devices)):
@@ -148,7 +153,12 @@ def build_worker_group(
             hold_step=settings.hold_step,
         )
         workers.append((Worker(service, factory(device, settings), dispatcher, config, models), device))
-    return WorkerPool(service, dispatcher, workers, settings.sweep_interval_s)
+    return WorkerPool(service, dispatcher, workers, registry, heartbeat_s=settings.lease_s / 3)
+
+
+def build_registry(settings: Settings, db: DBEngine) -> WorkerRegistry:
+    """The `workers` table; a worker silent for one lease is `lost` (its jobs come back when their leases expire)."""
+    return WorkerRegistry(db, lost_after_s=settings.lease_s)
 
 
 def build_runtime(
@@ -176,9 +186,58 @@ def build_runtime(
     concurrency = settings.concurrency or len(devices)
     service = build_job_service(settings, db, storage, dispatcher, models, concurrency)
     runtime = Runtime(settings, db, service, storage, dispatcher, models, tiny_fallback, devices)
+    runtime.registry = build_registry(settings, db)
+    runtime.sweeper = Sweeper(service, settings.sweep_interval_s, runtime.registry)
     if start_workers:
         runtime.pool = build_worker_group(
-            settings, service, dispatcher, models, devices, engine_factory, concurrency=concurrency
+            settings, service, dispatcher, models, devices, engine_factory, concurrency, runtime.registry
         )
         runtime.serving = service.serving = PoolServingStatus(runtime.pool, models)
     return runtime
+
+
+def worker_devices(gpus: Sequence[int] | None = None, device: str | None = None) -> list[str]:
+    """The devices a worker process uses: `device` alone, the accelerators numbered `gpus`, or every accelerator
+    found (the CPU when there is none)."""
+    from wanserve.worker.devices import detect_devices
+
+    if device:
+        from wanserve.engine.config import parse_device_string
+
+        parse_device_string(device, "device")
+        return [device]
+    found = detect_devices()
+    if gpus is None:
+        return found
+    kind = found[0].split(":")[0] if found != ["cpu"] else "cuda"
+    return [f"{kind}:{index}" for index in gpus]
+
+
+def build_worker_process(
+    settings: Settings,
+    devices: Sequence[str],
+    gpus_per_job: int = 1,
+    engine_factory: EngineFactory | None = None,
+) -> WorkerProcess:
+    """A `wanserve worker` process: one worker per set of `gpus_per_job` devices, over the shared database, storage
+    and dispatcher."""
+    if gpus_per_job < 1 or len(devices) % gpus_per_job:
+        raise ValueError(
+            f"`--gpus-per-job` {gpus_per_job} must divide the {len(devices)} devices ({', '.join(devices)})"
+        )
+    if gpus_per_job > 1:
+        raise ValueError(
+            f"`--gpus-per-job` {gpus_per_job}: multi-GPU worker groups (one job over several GPUs) are not served "
+            "yet; use 1 (one worker per GPU)"
+        )
+    models, tiny_fallback = served_models(settings)
+    if tiny_fallback:
+        logger.warning("no weights configured: this worker serves the tiny models (RANDOM weights): %s", models)
+    db = build_database(settings)
+    storage = build_storage(settings)
+    dispatcher = build_dispatcher(settings)
+    service = build_job_service(settings, db, storage, dispatcher, models, len(devices))
+    registry = build_registry(settings, db)
+    pool = build_worker_group(settings, service, dispatcher, models, devices, engine_factory, None, registry)
+    sweeper = Sweeper(service, settings.sweep_interval_s, registry)
+    return WorkerProcess(db, service, dispatcher, pool, sweeper, stop_timeout_s=settings.task_timeout_s)

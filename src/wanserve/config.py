@@ -77,6 +77,11 @@ class Settings(BaseSettings):
     )
     """One model's weights directory (the seed services' variable): the first of `models`, or any model of the kind
     it holds."""
+    hf_endpoint: str | None = Field(None, validation_alias=AliasChoices("HF_ENDPOINT"))
+    """Hugging Face Hub mirror for `wanserve download` (the hub's own variable)."""
+    hf_hub_offline: bool = Field(False, validation_alias=AliasChoices("HF_HUB_OFFLINE"))
+    """No downloads: `wanserve download` fails at once naming the files to copy by hand."""
+    modelscope_domain: str | None = Field(None, validation_alias=AliasChoices("MODELSCOPE_DOMAIN"))
     t5_cpu: bool = Field(False, validation_alias=_env("T5_CPU", "T5_CPU"))
     """Keep the text encoder on the CPU."""
     ulysses_size: int = Field(1, ge=1, validation_alias=_env("ULYSSES_SIZE", "ULYSSES_SIZE"))
@@ -173,6 +178,12 @@ class Settings(BaseSettings):
         if self.checkpoint_dir is not None and self.models:
             paths.setdefault(self.models[0], str(self.checkpoint_dir))
         return WeightsConfig.of(self.models_dir, paths, self.checkpoint_dir)
+
+    def hub_config(self):
+        """Where `wanserve download` fetches from, and whether it may."""
+        from wanserve.engine.download import HubConfig
+
+        return HubConfig(self.hf_endpoint or None, self.hf_hub_offline, self.modelscope_domain or None)
 
     def engine_config(self, device: str | None, model_paths: tuple[tuple[str, str], ...] = ()):
         """The `EngineConfig` these settings describe for one device (weights found by `weights_config`)."""

@@ -86,3 +86,10 @@ class QueueFullError(WanserveError):
     def __init__(self, message: str, retry_after_s: int = 5):
         self.retry_after_s = retry_after_s
         super().__init__(message)
+
+
+class JobFailedError(WanserveError):
+    """A job a synchronous route waited for ended without its output (the OpenAI images route)."""
+
+    http_status = 500
+    error_type = "job_failed"

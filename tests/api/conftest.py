@@ -104,6 +104,14 @@ def compat_server(start_compat_server) -> CompatServer:
     return start_compat_server()
 
 
+@pytest.fixture(scope="module")
+def openai_client(compat_server):
+    """The official `openai` client, pointed at the shared server (no retries: a test sees every error)."""
+    import openai
+
+    return openai.OpenAI(base_url=f"{compat_server.url}/v1", api_key="any-key", max_retries=0)
+
+
 def png_bytes(size: tuple[int, int] = (64, 64), color=(200, 40, 40)) -> bytes:
     """A real PNG."""
     buffer = io.BytesIO()

@@ -8,7 +8,11 @@ import io
 import av
 import httpx
 import pytest
+from starlette.requests import Request
 
+from wanserve.api.app import create_app
+from wanserve.api.content import content_response
+from wanserve.config import Settings
 from wanserve.storage.base import StorageKeyNotFound
 
 TINY = {"model": "tiny-t2v", "prompt": "a red cube", "width": 64, "height": 64, "num_frames": 9,
@@ -16,20 +20,28 @@ TINY = {"model": "tiny-t2v", "prompt": "a red cube", "width": 64, "height": 64, 
 
 
 @pytest.fixture(scope="module")
-def s3_server_settings(s3_server, start_compat_server):
-    """A compat server keeping job files in a bucket of the test S3 server."""
+def s3_compat_server(s3_server, tmp_path_factory):
+    """A server keeping job files in a bucket of the test S3 server (stopped with this module)."""
     import boto3
+    from tests.api.conftest import CompatServer, _serve
 
     boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1", aws_access_key_id="test",
                  aws_secret_access_key="test").create_bucket(Bucket="content-tests")  # fmt: skip
-    s3 = {"storage_url": "s3://content-tests/deploy", "s3_endpoint_url": s3_server, "s3_region": "us-east-1",
-          "s3_access_key_id": "test", "s3_secret_access_key": "test"}  # fmt: skip
-    return {"streamed": start_compat_server(**s3), "redirected": start_compat_server(**s3, storage_redirect=True)}
+    settings = Settings(
+        _env_file=None, data_dir=tmp_path_factory.mktemp("s3-compat"), models=["tiny-t2v", "tiny-i2v"], concurrency=1,
+        poll_interval_s=0.5, storage_url="s3://content-tests/deploy", s3_endpoint_url=s3_server,
+        s3_region="us-east-1", s3_access_key_id="test", s3_secret_access_key="test",
+    )  # fmt: skip
+    app = create_app(settings)
+    server, thread, url = _serve(app)
+    yield CompatServer(url, settings, app)
+    server.should_exit = True
+    thread.join(60)
 
 
 @pytest.fixture(params=["local", "s3"])
 def server(request, compat_server):
-    return compat_server if request.param == "local" else request.getfixturevalue("s3_server_settings")["streamed"]
+    return compat_server if request.param == "local" else request.getfixturevalue("s3_compat_server")
 
 
 def _run(server, body=None, files=None) -> dict:
@@ -87,12 +99,21 @@ def test_inputs_go_through_storage_and_are_deleted_after(server, make_png):
         server.runtime.storage.size(row.inputs["image"])
 
 
-def test_redirect_to_presigned_url_when_asked(s3_server_settings):
-    server = s3_server_settings["redirected"]
+def test_redirect_to_presigned_url_when_asked(s3_compat_server, compat_server):
+    """`WANSERVE_STORAGE_REDIRECT`: the download answers 307 to a presigned URL the client fetches (ranges too);
+    local storage has no URL and streams."""
+    server = s3_compat_server
     job = _run(server)
-    response = httpx.get(f"{server.url}/v1/jobs/{job['id']}/content", follow_redirects=False)
+    content = server.runtime.service.content(job["id"])
+    request = Request({"type": "http", "method": "GET", "headers": [], "query_string": b"", "path": "/"})
+    response = content_response(request, server.runtime.service, content, redirect=True)
     assert response.status_code == 307
     location = response.headers["location"]
     assert location.startswith(server.settings.s3_endpoint_url) and "X-Amz-Signature" in location
     followed = httpx.get(location, headers={"Range": "bytes=0-7"})
     assert followed.status_code == 206 and followed.content[4:8] == b"ftyp"  # an MP4's first box
+
+    local = _run(compat_server)
+    local_content = compat_server.runtime.service.content(local["id"])
+    streamed = content_response(request, compat_server.runtime.service, local_content, redirect=True)
+    assert streamed.status_code == 200 and streamed.headers["content-length"] == str(local_content.size)

@@ -43,7 +43,10 @@ def test_list_models_sizes_frames_and_defaults_from_the_spec(client):
         4,
         33,
     )
-    assert model["default_task"] == "t2v" and [t["task"] for t in model["tasks"]] == ["t2v", "v2v"]
+    assert model["default_task"] == "t2v" and [t["task"] for t in model["tasks"]] == ["t2v", "v2v", "t2i"]
+    t2i = model["tasks"][2]
+    assert t2i["output"] == "image" and params_of(t2i)["num_frames"]["default"] == 1
+    assert "fps" not in params_of(t2i) and "crf" not in params_of(t2i)
     t2v = params_of(model["tasks"][0])
     steps = t2v["num_inference_steps"]
     assert (steps["type"], steps["default"], steps["choices"]) == ("integer", 2, None)
@@ -56,8 +59,9 @@ def test_list_models_sizes_frames_and_defaults_from_the_spec(client):
 
 
 def test_list_models_parameters_are_those_of_the_task(client):
-    t2v, v2v = by_id(client)["tiny-t2v"]["tasks"]
+    t2v, v2v, t2i = by_id(client)["tiny-t2v"]["tasks"]
     assert "strength" not in params_of(t2v) and "animate_mode" not in params_of(t2v)
+    assert "strength" not in params_of(t2i) and "fps" not in params_of(t2i)
     assert params_of(v2v)["strength"]["default"] == 0.8 and v2v["required_inputs"] == ["video"]
 
 

@@ -35,12 +35,26 @@ def test_generate_tiny_t2v_writes_mp4_with_progress(tmp_path):
     assert "wrote" in proc.stderr
 
 
+def test_generate_tiny_t2i_writes_png(tmp_path):
+    from PIL import Image
+
+    proc = _run("-m", "tiny-t2v", "--task", "t2i", "--prompt", "a cat", "-o", "a.png", "--seed", "3", tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    with Image.open(tmp_path / "a.png") as image:
+        assert (image.format, image.size, image.mode) == ("PNG", (64, 64), "RGB")
+    with Image.open(tmp_path / "a.jpg") as thumbnail:
+        assert thumbnail.format == "JPEG"
+    assert "one image" in proc.stderr and "seed 3" in proc.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "text"),
     [
         (["--frames", "12"], "`num_frames` must be 4k+1"),
         (["--size", "833x480"], "`width`"),
         (["--steps", "0"], "`num_inference_steps`"),
+        (["--task", "t2i", "--frames", "5"], "`num_frames` must be 1 for task 't2i'"),
+        (["--task", "t2i"], "task t2i writes a PNG"),
     ],
 )
 def test_generate_bad_request_names_field_and_writes_nothing(tmp_path, args, text):

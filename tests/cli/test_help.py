@@ -11,7 +11,22 @@ from typer.testing import CliRunner
 from wanserve.cli.main import app
 
 runner = CliRunner()
-COMMANDS = ["serve", "generate", "models", "download", "doctor", "bench", "bench serve"]
+
+
+def _commands() -> list[str]:
+    """Every command and sub-command registered on the app (so a new one is checked too)."""
+    names = [c.name or c.callback.__name__ for c in app.registered_commands]
+    for group in app.registered_groups:
+        names.append(group.name)
+        names += [f"{group.name} {c.name or c.callback.__name__}" for c in group.typer_instance.registered_commands]
+    return names
+
+
+COMMANDS = _commands()
+
+
+def test_commands_found():
+    assert {"serve", "worker", "generate", "models", "download", "doctor", "bench", "bench serve"} <= set(COMMANDS)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -38,3 +53,14 @@ def test_serve_refuses_bad_setting_naming_it(tmp_path):
     result = runner.invoke(app, ["serve"], env={"WANSERVE_DATA_DIR": str(tmp_path), "WANSERVE_PORT": "abc"})
     assert result.exit_code == 2
     assert "`WANSERVE_PORT`" in result.output and "'abc'" in result.output
+
+
+def test_worker_refuses_bad_gpus_and_multi_gpu_jobs_naming_them(tmp_path):
+    env = {"WANSERVE_DATA_DIR": str(tmp_path)}
+    bad = runner.invoke(app, ["worker", "--gpus", "0,x"], env=env)
+    assert bad.exit_code == 2 and "`--gpus` must be GPU numbers like 0,1,2,3, got '0,x'" in bad.output
+    group = runner.invoke(app, ["worker", "--gpus", "0,1", "--gpus-per-job", "2"], env=env)
+    assert group.exit_code == 2 and "`--gpus-per-job` 2" in group.output
+    odd = runner.invoke(app, ["worker", "--gpus", "0,1,2", "--gpus-per-job", "2"], env=env)
+    assert odd.exit_code == 2 and "`--gpus-per-job` 2 must divide the 3 devices" in odd.output
+    assert not (tmp_path / "wanserve.db").exists()  # refused before anything was built

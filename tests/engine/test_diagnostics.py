@@ -128,7 +128,7 @@ def test_model_readiness_real_model_without_weights_not_ready(tmp_path):
     assert (readiness.ready, readiness.random_weights) == (False, False)
     assert readiness.message == "weights not found"
     assert "model_index.json" in readiness.missing
-    assert readiness.memory_gb == estimate_memory(get_spec("wan2.1-t2v-14b")).peak_gib == 55.47
+    assert readiness.memory_gb == estimate_memory(get_spec("wan2.1-t2v-14b")).peak_gib == 62.76
 
 
 def test_model_readiness_incomplete_lists_missing_files(tmp_path):

@@ -48,6 +48,7 @@ MOE = {
 
 CASES: dict[str, tuple[str, dict]] = {
     "t2v": ("tiny-t2v", {}),
+    "t2i": ("tiny-t2v", {"task": "t2i", "num_frames": 1}),
     "t2v-two-expert": ("tiny-t2v-moe", MOE),
     "i2v": ("tiny-i2v", {"image": "png"}),
     "flf2v": ("tiny-flf2v", {"image": "png", "last_image": "png2"}),
@@ -62,10 +63,11 @@ CASES: dict[str, tuple[str, dict]] = {
     ),
 }
 
-# Frames 0 and -1, rows 30-31, columns 30-31, RGB: 24 values per case.
+# Frames 0 and -1 (the same frame for t2i), rows 30-31, columns 30-31, RGB: 24 values per case.
 # fmt: off
 EXPECTED: dict[str, list[int]] = {
     "t2v": [138, 117, 128, 137, 119, 127, 139, 116, 131, 139, 116, 130, 48, 43, 85, 40, 102, 65, 20, 137, 111, 64, 122, 72],
+    "t2i": [141, 111, 129, 150, 104, 129, 141, 111, 127, 149, 100, 132, 141, 111, 129, 150, 104, 129, 141, 111, 127, 149, 100, 132],
     "t2v-two-expert": [123, 120, 134, 121, 120, 137, 123, 119, 129, 122, 119, 130, 112, 81, 103, 96, 80, 101, 104, 83, 99, 142, 99, 120],
     "i2v": [137, 113, 128, 136, 111, 130, 136, 115, 129, 135, 113, 131, 99, 92, 185, 135, 69, 177, 75, 137, 145, 76, 133, 138],
     "flf2v": [135, 116, 128, 133, 115, 130, 135, 116, 129, 134, 116, 130, 106, 87, 156, 128, 84, 167, 66, 142, 149, 107, 142, 140],
@@ -139,7 +141,7 @@ def slice_of(frames: np.ndarray) -> list[int]:
 def test_stored_slice(engine, case):
     model, params = CASES[case]
     frames = generate(engine, model, **params)
-    assert frames.shape == (9, 64, 64, 3) and frames.dtype == np.uint8
+    assert frames.shape == (params.get("num_frames", 9), 64, 64, 3) and frames.dtype == np.uint8
     actual = np.array(slice_of(frames))
     expected = np.array(EXPECTED[case])
     assert np.abs(actual - expected).max() <= TOLERANCE, f"{case}: {actual.tolist()}"

@@ -30,3 +30,33 @@ def test_write_video_files_failed_encode_leaves_neither_file(tmp_path):
         write_video_files(odd, tmp_path / "clip.mp4", fps=8, crf=18)
 
     assert os.listdir(tmp_path) == []
+
+
+def test_write_output_files_png_is_the_exact_frame_with_a_jpeg_thumbnail(tmp_path):
+    from PIL import Image
+
+    from wanserve.media.outputs import write_output_files
+
+    frame = np.random.default_rng(0).integers(0, 256, (1, 48, 80, 3), dtype=np.uint8)
+
+    files = write_output_files(frame, tmp_path / "image.png", fps=16, crf=18)
+
+    assert (files.path, files.media_type) == (str(tmp_path / "image.png"), "image/png")
+    with Image.open(files.path) as image:
+        assert (image.format, image.size) == ("PNG", (80, 48))
+        assert np.array_equal(np.asarray(image.convert("RGB")), frame[0])  # lossless
+    with Image.open(files.thumbnail_path) as thumbnail:
+        assert thumbnail.format == "JPEG"
+
+
+def test_write_output_files_mp4_and_refusals(tmp_path, frames):
+    from wanserve.media.outputs import write_output_files
+
+    files = write_output_files(frames, tmp_path / "clip.mp4", fps=8, crf=18)
+    assert files.media_type == "video/mp4" and probe_video(files.path).num_frames == 9
+
+    with pytest.raises(InvalidRequestError, match="a PNG holds one frame, got 9"):
+        write_output_files(frames, tmp_path / "many.png", fps=8, crf=18)
+    with pytest.raises(InvalidRequestError, match="must be an .mp4 or a .png"):
+        write_output_files(frames, tmp_path / "clip.gif", fps=8, crf=18)
+    assert not (tmp_path / "many.png").exists() and not (tmp_path / "many.jpg").exists()

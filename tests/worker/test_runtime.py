@@ -89,7 +89,7 @@ def test_sweep_expires_results_past_retention(tmp_path, fake_engine):
     assert (tmp_path / "outputs" / f"{done.id}.mp4").is_file()
     lost = service.create_job(JobSubmission(params={"prompt": "a dog"}))[0]
     service.claim_next_job("gone", ["tiny-t2v"])  # its lease (1 ms) expires at once
-    runtime.pool.sweep()
+    runtime.sweeper.sweep()
     assert service.get_job(done.id).status == "expired" and not (tmp_path / "outputs" / f"{done.id}.mp4").exists()
     assert service.get_job(lost.id).status == "queued"
     runtime.stop()

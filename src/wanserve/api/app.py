@@ -21,7 +21,7 @@ from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from wanserve import __version__
 from wanserve.api.errors import install_error_handlers
 from wanserve.api.extensions import COMPAT_EXTENSIONS
-from wanserve.api.routes import health, jobs, models, web
+from wanserve.api.routes import health, jobs, models, web, workers
 from wanserve.api.schemas.jobs import JobCreate
 from wanserve.bootstrap import EngineFactory, build_runtime
 from wanserve.config import Settings
@@ -29,7 +29,7 @@ from wanserve.worker.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
-ROUTERS: list[APIRouter] = [health.router, jobs.router, models.router, web.router]
+ROUTERS: list[APIRouter] = [health.router, jobs.router, models.router, web.router, workers.router]
 """Routers every app includes."""
 
 Extension = Callable[[FastAPI, Runtime], None]

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from wanserve import __version__
-from wanserve.api.metrics import DeviceMemory, ServiceMetrics, metrics_router
-from wanserve.api.routes import legacy_animate, legacy_wan21_i2v, legacy_wan21_multi, openai
+from wanserve.api.metrics import DeviceMemory, ServiceMetrics, WorkerGauges, metrics_router
+from wanserve.api.routes import legacy_animate, legacy_wan21_i2v, legacy_wan21_multi, openai, openai_images
 from wanserve.api.schemas.jobs import JobPublic
 from wanserve.api.schemas.legacy import ParallelCapabilities
 from wanserve.jobs.views import JobView
@@ -31,12 +31,13 @@ _MODEL_CACHE_SIZE = 1024
 
 
 def install_compat_routes(app: FastAPI, runtime: Runtime) -> None:
-    """OpenAI's `/v1/videos` and the replaced services' routes."""
+    """OpenAI's `/v1/videos` and `/v1/images/generations`, and the replaced services' routes."""
     # One rank per worker, no CFG parallelism or attention cache yet: the Wan2.1 services' multi-GPU knobs that
     # need more are refused by name, or reported as not honoured in hint mode.
     hint = runtime.settings.parallel_fields == "hint"
     app.state.parallel_capabilities = ParallelCapabilities(world_size=1, hint=hint)
     app.include_router(openai.router)
+    app.include_router(openai_images.router)
     app.include_router(legacy_wan21_i2v.router)
     app.include_router(legacy_wan21_multi.router)
     app.include_router(legacy_animate.router)
@@ -49,6 +50,10 @@ def install_metrics(app: FastAPI, runtime: Runtime) -> None:
         job_counts=service.queue_stats,
         queue_depth=lambda: service.queue_stats().get("queued", 0),
         devices=lambda: [DeviceMemory(*stats) for stats in device_memory(runtime.devices)],
+        workers=lambda: [
+            WorkerGauges(w.id, w.host, w.state, w.heartbeat_age_s, w.jobs_done)
+            for w in (runtime.registry.list() if runtime.registry is not None else [])
+        ],
     )
     models: OrderedDict[str, str] = OrderedDict()  # job id -> model, for labelling step times (workers' threads)
     lock = threading.Lock()

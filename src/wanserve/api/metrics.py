@@ -88,6 +88,49 @@ class _LiveCollector(Collector):
             return default
 
 
+@dataclass(frozen=True)
+class WorkerGauges:
+    """One registered worker, as the `workers` table reports it (any process, any host)."""
+
+    worker: str
+    host: str
+    state: str
+    heartbeat_age_s: float
+    jobs_done: int
+
+
+WorkerStats = Callable[[], Sequence[WorkerGauges]]
+
+
+class _WorkerCollector(Collector):
+    """Per-worker gauges, read from the `workers` table at scrape time."""
+
+    def __init__(self, workers: WorkerStats):
+        self._workers = workers
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["worker", "host"]
+        up = GaugeMetricFamily("wanserve_worker_up", "1 while the worker heartbeats and can take jobs.", labels=labels)
+        busy = GaugeMetricFamily("wanserve_worker_busy", "1 while the worker runs a job.", labels=labels)
+        state = GaugeMetricFamily(
+            "wanserve_worker_state", "1 for the worker's present state.", labels=[*labels, "state"]
+        )
+        age = GaugeMetricFamily(
+            "wanserve_worker_heartbeat_age_seconds", "Seconds since the worker's last heartbeat.", labels=labels
+        )
+        done = GaugeMetricFamily(
+            "wanserve_worker_jobs_done", "Jobs the worker ran to an end since it started.", labels=labels
+        )
+        for w in _LiveCollector._safe(self._workers, ()):
+            key = [w.worker, w.host]
+            up.add_metric(key, 1 if w.state in ("idle", "busy") else 0)
+            busy.add_metric(key, 1 if w.state == "busy" else 0)
+            state.add_metric([*key, w.state], 1)
+            age.add_metric(key, w.heartbeat_age_s)
+            done.add_metric(key, w.jobs_done)
+        yield from (up, busy, state, age, done)
+
+
 class ServiceMetrics:
     """The metrics of one wanserve app instance, in a registry of its own."""
 
@@ -96,6 +139,7 @@ class ServiceMetrics:
         job_counts: JobCounts | None = None,
         queue_depth: QueueDepth | None = None,
         devices: DeviceStats | None = None,
+        workers: WorkerStats | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
         self.jobs_submitted = Counter(
@@ -126,6 +170,8 @@ class ServiceMetrics:
             registry=self.registry,
         )
         self.registry.register(_LiveCollector(job_counts, queue_depth, devices))
+        if workers is not None:
+            self.registry.register(_WorkerCollector(workers))
 
     def job_submitted(self, model: str, kind: str) -> None:
         """Count one accepted job."""

@@ -19,7 +19,7 @@ _STAGE_LABELS = {
     "encoding_image": "Encoding inputs",
     "denoising": "Denoising",
     "decoding": "Decoding video",
-    "writing": "Writing MP4",
+    "writing": "Writing output",
 }
 
 
@@ -67,15 +67,19 @@ def generate(
     seed: int | None = typer.Option(None, "--seed", help=_help("seed")),
     fps: int | None = typer.Option(None, "--fps", help=_help("fps")),
     crf: int | None = typer.Option(None, "--crf", help=_help("crf")),
-    out: Path = typer.Option(Path("out.mp4"), "--out", "-o", help="Where to write the MP4."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Where to write the MP4 (the PNG for t2i); out.mp4 / out.png if omitted."
+    ),
     device: str | None = typer.Option(None, "--device", help="cuda, cuda:1, npu, mps or cpu (auto if omitted)."),
     model_path: Path | None = typer.Option(None, "--model-path", help="Directory holding the model's weights."),
 ) -> None:
-    """Generate one video and write it as an MP4 (plus a JPEG thumbnail beside it)."""
+    """Generate one video and write it as an MP4, or one image (`--task t2i`) as a PNG; a JPEG thumbnail goes beside
+    it."""
     from wanserve.config import Settings
     from wanserve.engine.engine import Engine
     from wanserve.engine.parameters import PARAMETERS
     from wanserve.engine.registry import get_spec
+    from wanserve.engine.requests import TaskKind
     from wanserve.engine.validation import resolve_request
 
     # Every flag is named after its parameter (the table's names), except `--size` for width and height.
@@ -92,23 +96,28 @@ def generate(
         params["width"], params["height"] = parse_size(size)
     try:
         request = resolve_request(model, params)
+        image_task = request.task == TaskKind.T2I
+        out = out or Path("out.png" if image_task else "out.mp4")
+        if image_task and out.suffix.lower() != ".png":
+            raise typer.BadParameter(f"task t2i writes a PNG; give a .png path, got {str(out)!r}", param_hint="--out")
         spec = get_spec(model)
         explicit = ((model, str(model_path)),) if model_path else ()
         engine = Engine(Settings().engine_config(device, explicit))
         if spec.random_weights:
-            console.print(f"[yellow]{model} has random weights: the video will be noise, not a picture.[/]")
+            console.print(f"[yellow]{model} has random weights: the output will be noise, not a picture.[/]")
         result, files = _run_with_progress(engine, request, out.resolve())
     except WanserveError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(code=2) from None
+    shape = "one image" if image_task else f"{result.num_frames} frames, {result.fps} fps"
     console.print(
-        f"[green]wrote[/] {files.video_path} ({result.width}x{result.height}, {result.num_frames} frames, "
-        f"{result.fps} fps, seed {result.seed}) and {os.path.basename(files.thumbnail_path)}"
+        f"[green]wrote[/] {files.path} ({result.width}x{result.height}, {shape}, seed {result.seed}) "
+        f"and {os.path.basename(files.thumbnail_path)}"
     )
 
 
 def _run_with_progress(engine, request, out: Path):
-    from wanserve.media.outputs import write_video_files
+    from wanserve.media.outputs import write_output_files
 
     columns = (
         TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -127,7 +136,7 @@ def _run_with_progress(engine, request, out: Path):
 
         result = engine.generate(request, on_progress=on_progress)
         progress.update(bar, description=_STAGE_LABELS["writing"], rate="")
-        files = write_video_files(result.frames, out, fps=request.fps, crf=request.crf)
+        files = write_output_files(result.frames, out, fps=request.fps, crf=request.crf)
         progress.update(bar, description="Done", rate="")
     return result, files
 

@@ -10,7 +10,7 @@ import typer
 logger = logging.getLogger(__name__)
 
 
-def _settings_error(exc: Exception) -> str:
+def settings_error(exc: Exception) -> str:
     """One line per problem of a settings validation error, naming the variable and the bad value."""
     from pydantic import ValidationError
 
@@ -72,7 +72,7 @@ def register(app: typer.Typer) -> None:
             settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
             served_models(settings)
         except (ValidationError, ValueError) as exc:
-            typer.echo(f"error: {_settings_error(exc)}", err=True)
+            typer.echo(f"error: {settings_error(exc)}", err=True)
             raise typer.Exit(code=2) from None
 
         # 2. Build the app (workers load and warm their models once it starts) and listen.

@@ -16,7 +16,7 @@ device during that stage plus what the stage allocates:
   one frame (28.2 kB for the Wan2.1 VAE in float32, measured on the H200: a 14B 832x480x81 decode peaked 10.82 GiB
   over the weights, against 19.7 kB traced on the CPU, the rest being CUDA's allocator and cuDNN's convolution
   workspaces; 31.5 kB for the Wan2.2 VAE, its CPU trace of 22 kB scaled by the same factor, not measured on a GPU;
-  ~7 kB when there is one latent frame, as for text-to-image), plus the decoded video (12 bytes a pixel a frame) and
+  ~10 kB when there is one latent frame (the CPU trace's 7 kB scaled alike), as for text-to-image), plus the decoded video (12 bytes a pixel a frame) and
   its post-processing copies. Tiling bounds the per-pixel part to a 256 x 256
   tile.
 With `offload="none"` every component stays on the device (the text encoder stays on the CPU with
@@ -48,7 +48,8 @@ EXPAND_TIMESTEPS_BYTES_PER_TOKEN_DIM = 38.0
 VACE_BYTES_PER_TOKEN_DIM = 2.0
 """The control hidden states, plus one hint of this size per VACE layer."""
 VAE_DECODE_BYTES_PER_PIXEL = {"wan2.1-vae": 28_200, "wan2.2-vae": 31_500}
-VAE_FIRST_FRAME_BYTES_PER_PIXEL = {"wan2.1-vae": 7_000, "wan2.2-vae": 5_900}
+VAE_FIRST_FRAME_BYTES_PER_PIXEL = {"wan2.1-vae": 10_000, "wan2.2-vae": 8_400}
+"""One latent frame (text-to-image): the CPU traces (7.0 and 5.9 kB) scaled by the H200's measured 28.2 / 19.7."""
 VAE_TILE = 256
 VAE_TILE_STRIDE = 192
 """diffusers' `AutoencoderKLWan` tiling defaults (`tile_sample_min_*`, `tile_sample_stride_*`)."""

@@ -52,6 +52,8 @@ class Parameter:
 
 
 _IMAGE_TASKS = frozenset({T.I2V, T.FLF2V, T.TI2V, T.ANIMATE})
+_VIDEO_OUTPUT_TASKS = frozenset(TaskKind) - {T.T2I}
+"""Every task whose output is an MP4 (t2i writes a PNG)."""
 _EXPERT_TASKS = frozenset({T.T2V, T.I2V, T.FLF2V, T.VACE})
 """The tasks whose diffusers pipelines take `guidance_scale_2` and a `boundary_ratio` (not v2v, not Animate)."""
 
@@ -71,8 +73,8 @@ PARAMETERS: tuple[Parameter, ...] = (
               cli="--negative-prompt"),
     Parameter("width", "int", "Output width in pixels.", "`pipe(width=...)`", cli="--size"),
     Parameter("height", "int", "Output height in pixels.", "`pipe(height=...)`", cli="--size"),
-    Parameter("num_frames", "int", "Output frames, 4k+1 (for example 81).",
-              "`pipe(num_frames=...)`; v2v and Animate: the input videos are cut to this many frames",
+    Parameter("num_frames", "int", "Output frames, 4k+1 (for example 81); 1 for t2i.",
+              "`pipe(num_frames=...)`; v2v and Animate: the input videos are cut to this many frames; t2i: 1",
               cli="--frames"),
     Parameter("num_inference_steps", "int", "Denoising steps (v2v runs `strength` x steps of them).",
               "`pipe(num_inference_steps=...)`", cli="--steps"),
@@ -93,9 +95,9 @@ PARAMETERS: tuple[Parameter, ...] = (
     Parameter("seed", "int", "0..2^32-1; random when omitted (the job shows the one used).",
               "`pipe(generator=torch.Generator('cpu').manual_seed(seed))`", cli="--seed"),
     Parameter("fps", "int", "Frames per second of the output MP4 (does not change the frames).",
-              "the MP4's frame rate (media `encode_mp4`)", cli="--fps"),
+              "the MP4's frame rate (media `encode_mp4`)", tasks=_VIDEO_OUTPUT_TASKS, cli="--fps"),
     Parameter("crf", "int", "H.264 quality of the output MP4, 0 (lossless) .. 51.",
-              "the MP4's H.264 CRF (media `encode_mp4`)", cli="--crf"),
+              "the MP4's H.264 CRF (media `encode_mp4`)", tasks=_VIDEO_OUTPUT_TASKS, cli="--crf"),
     Parameter("strength", "float", "v2v: share of the input video replaced by noise, (0, 1].",
               "`WanVideoToVideoPipeline(strength=...)`", tasks=frozenset({T.V2V}), cli="--strength"),
     Parameter("image", "media", f"First frame (i2v, flf2v, ti2v) or the reference picture (animate). {_MEDIA}",

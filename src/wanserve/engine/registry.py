@@ -37,6 +37,8 @@ class ModelSpec:
     num_frames: int
     sizes: tuple[tuple[int, int], ...]
     """Trained resolutions as (width, height)."""
+    image_sizes: tuple[tuple[int, int], ...] = ()
+    """Sizes of text-to-image (`t2i`) requests, the default first; empty when the model does no t2i."""
     solver: str = "unipc"
     guidance_scale_2: float | None = None
     """Guidance of the low-noise expert (two-expert A14B models)."""
@@ -64,6 +66,10 @@ class ModelSpec:
     def default_size(self) -> tuple[int, int]:
         return self.sizes[0]
 
+    def default_size_for(self, task: TaskKind) -> tuple[int, int]:
+        """The default (width, height) of a request of `task` (t2i has its own sizes)."""
+        return self.image_sizes[0] if task == TaskKind.T2I and self.image_sizes else self.sizes[0]
+
     @property
     def default_task(self) -> TaskKind:
         return self.tasks[0]
@@ -81,6 +87,8 @@ WAN_NEGATIVE_PROMPT = (
 )
 
 _480 = ((832, 480), (480, 832))
+# Wan2.1 `t2i-14B` (the T2V-14B checkpoint, one frame): every size of its SIZE_CONFIGS, 1024x1024 as its README runs it.
+_T2I_14B = ((1024, 1024), (1280, 720), (720, 1280), (832, 480), (480, 832))
 _720 = ((1280, 720), (720, 1280))
 _ALL = _480 + _720
 _ALL_720_FIRST = _720 + _480
@@ -103,12 +111,12 @@ def _hub(diffusers: str | None, original: str, ms_diffusers: str | None = None, 
 # here `guidance_scale` is the high-noise expert's and `guidance_scale_2` the low-noise one's).
 # fmt: off
 _REAL: tuple[ModelSpec, ...] = (
-    _real("wan2.1-t2v-1.3b", (T.T2V, T.V2V), "WanPipeline",
+    _real("wan2.1-t2v-1.3b", (T.T2V, T.V2V, T.T2I), "WanPipeline",
           _hub("Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "Wan-AI/Wan2.1-T2V-1.3B", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"),
-          num_inference_steps=50, guidance_scale=5.0, flow_shift=5.0, sizes=_480),
-    _real("wan2.1-t2v-14b", (T.T2V, T.V2V), "WanPipeline",
+          num_inference_steps=50, guidance_scale=5.0, flow_shift=5.0, sizes=_480, image_sizes=_480),
+    _real("wan2.1-t2v-14b", (T.T2V, T.V2V, T.T2I), "WanPipeline",
           _hub("Wan-AI/Wan2.1-T2V-14B-Diffusers", "Wan-AI/Wan2.1-T2V-14B", "Wan-AI/Wan2.1-T2V-14B-Diffusers"),
-          num_inference_steps=50, guidance_scale=5.0, flow_shift=5.0, sizes=_ALL_720_FIRST),
+          num_inference_steps=50, guidance_scale=5.0, flow_shift=5.0, sizes=_ALL_720_FIRST, image_sizes=_T2I_14B),
     _real("wan2.1-i2v-14b-480p", (T.I2V,), "WanImageToVideoPipeline",
           _hub("Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", "Wan-AI/Wan2.1-I2V-14B-480P",
                "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"),
@@ -168,7 +176,7 @@ def _tiny(name: str, real: str, tasks: tuple[TaskKind, ...], pipeline: str, **kw
 
 # fmt: off
 _TINY: tuple[ModelSpec, ...] = (
-    _tiny("tiny-t2v", "wan2.1-t2v-1.3b", (T.T2V, T.V2V), "WanPipeline"),
+    _tiny("tiny-t2v", "wan2.1-t2v-1.3b", (T.T2V, T.V2V, T.T2I), "WanPipeline", image_sizes=_TINY_SIZES),
     _tiny("tiny-t2v-moe", "wan2.2-t2v-a14b", (T.T2V,), "WanPipeline",
           guidance_scale=4.0, guidance_scale_2=3.0, boundary_ratio=0.875, flow_shift=12.0, experts=2),
     _tiny("tiny-i2v", "wan2.1-i2v-14b-480p", (T.I2V,), "WanImageToVideoPipeline", image_encoder=True, flow_shift=3.0),

@@ -14,6 +14,7 @@ class TaskKind(str, enum.Enum):
     """What a generation does with its inputs."""
 
     T2V = "t2v"  # text to video
+    T2I = "t2i"  # text to image: one frame of a text-to-video model, written as a PNG (Wan2.1 `t2i-14B`)
     I2V = "i2v"  # first frame (image) to video
     FLF2V = "flf2v"  # first and last frame to video
     TI2V = "ti2v"  # Wan2.2 TI2V-5B: text, optionally with a first frame

@@ -148,7 +148,7 @@ def resolve_request(model: str, params: Mapping[str, Any]) -> GenerationRequest:
     prompt = given.get("prompt", "")
     if not isinstance(prompt, str):
         raise InvalidRequestError("prompt", f"`prompt` must be a string, got {type(prompt).__name__}")
-    if not prompt.strip() and task in (TaskKind.T2V, TaskKind.V2V, TaskKind.VACE):
+    if not prompt.strip() and task in (TaskKind.T2V, TaskKind.T2I, TaskKind.V2V, TaskKind.VACE):
         raise InvalidRequestError("prompt", f"`prompt` must not be empty for task {task.value!r}")
     negative = given.get("negative_prompt", spec.default_negative_prompt)
     if not isinstance(negative, str):
@@ -160,13 +160,16 @@ def resolve_request(model: str, params: Mapping[str, Any]) -> GenerationRequest:
             )
 
     # 3. Shape
-    default_w, default_h = spec.default_size
+    default_w, default_h = spec.default_size_for(task)
     width = _int("width", given.get("width", default_w))
     height = _int("height", given.get("height", default_h))
     _check_size(spec, "width", width)
     _check_size(spec, "height", height)
-    num_frames = _int("num_frames", given.get("num_frames", spec.num_frames))
+    num_frames = _int("num_frames", given.get("num_frames", 1 if task == TaskKind.T2I else spec.num_frames))
     _check_frames(spec, num_frames)
+    if task == TaskKind.T2I and num_frames != 1:
+        # One frame, as Wan2.1's `t2i-14B` asserts (the PNG-only `fps` and `crf` are refused by the table).
+        raise InvalidRequestError("num_frames", f"`num_frames` must be 1 for task 't2i' (one image), got {num_frames}")
 
     # 4. Sampling
     steps = _int("num_inference_steps", given.get("num_inference_steps", spec.num_inference_steps))

@@ -1,7 +1,8 @@
 """`JobFiles`: a job's files in storage, by key. Inputs go in at submission and come back out on whichever host's
 worker runs the job; outputs go in when it succeeds; both go away with the job (or at retention).
 
-Keys: `inputs/<job id>/<field>[-<i>]`, `outputs/<job id>.mp4` and `outputs/<job id>.jpg` (the thumbnail). Rows
+Keys: `inputs/<job id>/<field>[-<i>]`, `outputs/<job id>.mp4` (`.png` for text-to-image) and `outputs/<job id>.jpg`
+(the thumbnail). Rows
 hold keys, never paths, so every process of a deployment finds the same files.
 """
 
@@ -20,7 +21,9 @@ from wanserve.storage.base import Storage
 logger = logging.getLogger(__name__)
 
 VARIANTS = {"video": (".mp4", "video/mp4"), "thumbnail": (".jpg", "image/jpeg")}
-"""Output variant -> (suffix, media type)."""
+"""Output variant -> (suffix, media type). The `video` variant is the main output: a PNG for text-to-image jobs."""
+MEDIA_TYPES = {".mp4": "video/mp4", ".png": "image/png", ".jpg": "image/jpeg"}
+"""Suffix of a stored output -> its media type."""
 
 
 def _checked_id(job_id: str) -> str:
@@ -30,9 +33,12 @@ def _checked_id(job_id: str) -> str:
         raise ValueError(f"job id {job_id!r} is not a UUID") from None
 
 
-def output_key(job_id: str, variant: str = "video") -> str:
-    """The key of a job's MP4 (`video`) or JPEG thumbnail (`thumbnail`)."""
-    return f"outputs/{_checked_id(job_id)}{VARIANTS[variant][0]}"
+def output_key(job_id: str, variant: str = "video", suffix: str | None = None) -> str:
+    """The key of a job's MP4 (`video`; `suffix=".png"` for an image) or JPEG thumbnail (`thumbnail`)."""
+    suffix = suffix or VARIANTS[variant][0]
+    if suffix not in MEDIA_TYPES:
+        raise ValueError(f"output suffix {suffix!r} is not one of {', '.join(MEDIA_TYPES)}")
+    return f"outputs/{_checked_id(job_id)}{suffix}"
 
 
 def input_key(job_id: str, name: str) -> str:
@@ -81,8 +87,12 @@ class JobFiles:
     def store_outputs(
         self, job_id: str, video_path: str | os.PathLike, thumbnail_path: str | os.PathLike
     ) -> OutputKeys:
-        """Puts a finished job's MP4 and thumbnail into storage (thumbnail first: a job with a video has both)."""
-        keys = OutputKeys(output_key(job_id, "video"), output_key(job_id, "thumbnail"), os.path.getsize(video_path))
+        """Puts a finished job's MP4 (or PNG) and thumbnail into storage (thumbnail first: a job with a video has
+        both). The main output's key keeps its file's suffix."""
+        suffix = os.path.splitext(os.fspath(video_path))[1].lower()
+        keys = OutputKeys(
+            output_key(job_id, "video", suffix), output_key(job_id, "thumbnail"), os.path.getsize(video_path)
+        )
         self.storage.put(keys.thumbnail_key, thumbnail_path)
         self.storage.put(keys.video_key, video_path)
         return keys
@@ -98,8 +108,8 @@ class JobFiles:
     def delete_all(self, job_id: str) -> None:
         """Removes everything the job left in storage."""
         self.delete_inputs(job_id)
-        for variant in VARIANTS:
+        for suffix in MEDIA_TYPES:
             try:
-                self.storage.delete(output_key(job_id, variant))
+                self.storage.delete(output_key(job_id, suffix=suffix))
             except Exception:
-                logger.exception("job %s: could not delete its %s", job_id, variant)
+                logger.exception("job %s: could not delete its %s output", job_id, suffix)

@@ -150,3 +150,29 @@ class JobEvent(Base):
     """`status`, `stage` or `step`."""
     data: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class WorkerRecord(Base):
+    """One worker (one GPU set of one `wanserve worker` or `wanserve serve` process), kept fresh by its heartbeat.
+
+    A worker whose heartbeat is older than the lease is shown as `lost`; its jobs come back by lease expiry."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(160), primary_key=True)
+    """The lease owner id its jobs carry: `<host>:<pid>:<boot token>:<slot>`."""
+    host: Mapped[str] = mapped_column(String(255), nullable=False)
+    pid: Mapped[int] = mapped_column(Integer, nullable=False)
+    devices: Mapped[list[str]] = mapped_column(JSON, nullable=False)
+    models: Mapped[list[str]] = mapped_column(JSON, nullable=False)
+    """Models it serves (loaded once `state` left `starting`)."""
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    """`starting` (loading models), `idle`, `busy`, `error` (could not load), `stopped` (shut down cleanly)."""
+    current_job: Mapped[str | None] = mapped_column(String(36))
+    jobs_done: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    """Jobs it ran to an end (any final status) since it started."""
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+    __table_args__ = (Index("ix_workers_heartbeat_at", "heartbeat_at"),)

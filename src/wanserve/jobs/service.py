@@ -19,6 +19,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -31,7 +32,7 @@ from wanserve.engine.requests import GenerationRequest, GenerationResult
 from wanserve.engine.validation import MEDIA_FIELDS, request_from_params, request_params, resolve_request
 from wanserve.errors import InvalidRequestError, JobNotFoundError, JobStateError, QueueFullError
 from wanserve.jobs.events import EventHub
-from wanserve.jobs.files import VARIANTS, JobFiles, OutputKeys
+from wanserve.jobs.files import MEDIA_TYPES, VARIANTS, JobFiles, OutputKeys
 from wanserve.jobs.media_inputs import MediaLimits, StoredInput, load_input
 from wanserve.jobs.model import Job, JobStatus, utcnow
 from wanserve.jobs.serving import ServingStatus, check_servable
@@ -321,7 +322,8 @@ class JobService:
         return max(1, min(600, round(run_s / max(1, self.config.concurrency))))
 
     def content(self, job_id: str, variant: str = "video", owner_key: str | None = None) -> JobContent:
-        """Where a succeeded job's `video` (MP4) or `thumbnail` (JPEG) is stored. 409 when there is none (yet)."""
+        """Where a succeeded job's `video` (MP4; PNG for t2i) or `thumbnail` (JPEG) is stored. 409 when there is none
+        (yet)."""
         if variant not in VARIANTS:
             raise InvalidRequestError("variant", f"`variant` must be video or thumbnail, got {variant!r}")
         job = self._get(job_id, owner_key)
@@ -336,8 +338,8 @@ class JobService:
             size = None
         if size is None:
             raise JobStateError(f"job {job_id!r}: its {variant} file is gone from storage")
-        suffix, media_type = VARIANTS[variant]
-        return JobContent(job.id, key, size, media_type, suffix)
+        suffix = os.path.splitext(key)[1]
+        return JobContent(job.id, key, size, MEDIA_TYPES[suffix], suffix)
 
     async def stream_events(
         self, job_id: str, after_seq: int = 0, owner_key: str | None = None

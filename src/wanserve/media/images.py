@@ -93,3 +93,12 @@ def write_thumbnail(
     with atomic_output(path, suffix=".jpg") as tmp:
         image.save(tmp, format="JPEG", quality=quality)
     return image.size
+
+
+def write_png(frame: np.ndarray, path: str | os.PathLike) -> tuple[int, int]:
+    """Writes `frame` ([H, W, 3], uint8 or float in 0..1) losslessly as a PNG at `path`, atomically (a failed write
+    leaves nothing there). Returns its (width, height)."""
+    image = Image.fromarray(frame_to_uint8(frame))
+    with atomic_output(path, suffix=".png") as tmp:
+        image.save(tmp, format="PNG")
+    return image.size

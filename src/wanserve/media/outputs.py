@@ -1,4 +1,5 @@
-"""A finished generation's files: the H.264 MP4 and its JPEG thumbnail, written together or not at all."""
+"""A finished generation's files: the H.264 MP4 (or, for one text-to-image frame, the PNG) and its JPEG thumbnail,
+written together or not at all."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from wanserve.media.images import write_thumbnail
+from wanserve.errors import InvalidRequestError
+from wanserve.media.images import write_png, write_thumbnail
 from wanserve.media.video import encode_mp4
 
 
@@ -41,3 +43,44 @@ def write_video_files(frames: np.ndarray, video_path: str | os.PathLike, fps: in
             os.remove(thumb_path)
         raise
     return VideoFiles(video_path=video_path, thumbnail_path=thumb_path)
+
+
+OUTPUT_MEDIA_TYPES = {".mp4": "video/mp4", ".png": "image/png", ".jpg": "image/jpeg"}
+"""Suffix of an output file -> its media type."""
+
+
+@dataclass(frozen=True)
+class OutputFiles:
+    """Where `write_output_files` put the output (MP4 or PNG) and its thumbnail."""
+
+    path: str
+    thumbnail_path: str
+    media_type: str
+
+
+def write_image_files(frame: np.ndarray, image_path: str | os.PathLike) -> OutputFiles:
+    """Writes one frame (uint8 [H, W, 3]) as a PNG at `image_path` and a JPEG thumbnail of it beside it."""
+    image_path = os.fspath(image_path)
+    thumb_path = thumbnail_path_for(image_path)
+    os.makedirs(os.path.dirname(os.path.abspath(image_path)), exist_ok=True)
+    write_thumbnail(frame, thumb_path)
+    try:
+        write_png(frame, image_path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(thumb_path)
+        raise
+    return OutputFiles(image_path, thumb_path, OUTPUT_MEDIA_TYPES[".png"])
+
+
+def write_output_files(frames: np.ndarray, path: str | os.PathLike, fps: int, crf: int) -> OutputFiles:
+    """The output the path's suffix names: `.png` (exactly one frame) or `.mp4`, with its thumbnail."""
+    suffix = os.path.splitext(os.fspath(path))[1].lower()
+    if suffix == ".png":
+        if len(frames) != 1:
+            raise InvalidRequestError("out", f"a PNG holds one frame, got {len(frames)}; write an .mp4 instead")
+        return write_image_files(frames[0], path)
+    if suffix != ".mp4":
+        raise InvalidRequestError("out", f"the output must be an .mp4 or a .png, got {os.fspath(path)!r}")
+    files = write_video_files(frames, path, fps=fps, crf=crf)
+    return OutputFiles(files.video_path, files.thumbnail_path, OUTPUT_MEDIA_TYPES[".mp4"])

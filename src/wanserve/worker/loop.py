@@ -24,11 +24,12 @@ from wanserve.engine.requests import (
     ProgressEvent,
     Stage,
     StopCallback,
+    TaskKind,
 )
 from wanserve.errors import GenerationCancelled, WanserveError
 from wanserve.jobs.model import Job
 from wanserve.jobs.service import JobService
-from wanserve.media.outputs import write_video_files
+from wanserve.media.outputs import write_output_files
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +145,8 @@ class Worker:
         self.service, self.engine, self.dispatcher, self.config = service, engine, dispatcher, config
         self.models = list(models)
         self.current_job: str | None = None
+        self.jobs_done = 0
+        """Jobs this worker ran to an end (any outcome)."""
         self.ready = threading.Event()
         """Set once the models are loaded and the worker takes jobs."""
         self.load_errors: dict[str, str] = {}
@@ -190,6 +193,7 @@ class Worker:
             self._run_job(job, stop or threading.Event())
         finally:
             self.current_job = None
+            self.jobs_done += 1
         return True
 
     def _run_job(self, job: Job, stop: threading.Event) -> None:
@@ -230,10 +234,9 @@ class Worker:
             request = self.service.generation_request(job, inputs)
             result = self.engine.generate(request, on_progress=on_progress, should_stop=should_stop)
             on_progress(ProgressEvent(Stage.WRITING, step=len(result.step_times_s), steps=len(result.step_times_s)))
-            encoded = write_video_files(
-                result.frames, os.path.join(scratch.name, "output.mp4"), fps=request.fps, crf=request.crf
-            )
-            files = self.service.files.store_outputs(job.id, encoded.video_path, encoded.thumbnail_path)
+            name = "output.png" if request.task == TaskKind.T2I else "output.mp4"
+            encoded = write_output_files(result.frames, os.path.join(scratch.name, name), request.fps, request.crf)
+            files = self.service.files.store_outputs(job.id, encoded.path, encoded.thumbnail_path)
             recorder.flush()
         except GenerationCancelled:
             recorder.flush_quietly()

@@ -1,14 +1,17 @@
-"""`WorkerPool`: the in-process workers of `wanserve serve` (one thread each) and the sweeper that returns lost
-jobs to the queue and expires old results."""
+"""`WorkerPool`: the workers of one process (`wanserve serve` or `wanserve worker`), one thread each, registered in
+the `workers` table and heartbeating there so every process of the deployment sees them (`GET /v1/workers`)."""
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 from dataclasses import dataclass, field
 
 from wanserve.dispatch.base import Dispatcher
 from wanserve.jobs.service import JobService
+from wanserve.jobs.workers import WorkerRegistry
 from wanserve.worker.loop import Worker
 
 logger = logging.getLogger(__name__)
@@ -38,26 +41,31 @@ class WorkerPool:
         service: JobService,
         dispatcher: Dispatcher,
         workers: list[tuple[Worker, str]],
-        sweep_interval_s: float,
+        registry: WorkerRegistry | None = None,
+        heartbeat_s: float = 10.0,
     ):
         self.service, self.dispatcher = service, dispatcher
         self.workers = workers
-        self.sweep_interval_s = sweep_interval_s
+        self.registry, self.heartbeat_s = registry, heartbeat_s
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._load_errors: dict[str, str] = {}
 
     def start(self) -> None:
-        """Starts every worker (each loads its models first) and the sweeper."""
+        """Registers and starts every worker (each loads its models first)."""
+        if self.registry is not None:
+            for worker, device in self.workers:
+                self.registry.register(worker.config.worker_id, socket.gethostname(), os.getpid(), [device],
+                                       worker.models)  # fmt: skip
+            beat = threading.Thread(target=self._heartbeat_loop, name="worker-registry", daemon=True)
+            beat.start()
+            self._threads.append(beat)
         for worker, _device in self.workers:
             thread = threading.Thread(
                 target=self._run_worker, args=(worker,), name=worker.config.worker_id, daemon=True
             )
             thread.start()
             self._threads.append(thread)
-        sweeper = threading.Thread(target=self._sweep_loop, name="job-sweeper", daemon=True)
-        sweeper.start()
-        self._threads.append(sweeper)
         threading.Thread(target=self._announce_ready, name="workers-ready", daemon=True).start()
 
     def _announce_ready(self) -> None:
@@ -74,17 +82,28 @@ class WorkerPool:
             self._load_errors[worker.config.worker_id] = f"{type(exc).__name__}: {exc}"
             logger.exception("worker %s stopped", worker.config.worker_id)
 
-    def _sweep_loop(self) -> None:
-        while not self._stop.wait(self.sweep_interval_s):
-            self.sweep()
+    def _heartbeat_loop(self) -> None:
+        while not self._stop.wait(self.heartbeat_s):
+            self.heartbeat()
 
-    def sweep(self) -> None:
-        """Returns jobs with expired leases to the queue (or fails them) and expires results past retention."""
-        try:
-            self.service.release_lost_jobs()
-            self.service.expire_finished_jobs()
-        except Exception:
-            logger.exception("job sweep failed; retrying in %.0f s", self.sweep_interval_s)
+    def heartbeat(self, stopped: bool = False) -> None:
+        """Writes every worker's state to the registry (a failure is logged; the next beat retries)."""
+        if self.registry is None:
+            return
+        for status, (worker, _device) in zip(self.status(), self.workers, strict=True):
+            if stopped:
+                state = "stopped"
+            elif status.load_error:
+                state = "error"
+            elif not status.ready:
+                state = "starting"
+            else:
+                state = "busy" if status.current_job else "idle"
+            try:
+                self.registry.heartbeat(status.worker_id, state, status.current_job, worker.jobs_done,
+                                        status.load_error)  # fmt: skip
+            except Exception:
+                logger.exception("worker %s: registry heartbeat failed", status.worker_id)
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Stops claiming; waits up to `timeout_s` for running jobs to finish (unfinished ones are recovered at
@@ -93,6 +112,7 @@ class WorkerPool:
         self.dispatcher.close()
         for thread in self._threads:
             thread.join(timeout_s)
+        self.heartbeat(stopped=True)
 
     def is_random(self, model: str) -> bool:
         """Whether any worker serves `model` with random weights (the engine knows; the catalog guesses)."""

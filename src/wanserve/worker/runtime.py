@@ -19,9 +19,11 @@ from wanserve.dispatch.base import Dispatcher
 from wanserve.engine.registry import get_spec
 from wanserve.jobs.service import JobService
 from wanserve.jobs.serving import ServingStatus, WorkersElsewhere
+from wanserve.jobs.workers import WorkerRegistry
 from wanserve.storage.base import Storage
 from wanserve.worker.identity import owner_is_dead
 from wanserve.worker.pool import WorkerPool
+from wanserve.worker.sweeper import Sweeper
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +41,9 @@ class Runtime:
     tiny_fallback: bool
     devices: list[str]
     pool: WorkerPool | None = None
+    registry: WorkerRegistry | None = None
+    """The `workers` table: every worker of the deployment (`GET /v1/workers`, `/metrics`)."""
+    sweeper: Sweeper | None = None
     serving: ServingStatus = field(default_factory=WorkersElsewhere)
     """What the workers can serve now (`/health`, and refusing jobs for models no worker can load)."""
     started_monotonic: float = field(default_factory=time.monotonic)
@@ -55,12 +60,16 @@ class Runtime:
         recovered = self.service.release_lost_jobs(owner_is_dead=owner_is_dead)
         if recovered:
             logger.warning("recovered %d jobs left running by a stopped process", len(recovered))
+        if self.sweeper is not None:
+            self.sweeper.start()
         if self.pool is not None:
             self.pool.start()
 
     def stop(self) -> None:
         if self.pool is not None:
             self.pool.stop()
+        if self.sweeper is not None:
+            self.sweeper.stop()
         for name, extra in self.extras.items():
             close = getattr(extra, "close", None)
             if callable(close):

@@ -78,7 +78,7 @@ def delete_job(job_id: str, service: JobServiceDep, owner: OwnerDep) -> JobDelet
     "/{job_id}/content",
     response_class=Response,
     responses={
-        200: {"content": {"video/mp4": {}, "image/jpeg": {}}},
+        200: {"content": {"video/mp4": {}, "image/png": {}, "image/jpeg": {}}},
         206: {"description": "The byte range asked for with `Range`."},
         307: {"description": "Redirect to a presigned storage URL (`WANSERVE_STORAGE_REDIRECT`)."},
     },
@@ -91,7 +91,8 @@ def get_content(
     owner: OwnerDep,
     variant: Literal["video", "thumbnail"] = "video",
 ) -> Response:
-    """The MP4 of a succeeded job, or its JPEG thumbnail with `?variant=thumbnail`. Range requests work."""
+    """The MP4 of a succeeded job (the PNG of a t2i job), or its JPEG thumbnail with `?variant=thumbnail`. Range
+    requests work."""
     content = service.content(job_id, variant, owner)
     return content_response(request, service, content, f"{job_id}{content.suffix}", settings.storage_redirect)
 

@@ -88,7 +88,7 @@ class OpenAIRoute(ShapedErrorRoute):
 router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute)
 
 
-async def _read_fields(request: Request) -> dict[str, Any]:
+async def read_fields(request: Request) -> dict[str, Any]:
     """The create request's fields from a JSON body or a multipart / urlencoded form."""
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("application/json"):
@@ -200,7 +200,7 @@ def _with_fps(spec, fps: int):
 @router.post("/videos", response_model=VideoObject)
 async def create_video(request: Request, service: JobServiceDep, owner: OwnerDep) -> VideoObject:
     """Create a video job (OpenAI `client.videos.create`)."""
-    fields = await _read_fields(request)
+    fields = await read_fields(request)
     reference = None
     if fields.get("input_reference") not in (None, ""):
         reference = await _reference_input(fields["input_reference"])

@@ -98,7 +98,7 @@ class JobPublic(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     expires_at: datetime | None = Field(description="When the outputs are deleted.")
-    content_url: str | None = Field(description="The MP4, once succeeded.")
+    content_url: str | None = Field(description="The MP4 (the PNG of a t2i job), once succeeded.")
     thumbnail_url: str | None
     parallel_plan: dict[str, Any] | None = Field(
         None,

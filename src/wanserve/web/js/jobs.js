@@ -109,7 +109,7 @@ export class JobList {
     card.title.textContent = name;
     card.title.title = name;
     const size = p.width && p.height ? `${p.width}×${p.height}` : "";
-    const frames = p.num_frames ? `${p.num_frames} frames` : "";
+    const frames = p.num_frames > 1 ? `${p.num_frames} frames` : "";
     const seed = p.seed !== undefined && p.seed !== null ? `seed ${p.seed}` : "";
     const when = new Date(job.created_at).toLocaleString();
     card.meta.textContent = [job.model, taskLabel(job.kind), size, frames, seed, when].filter(Boolean).join(" · ");
@@ -158,7 +158,10 @@ export class JobList {
       button.addEventListener("click", handler);
       buttons.push(button);
     };
-    if (job.content_url) add("open", "Play", () => this.handlers.onOpen(this.jobs.get(job.id)), "primary");
+    if (job.content_url) {
+      const text = this.handlers.outputOf(job) === "image" ? "View" : "Play";
+      add("open", text, () => this.handlers.onOpen(this.jobs.get(job.id)), "primary");
+    }
     if (!job.content_url) add("details", "Details", () => this.handlers.onOpen(this.jobs.get(job.id)));
     if (job.content_url) {
       const link = downloadLink(this.jobs.get(job.id), this.handlers.outputOf(job));
