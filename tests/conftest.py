@@ -65,7 +65,7 @@ def db_url(request, tmp_path: Path) -> str:
     engine = create_db_engine(url)
     run_migrations(engine)
     with engine.begin() as conn:
-        conn.execute(text("TRUNCATE job_events, jobs RESTART IDENTITY CASCADE"))
+        conn.execute(text("TRUNCATE job_events, jobs, webhook_outbox RESTART IDENTITY CASCADE"))
     engine.dispose()
     return url
 
@@ -338,6 +338,62 @@ def hold_for():
     yield make
     for hold in holds:
         hold.off()
+
+
+# A real Redis server (Debian's `redis-server`) on a free loopback port, for the broker and event-push tests ---------
+
+
+class RedisServer:
+    """`redis-server` on a free loopback port, without persistence (a restart loses every queue, as a crash
+    would). `stop()` and `start()` simulate an outage; the port stays the same."""
+
+    def __init__(self, workdir: Path) -> None:
+        import socket
+
+        self.workdir = workdir
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = None
+
+    def start(self, timeout_s: float = 30.0) -> RedisServer:
+        import shutil
+        import subprocess
+        import time
+
+        import redis
+
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("redis-server is not installed (apt-get install redis-server)")
+        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        self.proc = subprocess.Popen([*args, "--dir", str(self.workdir)], stdout=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port, socket_connect_timeout=1)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError(f"redis-server did not start on port {self.port}") from None
+                threading.Event().wait(0.02)
+        client.close()
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(30)
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
+    """A fresh `redis-server` for this test (see `RedisServer`)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
 
 
 # S3-compatible object storage (moto's server mode, in a thread of the test process) -------------------------------

@@ -94,3 +94,15 @@ def test_engine_config_from_settings_seed_variables(monkeypatch, tmp_path):
     assert config.weights.checkpoint_dir == str(tmp_path)
     assert config.memory.text_encoder_on_cpu is True
     assert config.device == "cpu"
+
+
+def test_settings_broker_url_must_be_redis(monkeypatch):
+    monkeypatch.setenv("WANSERVE_BROKER_URL", "redis://127.0.0.1:6379/0")
+    assert Settings().broker_url == "redis://127.0.0.1:6379/0"
+    monkeypatch.setenv("WANSERVE_BROKER_URL", "")
+    assert Settings().broker_url is None
+    monkeypatch.setenv("WANSERVE_BROKER_URL", "amqp://guest@localhost//")
+    with pytest.raises(
+        ValidationError, match="`WANSERVE_BROKER_URL` must be a redis:// URL, got 'amqp://guest@localhost//'"
+    ):
+        Settings()

@@ -17,6 +17,7 @@ from wanserve.config import Settings
 from wanserve.dispatch.base import Dispatcher
 from wanserve.engine.registry import get_spec, tiny_models
 from wanserve.jobs.db import create_db_engine, run_migrations
+from wanserve.jobs.events import EventHub
 from wanserve.jobs.media_inputs import MediaLimits
 from wanserve.jobs.service import JobService, JobServiceConfig
 from wanserve.jobs.store import JobStore
@@ -35,6 +36,11 @@ logger = logging.getLogger(__name__)
 
 EngineFactory = Callable[[str, Settings], EngineLike]
 """`(device, settings) -> engine`: tests pass a fake; processes use `build_engine`."""
+
+POLL_WITHOUT_PUSH_S = 1.0
+"""Event streams re-read the database this often when nothing pushes other processes' events."""
+POLL_WITH_PUSH_S = 15.0
+"""... and this often, as a safety net, when a push (LISTEN/NOTIFY, Redis pub/sub) wakes them."""
 
 
 def served_models(settings: Settings) -> tuple[list[str], bool]:
@@ -84,31 +90,50 @@ def build_storage(settings: Settings) -> Storage:
     return storage
 
 
-def build_dispatcher(settings: Settings) -> Dispatcher:
+def build_dispatcher(settings: Settings, store: JobStore) -> Dispatcher:
     """How workers learn that a job waits: in-process wake-ups plus database polling, or Celery over Redis when
-    `WANSERVE_BROKER_URL` is set."""
+    `WANSERVE_BROKER_URL` is set (the store records which broker holds each queued job's message)."""
     if settings.broker_url:
         try:
-            from wanserve.dispatch.celery import CeleryDispatcher  # type: ignore[import-not-found]
-        except ImportError:
+            from wanserve.dispatch.celery import CeleryConfig, CeleryDispatcher
+        except ImportError as exc:
             raise ValueError(
-                f"`WANSERVE_BROKER_URL`={settings.broker_url!r}: the Celery dispatcher is not installed in this build"
+                f"`WANSERVE_BROKER_URL`={settings.broker_url!r} needs Celery and redis-py: "
+                f"pip install 'wanserve[celery]' ({exc})"
             ) from None
-        return CeleryDispatcher.from_settings(settings)
+        return CeleryDispatcher(CeleryConfig(settings.broker_url), store)
     from wanserve.dispatch.embedded import EmbeddedDispatcher
 
     return EmbeddedDispatcher()
 
 
+def build_event_push(settings: Settings, db: DBEngine, hub: EventHub):
+    """What carries job events between processes: PostgreSQL LISTEN/NOTIFY when the database is PostgreSQL (the
+    store notifies in its transactions; this listens), else Redis pub/sub when a broker is set (publishes this
+    process's changes, listens to the others'), else nothing (readers re-read every second)."""
+    from wanserve.jobs.event_push import PostgresEventListener, RedisEventBridge
+
+    if db.dialect.name == "postgresql":
+        return PostgresEventListener(settings.resolved_database_url, hub)
+    if settings.broker_url:
+        bridge = RedisEventBridge(settings.broker_url, hub)
+        hub.add_publisher(bridge.publish)
+        return bridge
+    return None
+
+
 def build_job_service(
     settings: Settings,
-    db: DBEngine,
+    store: JobStore,
     storage: Storage,
     dispatcher: Dispatcher,
     models: Sequence[str],
     concurrency: int,
+    hub: EventHub | None = None,
+    pushed: bool = False,
 ) -> JobService:
-    """The job service over `db`, telling `dispatcher` about queued jobs."""
+    """The job service over `store`, telling `dispatcher` about queued jobs and waking readers through `hub`
+    (`pushed`: other processes' events reach `hub` by a push, so readers re-read only as a safety net)."""
     config = JobServiceConfig(
         served_models=tuple(models),
         max_queue=settings.max_queue,
@@ -117,8 +142,9 @@ def build_job_service(
         lease_s=settings.lease_s,
         concurrency=concurrency,
         media=MediaLimits(max_bytes=settings.max_upload_bytes, allow_private_urls=settings.allow_private_urls),
+        event_poll_s=POLL_WITH_PUSH_S if pushed else POLL_WITHOUT_PUSH_S,
     )
-    return JobService(JobStore.for_engine(db), storage, config, notify_waiting=dispatcher.notify_job_waiting)
+    return JobService(store, storage, config, hub=hub, notify_waiting=dispatcher.notify_job_waiting)
 
 
 def build_engine(device: str, settings: Settings) -> EngineLike:
@@ -178,16 +204,21 @@ def build_runtime(
         )
     db = build_database(settings)
     storage = build_storage(settings)
-    dispatcher = build_dispatcher(settings)
+    store = JobStore.for_engine(db)
+    dispatcher = build_dispatcher(settings, store)
+    hub = EventHub()
+    push = build_event_push(settings, db, hub)
     if devices is None:
         from wanserve.worker.devices import detect_devices
 
         devices = detect_devices() if start_workers else ["cpu"]
     concurrency = settings.concurrency or len(devices)
-    service = build_job_service(settings, db, storage, dispatcher, models, concurrency)
+    service = build_job_service(settings, store, storage, dispatcher, models, concurrency, hub, push is not None)
     runtime = Runtime(settings, db, service, storage, dispatcher, models, tiny_fallback, devices)
+    if push is not None:
+        runtime.extras["event_push"] = push
     runtime.registry = build_registry(settings, db)
-    runtime.sweeper = Sweeper(service, settings.sweep_interval_s, runtime.registry)
+    runtime.sweeper = Sweeper(service, settings.sweep_interval_s, runtime.registry, dispatcher)
     if start_workers:
         runtime.pool = build_worker_group(
             settings, service, dispatcher, models, devices, engine_factory, concurrency, runtime.registry
@@ -235,9 +266,12 @@ def build_worker_process(
         logger.warning("no weights configured: this worker serves the tiny models (RANDOM weights): %s", models)
     db = build_database(settings)
     storage = build_storage(settings)
-    dispatcher = build_dispatcher(settings)
-    service = build_job_service(settings, db, storage, dispatcher, models, len(devices))
+    store = JobStore.for_engine(db)
+    dispatcher = build_dispatcher(settings, store)
+    hub = EventHub()
+    build_event_push(settings, db, hub)  # on Redis: publishes this process's job events (nobody reads SSE here)
+    service = build_job_service(settings, store, storage, dispatcher, models, len(devices), hub)
     registry = build_registry(settings, db)
     pool = build_worker_group(settings, service, dispatcher, models, devices, engine_factory, None, registry)
-    sweeper = Sweeper(service, settings.sweep_interval_s, registry)
+    sweeper = Sweeper(service, settings.sweep_interval_s, registry, dispatcher)
     return WorkerProcess(db, service, dispatcher, pool, sweeper, stop_timeout_s=settings.task_timeout_s)

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("data"), validation_alias=_env("DATA_DIR"))
     database_url: str | None = Field(None, validation_alias=_env("DATABASE_URL"))
     """SQLAlchemy URL; default `sqlite:///<data_dir>/wanserve.db`. PostgreSQL: `postgresql+psycopg://...`."""
+    broker_url: str | None = Field(None, validation_alias=_env("BROKER_URL"))
+    """`redis://host:port/db`: jobs are dispatched as Celery messages over Redis (one queue per model) and job
+    events are pushed through Redis pub/sub; unset: workers run in this process and poll the database."""
     output_dir: Path | None = Field(None, validation_alias=_env("OUTPUT_DIR", "OUTPUT_DIR"))
     """Where job outputs go with local storage; default `<data_dir>/outputs`."""
     storage_url: str | None = Field(None, validation_alias=_env("STORAGE_URL"))
@@ -63,8 +66,6 @@ class Settings(BaseSettings):
     the object store); otherwise the API streams the file (range requests supported either way)."""
     storage_url_expiry_s: int = Field(3600, ge=1, le=7 * 24 * 3600, validation_alias=_env("STORAGE_URL_EXPIRY_S"))
     """Lifetime of presigned download URLs."""
-    broker_url: str | None = Field(None, validation_alias=_env("BROKER_URL"))
-    """`redis://...`: dispatch jobs through Celery over Redis; unset: workers find jobs in the database."""
 
     # Models and devices
     models: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias=_env("MODELS"))
@@ -77,6 +78,11 @@ class Settings(BaseSettings):
     )
     """One model's weights directory (the seed services' variable): the first of `models`, or any model of the kind
     it holds."""
+    hf_endpoint: str | None = Field(None, validation_alias=AliasChoices("HF_ENDPOINT"))
+    """Hugging Face Hub mirror for `wanserve download` (the hub's own variable)."""
+    hf_hub_offline: bool = Field(False, validation_alias=AliasChoices("HF_HUB_OFFLINE"))
+    """No downloads: `wanserve download` fails at once naming the files to copy by hand."""
+    modelscope_domain: str | None = Field(None, validation_alias=AliasChoices("MODELSCOPE_DOMAIN"))
     t5_cpu: bool = Field(False, validation_alias=_env("T5_CPU", "T5_CPU"))
     """Keep the text encoder on the CPU."""
     ulysses_size: int = Field(1, ge=1, validation_alias=_env("ULYSSES_SIZE", "ULYSSES_SIZE"))
@@ -103,6 +109,8 @@ class Settings(BaseSettings):
     """HMAC-SHA256 key signing webhook deliveries (`X-Wanserve-Signature`); unset: webhooks go out unsigned."""
     webhook_max_attempts: int = Field(5, ge=1, le=20, validation_alias=_env("WEBHOOK_MAX_ATTEMPTS"))
     """Attempts per webhook delivery, with exponential backoff between them."""
+    webhook_backoff_s: float = Field(1.0, ge=0, le=60, validation_alias=_env("WEBHOOK_BACKOFF_S"))
+    """Wait before the second attempt of a webhook delivery; doubled after every further failure (at most 60 s)."""
 
     # Compatibility routes of the replaced services
     parallel_fields: Literal["refuse", "hint"] = Field("refuse", validation_alias=_env("PARALLEL_FIELDS"))
@@ -174,6 +182,12 @@ class Settings(BaseSettings):
             paths.setdefault(self.models[0], str(self.checkpoint_dir))
         return WeightsConfig.of(self.models_dir, paths, self.checkpoint_dir)
 
+    def hub_config(self):
+        """Where `wanserve download` fetches from, and whether it may."""
+        from wanserve.engine.download import HubConfig
+
+        return HubConfig(self.hf_endpoint or None, self.hf_hub_offline, self.modelscope_domain or None)
+
     def engine_config(self, device: str | None, model_paths: tuple[tuple[str, str], ...] = ()):
         """The `EngineConfig` these settings describe for one device (weights found by `weights_config`)."""
         from wanserve.engine.config import EngineConfig, MemoryConfig
@@ -188,6 +202,15 @@ class Settings(BaseSettings):
     def weights_configured(self) -> bool:
         """Whether any real weights or models were configured (else the tiny models serve)."""
         return bool(self.models) or self.models_dir is not None or self.checkpoint_dir is not None
+
+    @field_validator("broker_url")
+    @classmethod
+    def _check_broker_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"`WANSERVE_BROKER_URL` must be a redis:// URL, got {value!r}")
+        return value
 
     @property
     def dev_mode(self) -> bool:

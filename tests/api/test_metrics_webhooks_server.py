@@ -92,6 +92,6 @@ def test_webhook_signed_and_retried_after_500(start_compat_server):
 
 def test_webhook_url_private_refused_by_default(compat_server):
     """The default server refuses private webhook targets when delivering (the job itself is unaffected)."""
-    sender = compat_server.runtime.extras["webhooks"]
-    result = sender.send("http://127.0.0.1:9/hook", {"id": "x"}).result(timeout=30)
-    assert not result.delivered and "non-public" in result.error
+    poster = compat_server.runtime.extras["webhooks"].poster
+    result = poster.post("http://127.0.0.1:9/hook", b'{"id":"x"}', "job.succeeded", "d1")
+    assert not result.delivered and not result.retry and "non-public" in result.error

@@ -226,3 +226,16 @@ def test_api_key_asked_for_then_jobs_and_media_work_with_it(new_page, start_serv
     expect(job.locator(".thumb img")).to_have_attribute("src", re.compile("^blob:"))  # fetched with the key
     job.get_by_role("button", name=re.compile("^Play")).click()
     page.wait_for_function("() => document.querySelector('#viewer video')?.currentTime > 0")
+
+
+def test_text_to_image_shows_the_picture(page, web_server):
+    open_page(page, web_server)
+    page.get_by_label("Task", exact=True).select_option("t2i")
+    expect(page.locator("#length-field")).to_be_hidden()  # one frame: nothing to choose
+    prompt = unique("a still life")
+    submit(page, prompt)
+    job = card(page, prompt)
+    expect(job).to_have_attribute("data-status", "succeeded")
+    job.get_by_role("button", name=re.compile("^View")).click()
+    picture = page.get_by_role("dialog").get_by_role("img")
+    expect(picture).to_have_js_property("naturalWidth", 64)  # the PNG decoded in the browser

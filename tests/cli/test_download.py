@@ -79,7 +79,7 @@ def test_rich_tqdm_class_draws_bars_as_progress_tasks():
 def test_download_success_reports_complete_directory(monkeypatch, tmp_path):
     _, diffusers_dir, _ = write_tiny_checkpoints(get_spec("tiny-t2v"), tmp_path / "source")
 
-    def fake_snapshot_download(repo_id, revision=None, local_dir=None, tqdm_class=None):
+    def fake_snapshot_download(repo_id, revision=None, local_dir=None, tqdm_class=None, endpoint=None):
         bar = tqdm_class(total=3, desc="Fetching files")
         shutil.copytree(diffusers_dir, local_dir, dirs_exist_ok=True)
         bar.update(3)

@@ -13,7 +13,7 @@ import pytest
 from tests.models.wan_original import write_tiny_checkpoints
 from wanserve.engine import download
 from wanserve.engine.config import WeightsConfig
-from wanserve.engine.download import check_reachable, download_model, plan_download
+from wanserve.engine.download import HubConfig, check_reachable, download_model, plan_download
 from wanserve.engine.registry import get_spec
 from wanserve.errors import DownloadError, InvalidRequestError
 
@@ -73,9 +73,9 @@ def test_plan_download_rejects_bad_options(name, kwargs, field, text):
     assert info.value.field == field
 
 
-def test_download_fails_at_once_when_hub_offline(monkeypatch, tmp_path, no_snapshot_download):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    plan = plan_download(get_spec("wan2.2-t2v-a14b"), layout="original", dest=tmp_path / "a14b")
+def test_download_fails_at_once_when_hub_offline(tmp_path, no_snapshot_download):
+    offline = HubConfig(hf_offline=True)
+    plan = plan_download(get_spec("wan2.2-t2v-a14b"), layout="original", dest=tmp_path / "a14b", hub=offline)
     with pytest.raises(DownloadError) as info:
         download_model(plan)
     message = str(info.value)
@@ -87,9 +87,9 @@ def test_download_fails_at_once_when_hub_offline(monkeypatch, tmp_path, no_snaps
     assert not (tmp_path / "a14b").exists()
 
 
-def test_download_fails_at_once_when_hub_unreachable(monkeypatch, tmp_path, no_snapshot_download):
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
-    plan = plan_download(get_spec("wan2.1-i2v-14b-480p"), dest=tmp_path / "i2v")
+def test_download_fails_at_once_when_hub_unreachable(tmp_path, no_snapshot_download):
+    hub = HubConfig(hf_endpoint=f"http://127.0.0.1:{_closed_port()}")
+    plan = plan_download(get_spec("wan2.1-i2v-14b-480p"), dest=tmp_path / "i2v", hub=hub)
     with pytest.raises(DownloadError, match="is unreachable") as info:
         download_model(plan, connect_timeout_s=1.0)
     assert f"into {tmp_path / 'i2v'}" in str(info.value)
@@ -117,7 +117,7 @@ def test_download_fetches_snapshot_into_dest(monkeypatch, tmp_path):
     _, diffusers_dir, _ = write_tiny_checkpoints(get_spec("tiny-t2v"), tmp_path / "source")
     calls = []
 
-    def fake_snapshot_download(repo_id, revision=None, local_dir=None, tqdm_class=None):
+    def fake_snapshot_download(repo_id, revision=None, local_dir=None, tqdm_class=None, **kwargs):
         calls.append((repo_id, revision, tqdm_class))
         shutil.copytree(diffusers_dir, local_dir, dirs_exist_ok=True)
         return str(local_dir)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -229,3 +230,33 @@ def test_progress_events_numbered_in_order(db_url, make_service):
 
 def test_status_enum_final():
     assert JobStatus.EXPIRED.is_final and not JobStatus.RUNNING.is_final
+
+
+@pytest.mark.postgres
+def test_claim_named_job_waits_for_a_row_locked_for_a_moment(postgres_url, make_service):
+    """A broker message can arrive while its sender still records it on the row (a row lock): the claim of that
+    job waits for the lock instead of skipping the row and dropping the message."""
+    from sqlalchemy import text, update
+
+    from wanserve.jobs.model import Job
+
+    service = make_service(postgres_url)
+    with service.store.writing() as session:
+        session.execute(text("TRUNCATE job_events, jobs, webhook_outbox"))
+    job = submit(service)
+    claimed = []
+    with service.store.writing() as session:
+        session.execute(update(Job).where(Job.id == job.id).values(dispatch_epoch="epoch"))  # holds the row lock
+        claimer = threading.Thread(target=lambda: claimed.append(service.claim_next_job("w", ["tiny-t2v"], job.id)))
+        claimer.start()
+        with service.store.reading() as probe:
+            deadline = time.monotonic() + 30
+            while not probe.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                )
+            ):
+                assert time.monotonic() < deadline, "the claim never waited on the row lock"
+                probe.rollback()
+    claimer.join(30)
+    assert claimed[0] is not None and claimed[0].id == job.id and claimed[0].status == "running"

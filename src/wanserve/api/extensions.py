@@ -18,9 +18,12 @@ from wanserve.api.metrics import DeviceMemory, ServiceMetrics, WorkerGauges, met
 from wanserve.api.routes import legacy_animate, legacy_wan21_i2v, legacy_wan21_multi, openai, openai_images
 from wanserve.api.schemas.jobs import JobPublic
 from wanserve.api.schemas.legacy import ParallelCapabilities
-from wanserve.jobs.views import JobView
-from wanserve.jobs.webhooks import WebhookConfig, WebhookSender
+from wanserve.jobs.model import Job
+from wanserve.jobs.outbox import WebhookOutbox
+from wanserve.jobs.views import JobView, make_view
+from wanserve.jobs.webhooks import WebhookConfig, WebhookPoster
 from wanserve.worker.device_memory import device_memory
+from wanserve.worker.identity import owner_id, owner_is_dead
 
 if TYPE_CHECKING:
     from wanserve.worker.runtime import Runtime
@@ -96,25 +99,25 @@ def install_metrics(app: FastAPI, runtime: Runtime) -> None:
 
 
 def install_webhooks(app: FastAPI, runtime: Runtime) -> None:
-    """POSTs every finished job that has a `webhook_url` to it, signed (see `jobs.webhooks`)."""
+    """Delivers the webhook outbox of every finished job that has a `webhook_url`, signed (see `jobs.outbox`)."""
     settings = runtime.settings
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else ""
-    sender = WebhookSender(
+    poster = WebhookPoster(
         WebhookConfig(
             secret=secret,
             max_attempts=settings.webhook_max_attempts,
+            initial_backoff_s=settings.webhook_backoff_s,
             allow_private_addresses=settings.allow_private_urls,
         ),
         user_agent=f"wanserve/{__version__}",
     )
 
-    def finished(view: JobView) -> None:
-        if view.webhook_url:
-            payload = JobPublic.from_view(view).model_dump(mode="json")
-            sender.send(view.webhook_url, payload, event=f"job.{view.status}")
+    def payload(job: Job) -> dict:
+        return JobPublic.from_view(make_view(job)).model_dump(mode="json")
 
-    runtime.service.add_final_listener(finished)
-    runtime.extras["webhooks"] = sender
+    outbox = WebhookOutbox(runtime.service.store, poster, payload, owner_id("webhooks"), owner_is_dead)
+    runtime.service.add_final_listener(lambda view: outbox.wake() if view.webhook_url else None)
+    runtime.extras["webhooks"] = outbox
 
 
 COMPAT_EXTENSIONS = (install_compat_routes, install_metrics, install_webhooks)

@@ -68,8 +68,9 @@ def download(
         if spec.tiny:
             console.print(f"{spec.name} is built in (random weights): it needs no download.", soft_wrap=True)
             return
-        weights = Settings().weights_config()
-        plan = plan_download(spec, source=source, revision=revision, layout=layout, dest=dest, weights=weights)
+        settings = Settings()
+        plan = plan_download(spec, source=source, revision=revision, layout=layout, dest=dest,
+                             weights=settings.weights_config(), hub=settings.hub_config())  # fmt: skip
         console.print(f"{spec.name}: {plan.layout} layout from {plan.repo_url} into {plan.dest}", soft_wrap=True)
         columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                    TimeRemainingColumn())  # fmt: skip

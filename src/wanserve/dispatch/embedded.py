@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+
+from wanserve.dispatch.base import JobRunner
+
+logger = logging.getLogger(__name__)
 
 
 class EmbeddedDispatcher:
@@ -14,12 +19,13 @@ class EmbeddedDispatcher:
         self._pending = 0
         self._closed = False
 
-    def notify_job_waiting(self, job_id: str) -> None:
+    def notify_job_waiting(self, job_id: str, model: str) -> None:
         with self._cond:
             self._pending += 1
             self._cond.notify()
 
     def wait_for_job(self, timeout_s: float) -> bool:
+        """Blocks until a job may be waiting or `timeout_s` passes. True when notified."""
         with self._cond:
             if not self._pending and not self._closed:
                 self._cond.wait(timeout_s)
@@ -27,6 +33,20 @@ class EmbeddedDispatcher:
                 self._pending -= 1
                 return True
             return False
+
+    def serve(self, runner: JobRunner, stop: threading.Event, idle_poll_s: float) -> None:
+        """Claims and runs jobs until `stop` is set; sleeps until woken (or `idle_poll_s`) when none is waiting."""
+        while not stop.is_set():
+            try:
+                ran = runner.run_once(stop)
+            except Exception:
+                logger.exception("unexpected error in the worker loop; continuing")
+                ran = False
+            if not ran and not stop.is_set():
+                self.wait_for_job(idle_poll_s)
+
+    def sweep(self) -> None:
+        """Nothing to re-send: in-process workers poll the database."""
 
     def close(self) -> None:
         with self._cond:

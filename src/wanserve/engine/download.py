@@ -7,7 +7,6 @@ the directory to fill and the files it needs, instead of hanging in retries.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import threading
 from dataclasses import dataclass
@@ -28,6 +27,22 @@ _SITES = {"hf": "https://huggingface.co", "modelscope": "https://www.modelscope.
 
 
 @dataclass(frozen=True)
+class HubConfig:
+    """Where the hubs are and whether downloads are allowed (from `Settings`: the hubs' own variables `HF_ENDPOINT`,
+    `HF_HUB_OFFLINE` and `MODELSCOPE_DOMAIN`; the engine reads no environment)."""
+
+    hf_endpoint: str | None = None
+    hf_offline: bool = False
+    modelscope_domain: str | None = None
+
+    def endpoint(self, source: str) -> str:
+        """The base URL of `source` (`hf` or `modelscope`)."""
+        if source == "hf":
+            return self.hf_endpoint or _SITES["hf"]
+        return f"https://{self.modelscope_domain}" if self.modelscope_domain else _SITES["modelscope"]
+
+
+@dataclass(frozen=True)
 class DownloadPlan:
     """What `download_model` fetches: one repository of one layout into one directory."""
 
@@ -37,14 +52,12 @@ class DownloadPlan:
     repo_id: str
     revision: str | None
     dest: Path
+    hub: HubConfig = HubConfig()
 
     @property
     def endpoint(self) -> str:
-        """The hub's base URL (`HF_ENDPOINT` / `MODELSCOPE_DOMAIN` respected)."""
-        if self.source == "hf":
-            return os.environ.get("HF_ENDPOINT") or _SITES["hf"]
-        domain = os.environ.get("MODELSCOPE_DOMAIN")
-        return f"https://{domain}" if domain else _SITES["modelscope"]
+        """The hub's base URL."""
+        return self.hub.endpoint(self.source)
 
     @property
     def repo_url(self) -> str:
@@ -67,6 +80,7 @@ def plan_download(
     layout: str | None = None,
     dest: str | Path | None = None,
     weights: WeightsConfig | None = None,
+    hub: HubConfig | None = None,
 ) -> DownloadPlan:
     """Checks the options and picks the repository; raises `InvalidRequestError` naming the bad option."""
     if spec.tiny:
@@ -75,12 +89,12 @@ def plan_download(
         raise InvalidRequestError("source", f"`source` must be one of {', '.join(SOURCES)}, got {source!r}")
     if layout is not None and layout not in LAYOUTS:
         raise InvalidRequestError("layout", f"`layout` must be one of {', '.join(LAYOUTS)}, got {layout!r}")
-    hub = spec.hub
+    ids = spec.hub
     repos = {
-        ("hf", DIFFUSERS): hub.hf_diffusers,
-        ("hf", ORIGINAL): hub.hf_original if original_supported(spec) else None,
-        ("modelscope", DIFFUSERS): hub.modelscope_diffusers,
-        ("modelscope", ORIGINAL): hub.modelscope_original if original_supported(spec) else None,
+        ("hf", DIFFUSERS): ids.hf_diffusers,
+        ("hf", ORIGINAL): ids.hf_original if original_supported(spec) else None,
+        ("modelscope", DIFFUSERS): ids.modelscope_diffusers,
+        ("modelscope", ORIGINAL): ids.modelscope_original if original_supported(spec) else None,
     }
     if layout is None:
         layout = DIFFUSERS if repos[(source, DIFFUSERS)] else ORIGINAL
@@ -92,13 +106,13 @@ def plan_download(
             f"{spec.name} has no {layout} layout on {source} that wanserve loads; available: {', '.join(offered)}",
         )
     path = Path(dest).expanduser() if dest else (weights or WeightsConfig()).download_dir(spec.name)
-    return DownloadPlan(spec, source, layout, repo_id, revision, path)
+    return DownloadPlan(spec, source, layout, repo_id, revision, path, hub or HubConfig())
 
 
 def check_reachable(plan: DownloadPlan, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> None:
     """Raises `DownloadError` at once when downloads are switched off or the hub does not answer a TCP connect
     within `connect_timeout_s` (DNS included)."""
-    if plan.source == "hf" and _truthy(os.environ.get("HF_HUB_OFFLINE")):
+    if plan.source == "hf" and plan.hub.hf_offline:
         reason = "HF_HUB_OFFLINE is set"
     else:
         reason = _probe(plan.endpoint, connect_timeout_s)
@@ -124,7 +138,9 @@ def download_model(
         if plan.source == "hf":
             from huggingface_hub import snapshot_download
 
-            snapshot_download(plan.repo_id, revision=plan.revision, local_dir=plan.dest, tqdm_class=tqdm_class)
+            snapshot_download(
+                plan.repo_id, revision=plan.revision, local_dir=plan.dest, tqdm_class=tqdm_class, endpoint=plan.endpoint
+            )
         else:
             _modelscope_download(plan)
     except DownloadError:
@@ -175,7 +191,3 @@ def _probe(url: str, timeout_s: float) -> str | None:
     if not result:
         return f"{host}:{port} did not answer within {timeout_s:g} s"
     return result[0]
-
-
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")

@@ -1,8 +1,9 @@
 """In-process pub/sub that wakes event-stream readers when a job changes.
 
 The database is the source of truth: a notification only says "job X has new events"; readers then fetch them from
-`job_events` in order. Readers also poll on a timeout, so changes made by other processes (a worker on another host)
-reach them too, a little later.
+`job_events` in order. Changes made by other processes (a worker on another host) arrive through a push
+(`jobs.event_push`: PostgreSQL LISTEN/NOTIFY or Redis pub/sub), which calls `notify_local`; readers also re-read on a
+timeout, as a safety net for a push that was missed.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 logger = logging.getLogger(__name__)
 
@@ -45,11 +46,32 @@ class EventHub:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._waiters: dict[str, set[EventWaiter]] = {}
+        self._publishers: list[Callable[[str], None]] = []
+
+    def add_publisher(self, publish: Callable[[str], None]) -> None:
+        """Also hands every `notify` to `publish(job_id)` (a push to other processes); its errors are logged."""
+        self._publishers.append(publish)
 
     def notify(self, job_id: str) -> None:
-        """Wakes every reader of `job_id` (from any thread)."""
+        """Wakes every reader of `job_id` here (from any thread) and tells the other processes."""
+        self.notify_local(job_id)
+        for publish in self._publishers:
+            try:
+                publish(job_id)
+            except Exception as exc:  # readers elsewhere fall back to their re-read timeout
+                logger.warning("could not push the events of job %s to other processes: %s", job_id, exc)
+
+    def notify_local(self, job_id: str) -> None:
+        """Wakes every reader of `job_id` in this process only."""
         with self._lock:
             waiters = list(self._waiters.get(job_id, ()))
+        for waiter in waiters:
+            waiter.wake()
+
+    def notify_all(self) -> None:
+        """Wakes every reader here (after a push connection was re-made: what it missed is re-read)."""
+        with self._lock:
+            waiters = [w for readers in self._waiters.values() for w in readers]
         for waiter in waiters:
             waiter.wake()
 

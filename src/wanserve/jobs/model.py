@@ -119,6 +119,9 @@ class Job(Base):
     parallel_plan: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     """The parallel plan the job runs with and each requested multi-GPU field it could not honour (set when the
     request carried such fields: the Wan2.1 services' `ulysses_size`, `vae_parallel`, ...)."""
+    dispatch_epoch: Mapped[str | None] = mapped_column(String(64))
+    """Broker incarnation (Redis `run_id`) that holds this queued job's message; NULL when no message is known to
+    be held (never sent, sending failed, or the job went back to the queue). The sweeper re-sends those."""
     event_seq: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     """Sequence number of the job's last event."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
@@ -137,6 +140,44 @@ class Job(Base):
     @property
     def mean_step_time_s(self) -> float | None:
         return self.step_time_sum_s / self.steps_timed if self.steps_timed else None
+
+
+class OutboxStatus(str, enum.Enum):
+    """Where a webhook delivery is."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class WebhookOutboxRow(Base):
+    """One webhook delivery of a finished job, written in the same transaction as the job's final status event.
+
+    Whoever runs the outbox takes a lease on a due row, makes one attempt, and records the outcome; a process that
+    dies mid-attempt leaves an expired lease, and the attempt counts (`attempts` is raised at claim time).
+    """
+
+    __tablename__ = "webhook_outbox"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    """The delivery id (`X-Wanserve-Delivery`), the same on every attempt."""
+    job_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    """No foreign key: a delivery outlives the deletion of its job (its payload is frozen at the first attempt)."""
+    event: Mapped[str] = mapped_column(String(32), nullable=False)
+    """`job.succeeded`, `job.failed` or `job.cancelled`."""
+    url: Mapped[str] = mapped_column(Text, nullable=False)
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default=OutboxStatus.PENDING.value)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    lease_owner: Mapped[str | None] = mapped_column(String(160))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_webhook_outbox_status_due", "status", "next_attempt_at"),)
 
 
 class JobEvent(Base):

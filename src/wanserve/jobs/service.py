@@ -123,7 +123,7 @@ class JobService:
         storage: Storage,
         config: JobServiceConfig,
         hub: EventHub | None = None,
-        notify_waiting: Callable[[str], None] | None = None,
+        notify_waiting: Callable[[str, str], None] | None = None,
         serving: ServingStatus | None = None,
     ):
         self.store = store
@@ -133,7 +133,7 @@ class JobService:
         self.files = JobFiles(storage)
         self.config = config
         self.hub = hub or EventHub()
-        self._notify_waiting = notify_waiting or (lambda job_id: None)
+        self._notify_waiting = notify_waiting or (lambda job_id, model: None)
         self._stats_cache: tuple[float, Mapping[str, ModelStats]] | None = None
         self._final_listeners: list[FinalListener] = []
         self._created_listeners: list[CreatedListener] = []
@@ -223,7 +223,7 @@ class JobService:
             self.files.delete_inputs(job_id)
             return self._same_request(row, fingerprint), False
         logger.info("job %s queued (%s, %s, %d steps)", job_id, model, request.task.value, request.num_inference_steps)
-        self._notify_waiting(job_id)
+        self._notify_waiting(job_id, model)
         self.hub.notify(job_id)
         view = self._view(row)
         self._call(self._created_listeners, view)
@@ -418,9 +418,10 @@ class JobService:
                 logger.exception("listener %r failed for %s", callback, args[0] if args else None)
 
     # 4. Worker side
-    def claim_next_job(self, owner: str, models: Sequence[str]) -> Job | None:
-        """The oldest queued job of `models`, now running under `owner`'s lease."""
-        job = self.store.claim_next(owner, models, self.config.lease_s)
+    def claim_next_job(self, owner: str, models: Sequence[str], job_id: str | None = None) -> Job | None:
+        """The oldest queued job of `models` (or the job `job_id`, while it is queued), now running under `owner`'s
+        lease; None when there is none."""
+        job = self.store.claim_next(owner, models, self.config.lease_s, job_id)
         if job is not None:
             self.hub.notify(job.id)
         return job
@@ -499,7 +500,7 @@ class JobService:
             view = self._view(job)
             views.append(view)
             if job.status == JobStatus.QUEUED.value:
-                self._notify_waiting(job.id)
+                self._notify_waiting(job.id, job.model)
             else:
                 self.files.delete_inputs(job.id)
                 self._final(view)

@@ -5,7 +5,10 @@ Claiming: PostgreSQL picks a row with `SELECT ... FOR UPDATE SKIP LOCKED`; SQLit
 IMMEDIATE`) relies on the conditional `UPDATE ... WHERE status = 'queued'`. Both then set a lease (owner + expiry)
 that the worker renews by heartbeat.
 
-Every change also appends a `JobEvent` in the same transaction, numbered per job through `jobs.event_seq`.
+Every change also appends a `JobEvent` in the same transaction, numbered per job through `jobs.event_seq`; on
+PostgreSQL the same transaction sends `NOTIFY wanserve_job_events, '<job id>'` (delivered at commit) so readers in
+other processes wake at once. A final status of a job with a `webhook_url` also writes its webhook outbox row in
+that transaction (`jobs.outbox` delivers it).
 """
 
 from __future__ import annotations
@@ -13,22 +16,25 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy import Engine, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from wanserve.errors import JobNotFoundError, JobStateError, QueueFullError
 from wanserve.jobs.db import make_read_session_factory, make_session_factory
-from wanserve.jobs.model import FINAL_STATUSES, Job, JobEvent, JobStatus, utcnow
+from wanserve.jobs.model import FINAL_STATUSES, Job, JobEvent, JobStatus, WebhookOutboxRow, utcnow
 
 logger = logging.getLogger(__name__)
 
 Q, R = JobStatus.QUEUED.value, JobStatus.RUNNING.value
+EVENTS_CHANNEL = "wanserve_job_events"
+"""PostgreSQL `NOTIFY` channel; the payload is the id of a job that has new events."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,19 @@ class JobStore:
         """A writing transaction (committed at the end of the block)."""
         with self._write_lock, self._sessions.begin() as session:
             yield session
+
+    def writing(self) -> contextlib.AbstractContextManager[Session]:
+        """A writing transaction, for the tables that live next to the jobs (`jobs.outbox`)."""
+        return self._write()
+
+    def reading(self) -> contextlib.AbstractContextManager[Session]:
+        """A read-only session (no lock taken on SQLite)."""
+        return self._reads()
+
+    @property
+    def dialect(self) -> str:
+        """`sqlite` or `postgresql`."""
+        return self._sessions.kw["bind"].dialect.name
 
     @classmethod
     def for_engine(cls, engine: Engine) -> JobStore:
@@ -237,20 +256,27 @@ class JobStore:
             return list(session.scalars(query.order_by(JobEvent.seq).limit(limit)))
 
     # 2. Worker side
-    def claim_next(self, owner: str, models: Sequence[str], lease_s: float) -> Job | None:
-        """Takes the oldest queued job of one of `models` for `owner`, with a lease; None when there is none."""
+    def claim_next(self, owner: str, models: Sequence[str], lease_s: float, job_id: str | None = None) -> Job | None:
+        """Takes the oldest queued job of one of `models` for `owner`, with a lease; None when there is none.
+        With `job_id` (a broker message names the job) only that job is taken, and only while it is queued."""
         if not models:
             return None
         for _ in range(20):
             with self._write() as session:
-                query = select(Job.id).where(Job.status == Q, Job.model.in_(list(models))).order_by(Job.seq).limit(1)
-                job_id = session.scalar(query.with_for_update(skip_locked=True))
+                query = select(Job.id).where(Job.status == Q, Job.model.in_(list(models)))
                 if job_id is None:
+                    query = query.order_by(Job.seq).limit(1).with_for_update(skip_locked=True)
+                else:
+                    # The named job is waited for, not skipped: a row locked for a moment (its sender recording the
+                    # message) must not make its own message look stale.
+                    query = query.where(Job.id == job_id).with_for_update()
+                picked = session.scalar(query)
+                if picked is None:
                     return None
                 now = utcnow()
                 won = session.execute(
                     update(Job)
-                    .where(Job.id == job_id, Job.status == Q)
+                    .where(Job.id == picked, Job.status == Q)
                     .values(
                         status=R,
                         lease_owner=owner,
@@ -266,10 +292,32 @@ class JobStore:
                     )
                 ).rowcount
                 if won:
-                    job = self._append_events(session, job_id, [("status", None)])
-                    return job
+                    return self._append_events(session, picked, [("status", None)])
             # Another claimer took it between our read and our update (SQLite without row locks): try the next one.
         return None
+
+    def mark_dispatched(self, job_id: str, epoch: str) -> bool:
+        """Records that broker incarnation `epoch` holds the message of the queued job `job_id`."""
+        with self._write() as session:
+            return bool(
+                session.execute(
+                    update(Job).where(Job.id == job_id, Job.status == Q).values(dispatch_epoch=epoch)
+                ).rowcount
+            )
+
+    def undispatched(self, epoch: str, queued_before: datetime, limit: int = 500) -> list[tuple[str, str]]:
+        """(id, model) of queued jobs, oldest first, whose message is not known to be held by broker incarnation
+        `epoch` (never sent, sending failed, or sent to a broker that restarted since), queued before
+        `queued_before` (so a message on its way is not sent twice)."""
+        with self._reads() as session:
+            query = (
+                select(Job.id, Job.model)
+                .where(Job.status == Q, Job.updated_at < queued_before)
+                .where(or_(Job.dispatch_epoch.is_(None), Job.dispatch_epoch != epoch))
+                .order_by(Job.seq)
+                .limit(limit)
+            )
+            return [(job_id, model) for job_id, model in session.execute(query)]
 
     def heartbeat(self, job_id: str, owner: str, lease_s: float) -> LeaseState:
         """Extends the lease if `owner` still holds it."""
@@ -424,7 +472,8 @@ class JobStore:
                         f"the worker running this job stopped ({owner}); gave up after {attempts} attempts"
                     )
                 else:
-                    values = {"status": Q, "stage": None, "step": 0}
+                    # Back to the queue: its old message was consumed, so it needs a new one.
+                    values = {"status": Q, "stage": None, "step": 0, "dispatch_epoch": None}
                 done = session.execute(
                     update(Job)
                     .where(Job.id == job_id, Job.status == R, Job.lease_owner == owner)
@@ -470,4 +519,13 @@ class JobStore:
             if values:
                 data.update(values)
             session.add(JobEvent(job_id=job_id, seq=first + i, kind=kind, data=data))
+        final = job.status in FINAL_STATUSES and job.status != JobStatus.EXPIRED.value
+        if final and job.webhook_url and any(kind == "status" for kind, _ in changes):
+            session.add(
+                WebhookOutboxRow(
+                    id=uuid.uuid4().hex, job_id=job_id, event=f"job.{job.status}", url=job.webhook_url, attempts=0
+                )
+            )
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(select(func.pg_notify(EVENTS_CHANNEL, job_id)))
         return job

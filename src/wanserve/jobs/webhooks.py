@@ -1,4 +1,5 @@
-"""Webhooks: POST a finished job to the URL its submitter gave, signed, retried, off the worker's thread.
+"""Webhooks: POST a finished job to the URL its submitter gave, signed. One attempt at a time: `jobs.outbox` keeps
+the deliveries in the database and schedules attempts and retries, so no process crash loses one.
 
 Receivers verify a delivery like this (`verify_signature` does exactly this):
 
@@ -17,11 +18,8 @@ import hashlib
 import hmac
 import json
 import logging
-import threading
 import time
-import uuid
-from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,8 +53,13 @@ class WebhookConfig:
     """Deadline of one attempt (connect, send, read), in seconds."""
     allow_private_addresses: bool = False
     """Allow webhook URLs on loopback, private and other non-public addresses (tests, intranets)."""
-    max_workers: int = 4
-    """Deliveries in flight at once; more wait their turn."""
+    poll_s: float = 1.0
+    """How often a process looks for deliveries due (jobs finished in this process wake it at once)."""
+    max_workers: int = 2
+    """Deliveries in flight at once in one process; more wait their turn."""
+    lease_s: float = 60.0
+    """How long one attempt holds its delivery; another process takes it over after this (must exceed
+    `timeout_s`, so two attempts of one delivery are never in flight together)."""
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -67,21 +70,12 @@ class WebhookConfig:
             )
         if self.timeout_s <= 0:
             raise ValueError(f"`timeout_s` must be positive, got {self.timeout_s}")
+        if self.poll_s <= 0:
+            raise ValueError(f"`poll_s` must be positive, got {self.poll_s}")
         if self.max_workers < 1:
             raise ValueError(f"`max_workers` must be at least 1, got {self.max_workers}")
-
-
-@dataclass(frozen=True)
-class WebhookDelivery:
-    """The outcome of one delivery (all its attempts)."""
-
-    url: str
-    delivery_id: str
-    delivered: bool
-    attempts: int
-    status_code: int | None = None
-    """HTTP status of the last attempt, when one got an answer."""
-    error: str | None = None
+        if self.lease_s <= self.timeout_s:
+            raise ValueError(f"`lease_s` ({self.lease_s:g}) must exceed `timeout_s` ({self.timeout_s:g})")
 
 
 def sign_payload(secret: str, body: bytes, timestamp: int) -> str:
@@ -109,84 +103,37 @@ def encode_payload(payload: Mapping[str, Any]) -> bytes:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=str).encode()
 
 
-class WebhookSender:
-    """Delivers webhooks on a small thread pool, so the caller (the worker loop) never waits on a receiver."""
+@dataclass(frozen=True)
+class WebhookAttempt:
+    """The outcome of one POST."""
+
+    delivered: bool
+    retry: bool
+    """Worth another attempt (network error, 5xx, 408/425/429, a name that did not resolve)."""
+    status_code: int | None = None
+    """HTTP status, when the receiver answered."""
+    error: str | None = None
+
+
+class WebhookPoster:
+    """Makes single, signed webhook POSTs; `jobs.outbox` decides when to try (and try again)."""
 
     def __init__(self, config: WebhookConfig, *, user_agent: str = "wanserve-webhook") -> None:
         self.config = config
         self._user_agent = user_agent
-        self._closing = threading.Event()
-        self._executor = ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="wanserve-webhook")
-        self._pending: set[Future[WebhookDelivery]] = set()
-        self._lock = threading.Lock()
         self._client = httpx.Client(trust_env=False, follow_redirects=False)
         self._warned_unsigned = False
 
-    def send(self, url: str, payload: Mapping[str, Any], event: str = "job.finished") -> Future[WebhookDelivery]:
-        """Queues one delivery and returns at once; the future resolves when it is delivered or given up."""
-        body = encode_payload(payload)
-        delivery_id = uuid.uuid4().hex
-        if not self.config.secret and not self._warned_unsigned:
-            # Said at the first webhook, not at start-up: a server nobody sends webhooks through has nothing to fix.
-            self._warned_unsigned = True
-            logger.warning("webhook secret is not set (WANSERVE_WEBHOOK_SECRET): webhooks are sent unsigned")
-        with self._lock:
-            if self._closing.is_set():
-                raise RuntimeError("WebhookSender is closed")
-            future = self._executor.submit(self._deliver, url, body, event, delivery_id)
-            self._pending.add(future)
-        future.add_done_callback(self._forget)
-        return future
+    def backoff_s(self, attempts: int) -> float:
+        """The wait after the `attempts`-th failed attempt."""
+        return min(self.config.initial_backoff_s * 2 ** max(0, attempts - 1), self.config.max_backoff_s)
 
-    def pending(self) -> int:
-        """Deliveries not finished yet."""
-        with self._lock:
-            return len(self._pending)
-
-    def close(self, timeout_s: float = 10.0) -> None:
-        """Stops retrying (waits between attempts end at once) and waits up to `timeout_s` for attempts in flight."""
-        with self._lock:
-            self._closing.set()
-            pending = list(self._pending)
-        deadline = time.monotonic() + timeout_s
-        for future in pending:
-            try:
-                future.result(timeout=max(0.0, deadline - time.monotonic()))
-            except Exception:  # noqa: BLE001 - a failed delivery is logged by _deliver; closing must go on
-                logger.debug("webhook delivery did not finish before close", exc_info=True)
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        self._client.close()
-
-    def _forget(self, future: Future[WebhookDelivery]) -> None:
-        with self._lock:
-            self._pending.discard(future)
-
-    def _deliver(self, url: str, body: bytes, event: str, delivery_id: str) -> WebhookDelivery:
-        config = self.config
-        status: int | None = None
-        error: str | None = None
-        for attempt in range(1, config.max_attempts + 1):
-            retry, status, error = self._attempt(url, body, event, delivery_id)
-            if error is None:
-                logger.info("webhook %s delivered to %s (HTTP %s, attempt %s)", delivery_id, url, status, attempt)
-                return WebhookDelivery(url, delivery_id, True, attempt, status)
-            if not retry or attempt == config.max_attempts:
-                break
-            wait_s = min(config.initial_backoff_s * 2 ** (attempt - 1), config.max_backoff_s)
-            logger.info("webhook %s to %s failed (%s); retry %s in %.1f s", delivery_id, url, error, attempt, wait_s)
-            if self._closing.wait(wait_s):
-                error = f"{error}; gave up at shutdown"
-                break
-        logger.warning("webhook %s to %s not delivered after %s attempt(s): %s", delivery_id, url, attempt, error)
-        return WebhookDelivery(url, delivery_id, False, attempt, status, error)
-
-    def _attempt(self, url: str, body: bytes, event: str, delivery_id: str) -> tuple[bool, int | None, str | None]:
-        """One POST. Returns (worth retrying, HTTP status, error or None on success)."""
+    def post(self, url: str, body: bytes, event: str, delivery_id: str) -> WebhookAttempt:
+        """One POST of `body` (already encoded, see `encode_payload`) to `url`."""
         try:
             pinned = resolve_url(url, "webhook_url", self.config.allow_private_addresses)
         except InvalidRequestError as exc:
-            transient = "does not resolve" in str(exc)
-            return transient, None, str(exc)
+            return WebhookAttempt(False, "does not resolve" in str(exc), None, str(exc))
         timestamp = int(time.time())
         headers = {
             **pinned.headers,
@@ -198,6 +145,10 @@ class WebhookSender:
         }
         if self.config.secret:
             headers[SIGNATURE_HEADER] = sign_payload(self.config.secret, body, timestamp)
+        elif not self._warned_unsigned:
+            # Said at the first webhook, not at start-up: a server nobody sends webhooks through has nothing to fix.
+            self._warned_unsigned = True
+            logger.warning("webhook secret is not set (WANSERVE_WEBHOOK_SECRET): webhooks are sent unsigned")
         try:
             response = self._client.post(
                 pinned.connect_url,
@@ -207,12 +158,11 @@ class WebhookSender:
                 timeout=self.config.timeout_s,
             )
         except httpx.HTTPError as exc:
-            return True, None, f"{type(exc).__name__}: {exc}"
+            return WebhookAttempt(False, True, None, f"{type(exc).__name__}: {exc}")
         code = response.status_code
         if 200 <= code < 300:
-            return False, code, None
-        return code >= 500 or code in _RETRY_STATUSES, code, f"HTTP {code}"
+            return WebhookAttempt(True, False, code)
+        return WebhookAttempt(False, code >= 500 or code in _RETRY_STATUSES, code, f"HTTP {code}")
 
-
-WebhookNotifier = Callable[[str, Mapping[str, Any]], Any]
-"""What the job service calls on completion: `(webhook_url, job_payload)`; `WebhookSender.send` fits."""
+    def close(self) -> None:
+        self._client.close()

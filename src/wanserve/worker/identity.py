@@ -15,8 +15,8 @@ BOOT_TOKEN = secrets.token_hex(4)
 """Random per process start; distinguishes two lives of one pid."""
 
 
-def owner_id(slot: int) -> str:
-    """The lease owner id of worker `slot` of this process."""
+def owner_id(slot: int | str) -> str:
+    """The lease owner id of worker `slot` (or of another lease holder of this process, such as `webhooks`)."""
     return f"{socket.gethostname()}:{os.getpid()}:{BOOT_TOKEN}:{slot}"
 
 

@@ -172,20 +172,14 @@ class Worker:
         self.ready.set()
 
     def run(self, stop: threading.Event) -> None:
-        """Loads the models, then claims and runs jobs until `stop` is set."""
+        """Loads the models, then runs the jobs the dispatcher hands over until `stop` is set."""
         self.load_models()
-        while not stop.is_set():
-            try:
-                ran = self.run_once(stop)
-            except Exception:
-                logger.exception("%s: unexpected error in the worker loop; continuing", self.config.worker_id)
-                ran = False
-            if not ran and not stop.is_set():
-                self.dispatcher.wait_for_job(self.config.poll_interval_s)
+        self.dispatcher.serve(self, stop, self.config.poll_interval_s)
 
-    def run_once(self, stop: threading.Event | None = None) -> bool:
-        """Claims one job and runs it to its end. False when no job was waiting."""
-        job = self.service.claim_next_job(self.config.worker_id, self.models)
+    def run_once(self, stop: threading.Event | None = None, job_id: str | None = None) -> bool:
+        """Claims one job (the job `job_id` when a broker message names it, only while it is queued) and runs it to
+        its end. False when there was nothing to claim."""
+        job = self.service.claim_next_job(self.config.worker_id, self.models, job_id)
         if job is None:
             return False
         self.current_job = job.id

@@ -48,7 +48,8 @@ class Runtime:
     """What the workers can serve now (`/health`, and refusing jobs for models no worker can load)."""
     started_monotonic: float = field(default_factory=time.monotonic)
     extras: dict[str, Any] = field(default_factory=dict)
-    """Room for other components (metrics, webhook sender) to hang their objects."""
+    """Room for other components (metrics, webhook outbox, event push) to hang their objects; those with a
+    `start()` are started by `start`, those with a `close()` closed by `stop`."""
 
     @property
     def random_weights(self) -> bool:
@@ -56,10 +57,15 @@ class Runtime:
         return any(get_spec(m).random_weights for m in self.models)
 
     def start(self) -> None:
-        """Recovers jobs of dead processes, then starts the workers."""
+        """Recovers jobs of dead processes, then starts the extras (event push, webhook outbox), the sweeper and
+        the workers."""
         recovered = self.service.release_lost_jobs(owner_is_dead=owner_is_dead)
         if recovered:
             logger.warning("recovered %d jobs left running by a stopped process", len(recovered))
+        for extra in self.extras.values():
+            start = getattr(extra, "start", None)
+            if callable(start):
+                start()
         if self.sweeper is not None:
             self.sweeper.start()
         if self.pool is not None:
@@ -70,6 +76,7 @@ class Runtime:
             self.pool.stop()
         if self.sweeper is not None:
             self.sweeper.stop()
+        self.dispatcher.close()
         for name, extra in self.extras.items():
             close = getattr(extra, "close", None)
             if callable(close):

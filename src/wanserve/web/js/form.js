@@ -93,7 +93,7 @@ export class JobForm {
     $("size-field").hidden = !(has("width") && has("height"));
     this.#sizeOptions(this.defaults.width, this.defaults.height);
     this.#setSize(this.defaults.width, this.defaults.height);
-    $("length-field").hidden = !has("num_frames");
+    $("length-field").hidden = !has("num_frames") || this.task.output === "image"; // one frame: nothing to choose
     $("num_frames").value = has("num_frames") ? this.defaults.num_frames : "";
     $("num_frames").step = this.model.frames_multiple;
     $("num_frames").min = 1;

@@ -109,7 +109,7 @@ export class JobList {
     card.title.textContent = name;
     card.title.title = name;
     const size = p.width && p.height ? `${p.width}×${p.height}` : "";
-    const frames = p.num_frames ? `${p.num_frames} frames` : "";
+    const frames = p.num_frames > 1 ? `${p.num_frames} frames` : "";
     const seed = p.seed !== undefined && p.seed !== null ? `seed ${p.seed}` : "";
     const when = new Date(job.created_at).toLocaleString();
     card.meta.textContent = [job.model, taskLabel(job.kind), size, frames, seed, when].filter(Boolean).join(" · ");
