@@ -51,7 +51,11 @@ def test_list_models_sizes_frames_and_defaults_from_the_spec(client):
     steps = t2v["num_inference_steps"]
     assert (steps["type"], steps["default"], steps["choices"]) == ("integer", 2, None)
     assert steps["description"].startswith("Denoising steps")  # the parameter table's help text
-    assert t2v["guidance_scale"]["default"] == 5.0 and t2v["guidance_scale"]["type"] == "number"
+    # tiny-t2v follows wan2.1-t2v-1.3b's recommended guidance 6 (docs/models.md)
+    assert t2v["guidance_scale"]["default"] == 6.0 and t2v["guidance_scale"]["type"] == "number"
+    untrained = t2v["allow_untrained_size"]
+    assert (untrained["type"], untrained["default"], untrained["choices"]) == ("boolean", False, ["false", "true"])
+    assert "conditioning_scale" not in t2v and "refert_num" not in t2v
     assert (t2v["width"]["default"], t2v["height"]["default"], t2v["num_frames"]["default"]) == (64, 64, 9)
     assert t2v["seed"]["default"] is None and t2v["prompt"]["default"] == ""
     assert t2v["solver"]["choices"] == ["unipc", "dpm++", "euler"]
@@ -84,7 +88,10 @@ def test_list_models_media_inputs_per_task(client):
     ]
     assert tasks["animate"]["required_inputs"] == ["face_video", "image", "pose_video"]
     assert tasks["animate"]["optional_inputs"] == ["background_video", "mask"]
-    assert params_of(tasks["animate"])["animate_mode"]["choices"] == ["animate", "replace"]
+    animate = params_of(tasks["animate"])
+    assert animate["animate_mode"]["choices"] == ["animate", "replace"] and animate["refert_num"]["default"] == 1
+    assert not {"width", "height", "num_frames"} & set(animate)  # the pose video's
+    assert params_of(tasks["vace"])["conditioning_scale"]["default"] == 1.0
     assert all(t["output"] == "video" for t in tasks.values())
 
 

@@ -135,7 +135,8 @@ def test_generate_moe_uses_both_experts(engine):
 
 
 def test_generate_animate_counts_steps_over_segments(engine, tmp_path, png_bytes, tmp_path_factory):
-    """17 frames in segments of 9 (1 conditioning frame) is 2 segments: 2 x 2 steps, counted without restarting."""
+    """A 17-frame pose video in segments of 9 (1 conditioning frame) is 2 segments: 2 x 2 steps, counted without
+    restarting; the output is as long as the pose video."""
     from wanserve.media.video import encode_mp4
 
     rng = np.random.default_rng(5)
@@ -144,7 +145,6 @@ def test_generate_animate_counts_steps_over_segments(engine, tmp_path, png_bytes
     events = []
     result = _generate(
         engine, "tiny-animate", events, image=png_bytes, pose_video=str(pose), face_video=str(pose),
-        num_frames=17,
     )  # fmt: skip
     steps = [(e.step, e.steps) for e in events if e.stage == Stage.DENOISING]
     assert steps == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]

@@ -170,6 +170,8 @@ def test_build_scheduler_uses_spec_shift_and_solver():
     scheduler = build_scheduler(spec)
     assert type(scheduler).__name__ == "UniPCMultistepScheduler"
     assert (scheduler.config.flow_shift, scheduler.config.prediction_type) == (12.0, "flow_prediction")
+    euler = build_scheduler(get_spec("wan2.2-vace-fun-a14b"))  # VideoX-Fun's 'Flow' sampler
+    assert (type(euler).__name__, euler.config.shift) == ("FlowMatchEulerDiscreteScheduler", 12.0)
 
 
 def test_load_components_dtype_per_component(t2v_dirs):

@@ -167,3 +167,38 @@ def test_generate_from_original_layout_matches_diffusers_layout(loaded):
         videos.append(pipe(**kwargs).frames[0])
     assert videos[0].shape == (9, 64, 64, 3)
     assert np.abs(videos[0] - videos[1]).max() <= ATOL
+
+
+def test_load_vace_fun_a14b_from_its_original_layout(tmp_path):
+    """Wan2.2-VACE-Fun-A14B's only published layout: VideoX-Fun `VaceWanTransformer3DModel` folders
+    `high_noise_model/` and `low_noise_model/` (config `model_type` 't2v', hard-coded there, with `vace_layers` and
+    `vace_in_dim`; the key names of Wan's `WanModel` blocks plus `vace_blocks.N.before_proj/after_proj` and
+    `vace_patch_embedding`: videox_fun/models/wan_transformer3d_vace.py:25-241 at 804a425), `Wan2.1_VAE.pth` and
+    the T5 `.pth`. Tiny weights, loaded through the catalog's own spec."""
+    import dataclasses
+    import json
+
+    from tests.models.wan_original import write_original_layout
+    from wanserve.engine import layouts
+    from wanserve.engine.tiny import build_tiny_components
+
+    real = get_spec("wan2.2-vace-fun-a14b")
+    tiny = dataclasses.replace(get_spec("tiny-vace"), experts=2, boundary_ratio=real.boundary_ratio)
+    components = build_tiny_components(tiny)
+    original = write_original_layout(tiny, components, tmp_path / "Wan2.2-VACE-Fun-A14B")
+    for folder in ("high_noise_model", "low_noise_model"):
+        config_path = original / folder / "config.json"
+        config = json.loads(config_path.read_text())
+        config.update(_class_name="VaceWanTransformer3DModel", model_type="t2v")
+        config_path.write_text(json.dumps(config))
+    assert layouts.detect_layout(original) == "original"
+    assert layouts.missing_files(real, original, "original") == ()
+
+    loaded = load_components(real, original, dtype=torch.float32)
+    assert type(loaded["scheduler"]).__name__ == "FlowMatchEulerDiscreteScheduler"  # the 'Flow' sampler
+    for name in ("transformer", "transformer_2"):
+        assert type(loaded[name]) is diffusers.WanVACETransformer3DModel
+        written = components[name].state_dict()
+        for key, value in loaded[name].state_dict().items():
+            assert torch.equal(value, written[key]), (name, key)
+    assert not torch.equal(loaded["transformer"].proj_out.weight, loaded["transformer_2"].proj_out.weight)

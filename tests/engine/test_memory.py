@@ -78,7 +78,8 @@ def test_component_dtypes_maps_each_component():
 
     assert dtypes["transformer"] is dtypes["transformer_2"] is torch.float16
     assert dtypes["text_encoder"] is torch.float32
-    assert dtypes["vae"] is dtypes["image_encoder"] is torch.float32
+    assert dtypes["vae"] is torch.float32
+    assert dtypes["image_encoder"] is torch.float16  # as the official code runs CLIP
 
 
 def test_apply_memory_options_vae_tiling_on_tiny_pipeline(baseline):

@@ -69,6 +69,10 @@ def _every_flag(tmp_path) -> tuple[list[str], dict[str, object]]:
     for param in PARAMETERS:
         if param.name in ("width", "height"):
             continue
+        if param.type == "bool":  # a flag: given means true
+            args.append(param.cli)
+            expected[param.name] = True
+            continue
         value = param.choices[-1] if param.choices else values.get(param.type, str(media))
         args += [param.cli, value]
         if param.type == "media_list":

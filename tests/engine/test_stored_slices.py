@@ -129,7 +129,10 @@ def _with_media(params: dict) -> dict:
 
 def generate(engine, model: str, **params) -> np.ndarray:
     """The engine's uint8 frames [F, H, W, 3] for `model` with `COMMON` overridden by `params`."""
-    request = resolve_request(model, _with_media({**COMMON, **params}))
+    merged = {**COMMON, **params}
+    if model == "tiny-animate":  # Animate's size and length are the pose video's (64x64, 9 frames), never given
+        merged = {k: v for k, v in merged.items() if k not in ("width", "height", "num_frames")}
+    request = resolve_request(model, _with_media(merged))
     return engine.generate(request).frames
 
 

@@ -47,7 +47,10 @@ def test_resolve_request_i2v_without_image_names_image():
 def test_load_media_unreadable_image_names_image(tmp_path):
     bad = tmp_path / "notes.png"
     bad.write_text("this is not an image")
-    request = resolve_request("tiny-i2v", {"prompt": "a cat", "image": str(bad)})
+    with pytest.raises(InvalidRequestError) as info:
+        resolve_request("tiny-i2v", {"prompt": "a cat", "image": str(bad)})  # probed for the output size
+    assert info.value.field == "image" and "`image`" in str(info.value)
+    request = resolve_request("tiny-i2v", {"prompt": "a cat", "image": str(bad)}, probe_inputs=False)
     with pytest.raises(InvalidRequestError) as info:
         load_media(request)
     assert info.value.field == "image" and "`image`" in str(info.value)
@@ -126,7 +129,8 @@ def test_request_params_show_only_the_task_s_parameters(png_bytes):
     ],
 )
 def test_request_from_params_rebuilds_the_resolved_request(model, params):
-    request = resolve_request(model, {"prompt": "a cat", "seed": 3, **params})
+    # The placeholder paths are not read (the job service fits the size to the inputs itself).
+    request = resolve_request(model, {"prompt": "a cat", "seed": 3, **params}, probe_inputs=False)
     stored = request_params(request)
     inputs = {name: value for name, value in params.items() if name in MEDIA_FIELDS}
     assert request_from_params(stored, inputs) == request

@@ -23,7 +23,7 @@ def test_submit_poll_download_playable_mp4(server, sse):
     job = httpx.get(f"{server.url}/v1/jobs/{job_id}").json()
     assert job["status"] == "succeeded", job
     assert job["progress"] == 1.0 and job["random_weights"] is True and job["error"] is None
-    assert job["params"]["num_frames"] == 9 and job["params"]["guidance_scale"] == 5.0  # defaults filled in
+    assert job["params"]["num_frames"] == 9 and job["params"]["guidance_scale"] == 6.0  # defaults filled in
     assert job["started_at"] and job["finished_at"] and job["expires_at"]
 
     video = httpx.get(f"{server.url}{job['content_url']}")

@@ -54,7 +54,10 @@ def generate(
     background_video: Path | None = typer.Option(None, "--background-video", help=_help("background_video")),
     task: str | None = typer.Option(None, "--task", help=_help("task")),
     animate_mode: str | None = typer.Option(None, "--animate-mode", help=_help("animate_mode")),
-    size: str | None = typer.Option(None, "--size", help="WIDTHxHEIGHT, e.g. 832x480 (model default if omitted)."),
+    size: str | None = typer.Option(
+        None, "--size", help="WIDTHxHEIGHT, e.g. 832x480 (model default if omitted); an area for i2v/flf2v/ti2v."
+    ),
+    allow_untrained_size: bool = typer.Option(False, "--allow-untrained-size", help=_help("allow_untrained_size")),
     num_frames: int | None = typer.Option(None, "--frames", help=_help("num_frames")),
     num_inference_steps: int | None = typer.Option(None, "--steps", help=_help("num_inference_steps")),
     guidance_scale: float | None = typer.Option(None, "--guidance", help=_help("guidance_scale")),
@@ -63,6 +66,8 @@ def generate(
     flow_shift: float | None = typer.Option(None, "--shift", help=_help("flow_shift")),
     solver: str | None = typer.Option(None, "--solver", help=_help("solver")),
     strength: float | None = typer.Option(None, "--strength", help=_help("strength")),
+    conditioning_scale: float | None = typer.Option(None, "--conditioning-scale", help=_help("conditioning_scale")),
+    refert_num: int | None = typer.Option(None, "--refert-num", help=_help("refert_num")),
     max_sequence_length: int | None = typer.Option(None, "--max-sequence-length", help=_help("max_sequence_length")),
     seed: int | None = typer.Option(None, "--seed", help=_help("seed")),
     fps: int | None = typer.Option(None, "--fps", help=_help("fps")),

@@ -15,6 +15,7 @@ def model_rows() -> list[dict]:
     """One JSON-ready dict per catalog model: defaults, tasks, memory estimates and local weights status."""
     from wanserve.config import Settings
     from wanserve.engine.loading import weights_status
+    from wanserve.engine.official import default_rows
     from wanserve.engine.registry import CATALOG
 
     weights = Settings().weights_config()
@@ -39,6 +40,7 @@ def model_rows() -> list[dict]:
                     "size": _size(spec.default_size),
                 },
                 "sizes": [_size(s) for s in spec.sizes],
+                "sources": {key: {"default": value, "source": source} for key, value, source in default_rows(spec)},
                 "memory": _memory(spec),
                 "experts": spec.experts,
                 "random_weights": spec.random_weights,
@@ -139,11 +141,19 @@ def table_rows(rows: list[dict]) -> list[list[str]]:
     return cells
 
 
-def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+def models(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    sources: bool = typer.Option(
+        False, "--sources", help="Show each default and where it comes from (official code file and line)."
+    ),
+) -> None:
     """List the models wanserve serves, their defaults and whether their weights are present."""
     rows = model_rows()
     if as_json:
         typer.echo(json.dumps({"models": rows}, indent=2))
+        return
+    if sources:
+        _print_sources(rows)
         return
     console = Console()
     print_table(console, "wanserve models", COLUMNS, table_rows(rows))
@@ -151,6 +161,21 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instea
         "GiB: weights in their default dtypes / estimated peak accelerator memory of one default-size "
         "generation without offload / with model offload (engine/memory_estimate.py; --json has more)."
     )
+
+
+SOURCE_COLUMNS = (
+    Column("model"),
+    Column("parameter"),
+    Column("default", foldable=True),
+    Column("source", foldable=True),
+)
+
+
+def _print_sources(rows: list[dict]) -> None:
+    cells = [
+        [row["name"], key, entry["default"], entry["source"]] for row in rows for key, entry in row["sources"].items()
+    ]
+    print_table(Console(), "wanserve models: defaults and their sources", SOURCE_COLUMNS, cells)
 
 
 def register(app: typer.Typer) -> None:

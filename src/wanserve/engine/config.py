@@ -82,8 +82,9 @@ class MemoryConfig:
     """Decode the video in overlapping spatial tiles (less memory at high resolution, tiny seam blending)."""
     transformer_dtype: str = "bfloat16"
     text_encoder_dtype: str = "bfloat16"
-    image_encoder_dtype: str = "float32"
-    """CLIP image encoder (I2V, FLF2V, Animate); the official pipelines run it in float32."""
+    image_encoder_dtype: str = "float16"
+    """CLIP image encoder (I2V, FLF2V, Animate); the official code runs it in float16 (Wan2.1
+    wan/configs/wan_i2v_14B.py:18, Wan2.2 wan/animate.py:102-103). Tiny models stay in float32."""
     vae_dtype: str = "float32"
     """The Wan VAE is run in float32 by the official code and the diffusers examples."""
 

@@ -7,17 +7,15 @@ from typing import Any
 from wanserve.engine.registry import ModelSpec
 from wanserve.engine.requests import GenerationRequest, TaskKind
 from wanserve.errors import InvalidRequestError
-from wanserve.media.images import load_image
+from wanserve.media.images import cover_and_crop, letterbox, load_image
 from wanserve.media.video import MAX_VIDEO_FRAME_PIXELS, load_video, probe_video
 
-ANIMATE_CONDITIONING_FRAMES = 1
-"""Frames each Animate segment takes from the previous one (diffusers' `prev_segment_conditioning_frames`)."""
 
-
-def animate_segments(spec: ModelSpec, num_frames: int) -> int:
-    """How many segments of `spec.num_frames` frames Wan-Animate runs to cover `num_frames` (as diffusers does)."""
-    effective = spec.num_frames - ANIMATE_CONDITIONING_FRAMES
-    return -(-(num_frames - ANIMATE_CONDITIONING_FRAMES) // effective) if num_frames > 1 else 1
+def animate_segments(spec: ModelSpec, num_frames: int, refert_num: int = 1) -> int:
+    """How many segments of `spec.num_frames` frames Wan-Animate runs to cover `num_frames`, each after the first
+    starting from the last `refert_num` frames made (Wan2.2 animate.py `get_valid_len`; diffusers the same)."""
+    effective = spec.num_frames - refert_num
+    return -(-(num_frames - refert_num) // effective) if num_frames > refert_num else 1
 
 
 def effective_steps(spec: ModelSpec, request: GenerationRequest) -> int:
@@ -28,7 +26,7 @@ def effective_steps(spec: ModelSpec, request: GenerationRequest) -> int:
     if request.task == TaskKind.V2V:
         return max(1, min(int(request.num_inference_steps * request.strength), request.num_inference_steps))
     if request.task == TaskKind.ANIMATE:
-        return request.num_inference_steps * animate_segments(spec, request.num_frames)
+        return request.num_inference_steps * animate_segments(spec, request.num_frames, request.refert_num)
     return request.num_inference_steps
 
 
@@ -109,6 +107,10 @@ def pipeline_inputs(spec: ModelSpec, request: GenerationRequest) -> dict[str, An
     kwargs: dict[str, Any] = {}
     if task in (TaskKind.I2V, TaskKind.FLF2V, TaskKind.TI2V) and "image" in media:
         kwargs["image"] = media["image"]
+        if spec.image_sizing == "best_output_size":
+            # Wan2.2 TI2V scales the image to cover the output size and centre-crops it (textimage2video.py
+            # 467-473); diffusers would stretch it instead.
+            kwargs["image"] = cover_and_crop(media["image"], request.width, request.height)
         if "last_image" in media:
             kwargs["last_image"] = media["last_image"]
         # The pipeline runs the CLIP image encoder itself: diffusers refuses `image` and `image_embeds` together,
@@ -122,14 +124,17 @@ def pipeline_inputs(spec: ModelSpec, request: GenerationRequest) -> dict[str, An
             kwargs["mask"] = media["mask"]
         if "reference_images" in media:
             kwargs["reference_images"] = media["reference_images"]
+        kwargs["conditioning_scale"] = request.conditioning_scale
     elif task == TaskKind.ANIMATE:
         kwargs.update(
-            image=media["image"],
+            # The reference is letterboxed onto black at the pose video's size, as the official code pads it
+            # (Wan2.2 animate.py 237-281); diffusers would fill the margins with stretched edges.
+            image=letterbox(media["image"], request.width, request.height),
             pose_video=media["pose_video"],
             face_video=media["face_video"],
             mode=request.animate_mode,
             segment_frame_length=spec.num_frames,
-            prev_segment_conditioning_frames=ANIMATE_CONDITIONING_FRAMES,
+            prev_segment_conditioning_frames=request.refert_num,
         )
         if request.animate_mode == "replace":
             kwargs.update(background_video=media["background_video"], mask_video=media["mask"])

@@ -41,8 +41,9 @@ _ORIGINAL_PIPELINES = ("WanPipeline", "WanImageToVideoPipeline", "WanVACEPipelin
 
 
 def original_supported(spec: ModelSpec) -> bool:
-    """Whether wanserve loads `spec` from the original layout (Animate, VACE-Fun: diffusers layout only)."""
-    return spec.pipeline in _ORIGINAL_PIPELINES and not (spec.pipeline == "WanVACEPipeline" and spec.experts == 2)
+    """Whether wanserve loads `spec` from the original layout (Animate: diffusers layout only). Wan2.2-VACE-Fun
+    is published in that layout only: VideoX-Fun's `high_noise_model/` and `low_noise_model/` folders."""
+    return spec.pipeline in _ORIGINAL_PIPELINES
 
 
 def detect_layout(path: str | Path) -> str:

@@ -104,20 +104,11 @@ def preferred_layout(spec: ModelSpec) -> str:
 
 
 def build_scheduler(spec: ModelSpec):
-    """The flow-matching scheduler of the official sampler `spec.solver` with shift `spec.flow_shift`."""
-    from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
+    """The flow-matching scheduler of the official sampler `spec.solver` with shift `spec.flow_shift` (UniPC,
+    DPM++ or flow-match Euler, as engine/pipelines.py makes one per request)."""
+    from wanserve.engine.pipelines import make_scheduler
 
-    common = dict(
-        prediction_type="flow_prediction",
-        use_flow_sigmas=True,
-        num_train_timesteps=1000,
-        flow_shift=spec.flow_shift,
-    )
-    if spec.solver == "unipc":
-        return UniPCMultistepScheduler(**common)
-    if spec.solver in ("dpm++", "dpmpp"):
-        return DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2, **common)
-    raise CheckpointError(f"`solver` {spec.solver!r} of {spec.name} is not supported; use 'unipc' or 'dpm++'")
+    return make_scheduler(None, spec.solver, spec.flow_shift)
 
 
 def load_components(
@@ -203,12 +194,14 @@ def _holds_model_kind(spec: ModelSpec, path: Path) -> bool:
         config = json.loads((path / folder / "config.json").read_text())
     except (OSError, ValueError, CheckpointError, WeightsNotFoundError):
         return False
+    if spec.pipeline == "WanVACEPipeline":
+        from wanserve.models.wan_transformer import is_vace
+
+        return is_vace(config)  # Wan2.2-VACE-Fun's config says model_type 't2v'
     return config.get("model_type", "t2v") == _original_model_type(spec)
 
 
 def _original_model_type(spec: ModelSpec) -> str:
-    if spec.pipeline == "WanVACEPipeline":
-        return "vace"
     if spec.pipeline == "WanImageToVideoPipeline":
         return "flf2v" if TaskKind.FLF2V in spec.tasks else "i2v"
     return "ti2v" if spec.vae == "wan2.2" else "t2v"

@@ -15,7 +15,7 @@ from wanserve.engine.requests import TaskKind
 
 T = TaskKind
 
-TYPES = ("text", "int", "float", "choice", "media", "media_list")
+TYPES = ("text", "int", "float", "bool", "choice", "media", "media_list")
 
 
 @dataclass(frozen=True)
@@ -71,10 +71,18 @@ PARAMETERS: tuple[Parameter, ...] = (
               "What to avoid (default: the model's official negative prompt). Needs `guidance_scale` > 1.",
               "`pipe.encode_prompt(negative_prompt=...)`, used by classifier-free guidance",
               cli="--negative-prompt"),
-    Parameter("width", "int", "Output width in pixels.", "`pipe(width=...)`", cli="--size"),
-    Parameter("height", "int", "Output height in pixels.", "`pipe(height=...)`", cli="--size"),
-    Parameter("num_frames", "int", "Output frames, 4k+1 (for example 81); 1 for t2i.",
-              "`pipe(num_frames=...)`; v2v and Animate: the input videos are cut to this many frames; t2i: 1",
+    Parameter("width", "int",
+              "Output width in pixels; for i2v, flf2v and ti2v with an image, width x height is an area and the "
+              "output keeps the image's aspect ratio. Animate: the pose video's, not given.",
+              "`pipe(width=...)`, resolved at submission (engine/sizes.py)", cli="--size"),
+    Parameter("height", "int", "Output height in pixels (see `width`).",
+              "`pipe(height=...)`, resolved at submission (engine/sizes.py)", cli="--size"),
+    Parameter("allow_untrained_size", "bool",
+              "Run a size outside the model's trained sizes (without it such a size is refused, listing them).",
+              "the size check of engine/sizes.py `check_size`", cli="--allow-untrained-size"),
+    Parameter("num_frames", "int",
+              "Output frames, 4k+1 (for example 81); 1 for t2i. Animate: the pose video's length, not given.",
+              "`pipe(num_frames=...)`; v2v: the input video is cut to this many frames; Animate: the whole pose video; t2i: 1",
               cli="--frames"),
     Parameter("num_inference_steps", "int", "Denoising steps (v2v runs `strength` x steps of them).",
               "`pipe(num_inference_steps=...)`", cli="--steps"),
@@ -121,6 +129,12 @@ PARAMETERS: tuple[Parameter, ...] = (
               "`WanAnimatePipeline(face_video=...)`", tasks=frozenset({T.ANIMATE}), cli="--face-video"),
     Parameter("background_video", "media", f"animate replace mode: the background video. {_MEDIA}",
               "`WanAnimatePipeline(background_video=...)`", tasks=frozenset({T.ANIMATE}), cli="--background-video"),
+    Parameter("conditioning_scale", "float", "vace: weight of the control signal, 0..10 (default 1, as the official "
+              "`context_scale`).", "`WanVACEPipeline(conditioning_scale=...)`", tasks=frozenset({T.VACE}),
+              cli="--conditioning-scale"),
+    Parameter("refert_num", "int", "animate: frames each segment takes from the previous one, 1 or 5 (default 1).",
+              "`WanAnimatePipeline(prev_segment_conditioning_frames=...)`", tasks=frozenset({T.ANIMATE}),
+              cli="--refert-num"),
     Parameter("max_sequence_length", "int", "Prompt tokens kept by the text encoder, 1..512.",
               "`pipe.encode_prompt(max_sequence_length=...)`", cli="--max-sequence-length"),
 )

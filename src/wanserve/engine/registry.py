@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from wanserve.engine import official as src
 from wanserve.engine.requests import TaskKind
 from wanserve.errors import UnknownModelError
 
@@ -61,6 +63,19 @@ class ModelSpec:
     real_counterpart: str | None = None
     default_negative_prompt: str = ""
     """Used when a request gives no `negative_prompt` (the official Wan default for real models)."""
+    default_prompt: str = ""
+    """Used when a request gives no `prompt` (Wan2.2-Animate's official "视频中的人在做动作")."""
+    official_sizes: tuple[tuple[int, int], ...] = ()
+    """Sizes the official `generate.py` also accepts for this model, beyond the trained `sizes`."""
+    any_size: bool = False
+    """The official code takes any size (VideoX-Fun's predict scripts check none)."""
+    shift_by_size: tuple[tuple[tuple[int, int], float], ...] = ()
+    """Default `flow_shift` at these requested sizes (Wan2.1 I2V: 3.0 at 480p); `flow_shift` at any other."""
+    image_sizing: str = ""
+    """How the requested size of an image-conditioned task becomes the output size: `max_area` (Wan2.1 I2V/FLF2V,
+    Wan2.2 I2V), `best_output_size` (Wan2.2 TI2V) or "" (no image task). See engine/sizes.py."""
+    sources: Mapping[str, str] = field(default_factory=dict)
+    """Where each default comes from (engine/official.py): field name -> file and line, or "our choice" + why."""
 
     @property
     def default_size(self) -> tuple[int, int]:
@@ -69,6 +84,19 @@ class ModelSpec:
     def default_size_for(self, task: TaskKind) -> tuple[int, int]:
         """The default (width, height) of a request of `task` (t2i has its own sizes)."""
         return self.image_sizes[0] if task == TaskKind.T2I and self.image_sizes else self.sizes[0]
+
+    @property
+    def vae_stride(self) -> int:
+        """Spatial downsampling of the VAE (8 for the Wan2.1 VAE, 16 for the Wan2.2 one)."""
+        return 16 if self.vae == "wan2.2" else 8
+
+    def default_flow_shift(self, width: int, height: int) -> float:
+        """The default `flow_shift` of a request of this (requested) size."""
+        return dict(self.shift_by_size).get((width, height), self.flow_shift)
+
+    def accepts_size(self, width: int, height: int) -> bool:
+        """Whether the official code runs this model at this size without being told to (trained or accepted)."""
+        return self.any_size or (width, height) in self.sizes or (width, height) in self.official_sizes
 
     @property
     def default_task(self) -> TaskKind:
@@ -106,58 +134,72 @@ def _hub(diffusers: str | None, original: str, ms_diffusers: str | None = None, 
     return HubIds(diffusers, original, ms_diffusers, ms_original or original)
 
 
-# Steps, guidance, guidance_2, boundary and shift are the values of the official generate.py configs
-# (Wan2.1: shift 3.0 for 480p I2V, 16 for FLF2V and VACE; Wan2.2: sample_guide_scale is (low, high) noise there,
-# here `guidance_scale` is the high-noise expert's and `guidance_scale_2` the low-noise one's).
+# Every default's source is in engine/official.py (file and line of the official code). Wan2.2's
+# `sample_guide_scale` is (low, high) noise there; here `guidance_scale` is the high-noise expert's and
+# `guidance_scale_2` the low-noise one's.
+_I2V_SHIFT_480 = (((832, 480), 3.0), ((480, 832), 3.0))
+_W21_I2V_NEGATIVE = "镜头晃动，" + WAN_NEGATIVE_PROMPT
+_W21_FLF2V_NEGATIVE = "镜头切换，" + _W21_I2V_NEGATIVE
+ANIMATE_PROMPT = "视频中的人在做动作"
 # fmt: off
 _REAL: tuple[ModelSpec, ...] = (
     _real("wan2.1-t2v-1.3b", (T.T2V, T.V2V, T.T2I), "WanPipeline",
           _hub("Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "Wan-AI/Wan2.1-T2V-1.3B", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"),
-          num_inference_steps=50, guidance_scale=5.0, flow_shift=5.0, sizes=_480, image_sizes=_480),
+          num_inference_steps=50, guidance_scale=6.0, flow_shift=8.0, sizes=_480, image_sizes=_480,
+          sources={**src.W21_T2V_1_3B, "default_size": src.W21_DEFAULT_480}),
     _real("wan2.1-t2v-14b", (T.T2V, T.V2V, T.T2I), "WanPipeline",
           _hub("Wan-AI/Wan2.1-T2V-14B-Diffusers", "Wan-AI/Wan2.1-T2V-14B", "Wan-AI/Wan2.1-T2V-14B-Diffusers"),
-          num_inference_steps=50, guidance_scale=5.0, flow_shift=5.0, sizes=_ALL_720_FIRST, image_sizes=_T2I_14B),
+          num_inference_steps=50, guidance_scale=5.0, flow_shift=5.0, sizes=_ALL_720_FIRST, image_sizes=_T2I_14B,
+          sources=src.W21_COMMON),
     _real("wan2.1-i2v-14b-480p", (T.I2V,), "WanImageToVideoPipeline",
           _hub("Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", "Wan-AI/Wan2.1-I2V-14B-480P",
                "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"),
-          num_inference_steps=40, guidance_scale=5.0, flow_shift=3.0, sizes=_480,
-          image_encoder=True),
+          num_inference_steps=40, guidance_scale=5.0, flow_shift=5.0, shift_by_size=_I2V_SHIFT_480, sizes=_480,
+          official_sizes=_720, image_sizing="max_area", image_encoder=True,
+          default_negative_prompt=_W21_I2V_NEGATIVE, sources={**src.W21_I2V, "default_size": src.W21_DEFAULT_480}),
     _real("wan2.1-i2v-14b-720p", (T.I2V,), "WanImageToVideoPipeline",
           _hub("Wan-AI/Wan2.1-I2V-14B-720P-Diffusers", "Wan-AI/Wan2.1-I2V-14B-720P",
                "Wan-AI/Wan2.1-I2V-14B-720P-Diffusers"),
-          num_inference_steps=40, guidance_scale=5.0, flow_shift=5.0, sizes=_720,
-          image_encoder=True),
+          num_inference_steps=40, guidance_scale=5.0, flow_shift=5.0, shift_by_size=_I2V_SHIFT_480, sizes=_720,
+          official_sizes=_480, image_sizing="max_area", image_encoder=True,
+          default_negative_prompt=_W21_I2V_NEGATIVE, sources=src.W21_I2V),
     _real("wan2.1-flf2v-14b-720p", (T.FLF2V,), "WanImageToVideoPipeline",
           _hub("Wan-AI/Wan2.1-FLF2V-14B-720P-diffusers", "Wan-AI/Wan2.1-FLF2V-14B-720P"),
-          num_inference_steps=50, guidance_scale=5.0, flow_shift=16.0, sizes=_ALL_720_FIRST,
-          image_encoder=True),
+          num_inference_steps=50, guidance_scale=5.0, flow_shift=16.0, sizes=_720, official_sizes=_480,
+          image_sizing="max_area", image_encoder=True,
+          default_negative_prompt=_W21_FLF2V_NEGATIVE, sources=src.W21_FLF2V),
     _real("wan2.2-t2v-a14b", (T.T2V,), "WanPipeline",
           _hub("Wan-AI/Wan2.2-T2V-A14B-Diffusers", "Wan-AI/Wan2.2-T2V-A14B", "Wan-AI/Wan2.2-T2V-A14B-Diffusers"),
           num_inference_steps=40, guidance_scale=4.0, guidance_scale_2=3.0, boundary_ratio=0.875, flow_shift=12.0,
-          sizes=_ALL_720_FIRST, experts=2),
+          sizes=_ALL_720_FIRST, experts=2, sources=src.W22_T2V_A14B),
     _real("wan2.2-i2v-a14b", (T.I2V,), "WanImageToVideoPipeline",
           _hub("Wan-AI/Wan2.2-I2V-A14B-Diffusers", "Wan-AI/Wan2.2-I2V-A14B", "Wan-AI/Wan2.2-I2V-A14B-Diffusers"),
           num_inference_steps=40, guidance_scale=3.5, guidance_scale_2=3.5, boundary_ratio=0.9, flow_shift=5.0,
-          sizes=_ALL_720_FIRST, experts=2),
+          sizes=_ALL_720_FIRST, image_sizing="max_area", experts=2, sources=src.W22_I2V_A14B),
     _real("wan2.2-ti2v-5b", (T.TI2V, T.T2V, T.I2V), "WanPipeline",
           _hub("Wan-AI/Wan2.2-TI2V-5B-Diffusers", "Wan-AI/Wan2.2-TI2V-5B", "Wan-AI/Wan2.2-TI2V-5B-Diffusers"),
           num_inference_steps=50, guidance_scale=5.0, flow_shift=5.0, fps=24, num_frames=121,
-          sizes=((1280, 704), (704, 1280)), spatial_factor=32, max_frames=241,
-          vae="wan2.2"),
+          sizes=((1280, 704), (704, 1280)), spatial_factor=32, max_frames=241, image_sizing="best_output_size",
+          vae="wan2.2", sources=src.W22_TI2V_5B),
     _real("wan2.2-animate-14b", (T.ANIMATE,), "WanAnimatePipeline",
           _hub("Wan-AI/Wan2.2-Animate-14B-Diffusers", "Wan-AI/Wan2.2-Animate-14B"),
-          num_inference_steps=20, guidance_scale=1.0, flow_shift=5.0, fps=30, num_frames=77, sizes=_720 + _480,
-          max_frames=1001, image_encoder=True),
+          num_inference_steps=20, guidance_scale=1.0, flow_shift=5.0, fps=30, num_frames=77, sizes=_720,
+          max_frames=1001, image_encoder=True, default_prompt=ANIMATE_PROMPT,
+          sources=src.W22_ANIMATE),
     _real("wan2.1-vace-1.3b", (T.VACE, T.T2V), "WanVACEPipeline",
           _hub("Wan-AI/Wan2.1-VACE-1.3B-diffusers", "Wan-AI/Wan2.1-VACE-1.3B"),
-          num_inference_steps=50, guidance_scale=5.0, flow_shift=16.0, sizes=_480),
+          num_inference_steps=50, guidance_scale=5.0, flow_shift=16.0, sizes=_480,
+          sources={**src.W21_VACE, "default_size": src.W21_DEFAULT_480}),
     _real("wan2.1-vace-14b", (T.VACE, T.T2V), "WanVACEPipeline",
           _hub("Wan-AI/Wan2.1-VACE-14B-diffusers", "Wan-AI/Wan2.1-VACE-14B"),
-          num_inference_steps=50, guidance_scale=5.0, flow_shift=16.0, sizes=_ALL_720_FIRST),
+          num_inference_steps=50, guidance_scale=5.0, flow_shift=16.0, sizes=_ALL_720_FIRST,
+          sources=src.W21_VACE),
+    # VideoX-Fun publishes only the original layout (high_noise_model/, low_noise_model/, Wan2.1_VAE.pth, T5).
     _real("wan2.2-vace-fun-a14b", (T.VACE, T.T2V), "WanVACEPipeline",
           _hub(None, "alibaba-pai/Wan2.2-VACE-Fun-A14B", None, "PAI/Wan2.2-VACE-Fun-A14B"),
-          num_inference_steps=40, guidance_scale=4.0, guidance_scale_2=3.0, boundary_ratio=0.875, flow_shift=12.0,
-          sizes=_ALL_720_FIRST, experts=2),
+          num_inference_steps=50, guidance_scale=5.0, guidance_scale_2=5.0, boundary_ratio=0.875, flow_shift=12.0,
+          solver="euler", sizes=((480, 832), (832, 480)) + _720, any_size=True, experts=2,
+          sources=src.FUN_VACE_A14B),
 )
 # fmt: on
 
@@ -174,19 +216,28 @@ def _tiny(name: str, real: str, tasks: tuple[TaskKind, ...], pipeline: str, **kw
     return ModelSpec(name=name, tasks=tasks, pipeline=pipeline, real_counterpart=real, **{**defaults, **kw})
 
 
+_TINY_I2V_SHIFT = "our choice: 3.0, the counterpart's shift at its trained 480p sizes (tiny sizes are never 832x480)"
 # fmt: off
 _TINY: tuple[ModelSpec, ...] = (
-    _tiny("tiny-t2v", "wan2.1-t2v-1.3b", (T.T2V, T.V2V, T.T2I), "WanPipeline", image_sizes=_TINY_SIZES),
+    _tiny("tiny-t2v", "wan2.1-t2v-1.3b", (T.T2V, T.V2V, T.T2I), "WanPipeline", guidance_scale=6.0, flow_shift=8.0,
+          image_sizes=_TINY_SIZES, sources=src.tiny_sources(src.W21_T2V_1_3B, "wan2.1-t2v-1.3b")),
     _tiny("tiny-t2v-moe", "wan2.2-t2v-a14b", (T.T2V,), "WanPipeline",
-          guidance_scale=4.0, guidance_scale_2=3.0, boundary_ratio=0.875, flow_shift=12.0, experts=2),
-    _tiny("tiny-i2v", "wan2.1-i2v-14b-480p", (T.I2V,), "WanImageToVideoPipeline", image_encoder=True, flow_shift=3.0),
+          guidance_scale=4.0, guidance_scale_2=3.0, boundary_ratio=0.875, flow_shift=12.0, experts=2,
+          sources=src.tiny_sources(src.W22_T2V_A14B, "wan2.2-t2v-a14b")),
+    _tiny("tiny-i2v", "wan2.1-i2v-14b-480p", (T.I2V,), "WanImageToVideoPipeline", image_encoder=True, flow_shift=3.0,
+          image_sizing="max_area",
+          sources=src.tiny_sources(src.W21_I2V, "wan2.1-i2v-14b-480p", flow_shift=_TINY_I2V_SHIFT)),
     _tiny("tiny-flf2v", "wan2.1-flf2v-14b-720p", (T.FLF2V, T.I2V), "WanImageToVideoPipeline", image_encoder=True,
-          flow_shift=16.0),
+          flow_shift=16.0, image_sizing="max_area",
+          sources=src.tiny_sources(src.W21_FLF2V, "wan2.1-flf2v-14b-720p")),
     _tiny("tiny-ti2v", "wan2.2-ti2v-5b", (T.TI2V, T.T2V, T.I2V), "WanPipeline", vae="wan2.2", spatial_factor=32,
-          fps=12),
-    _tiny("tiny-vace", "wan2.1-vace-1.3b", (T.VACE, T.T2V), "WanVACEPipeline", flow_shift=16.0),
+          fps=12, image_sizing="best_output_size", sources=src.tiny_sources(src.W22_TI2V_5B, "wan2.2-ti2v-5b")),
+    _tiny("tiny-vace", "wan2.1-vace-1.3b", (T.VACE, T.T2V), "WanVACEPipeline", flow_shift=16.0,
+          sources=src.tiny_sources(src.W21_VACE, "wan2.1-vace-1.3b")),
     _tiny("tiny-animate", "wan2.2-animate-14b", (T.ANIMATE,), "WanAnimatePipeline", image_encoder=True,
-          guidance_scale=1.0),
+          guidance_scale=1.0, default_prompt=ANIMATE_PROMPT,
+          sources=src.tiny_sources(src.W22_ANIMATE, "wan2.2-animate-14b",
+                                   sizes=src.TINY_REASON + " (the pose video's size must be one of them)")),
 )
 # fmt: on
 

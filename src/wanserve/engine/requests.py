@@ -76,6 +76,12 @@ class GenerationRequest:
     face_video: MediaInput | None = None
     background_video: MediaInput | None = None
     max_sequence_length: int = 512
+    allow_untrained_size: bool = False
+    """Run a size the official code would refuse for this model (outside its trained sizes)."""
+    conditioning_scale: float = 1.0
+    """vace only: weight of the control signal (the official `context_scale` / `vace_context_scale`)."""
+    refert_num: int = 1
+    """animate only: frames each segment takes from the previous one (1 or 5, as the official code)."""
 
     def replace(self, **changes) -> GenerationRequest:
         return dataclasses.replace(self, **changes)

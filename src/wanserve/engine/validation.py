@@ -11,6 +11,7 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
+from wanserve.engine import sizes
 from wanserve.engine.parameters import ANIMATE_MODES, BY_NAME, MEDIA_FIELDS, SOLVERS, applicable, not_applicable_reason
 from wanserve.engine.registry import ModelSpec, get_spec
 from wanserve.engine.requests import GenerationRequest, TaskKind
@@ -19,6 +20,9 @@ from wanserve.errors import InvalidRequestError
 MAX_STEPS = 200
 MAX_PROMPT_CHARS = 10_000
 MAX_SEED = 2**32 - 1
+REFERT_NUMS = (1, 5)
+ANIMATE_SHAPE_FIELDS = ("width", "height", "num_frames")
+"""Animate's size and length are the pose video's (engine/sizes.py): resolved and shown, never given."""
 
 _REQUEST_FIELDS = frozenset(f.name for f in dataclasses.fields(GenerationRequest))
 USER_FIELDS = frozenset(BY_NAME)
@@ -109,8 +113,26 @@ def _check_frames(spec: ModelSpec, value: int) -> None:
         raise InvalidRequestError("num_frames", f"`num_frames` must be {k}k+1 (for example 81), got {value}")
 
 
-def resolve_request(model: str, params: Mapping[str, Any]) -> GenerationRequest:
-    """Validates `params` against the model's spec and fills every default. Raises `InvalidRequestError`."""
+def _bool(field: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise InvalidRequestError(field, f"`{field}` must be true or false, got {value!r}")
+
+
+def field_applies(name: str, task: TaskKind) -> bool:
+    """Whether a request of `task` may give `name`, beyond the parameter table's own task rules: Animate takes
+    its size and length from the pose video."""
+    return not (task == TaskKind.ANIMATE and name in ANIMATE_SHAPE_FIELDS)
+
+
+def resolve_request(model: str, params: Mapping[str, Any], probe_inputs: bool = True) -> GenerationRequest:
+    """Validates `params` against the model's spec and fills every default. Raises `InvalidRequestError`.
+
+    With `probe_inputs` the media inputs that decide the output shape (an image task's image, Animate's pose
+    video) are read here and the size is resolved (engine/sizes.py); the job service reads them itself and calls
+    `sizes.fit_to_inputs`."""
     spec = get_spec(model)
     unknown = sorted(set(params) - USER_FIELDS)
     if unknown:
@@ -143,11 +165,17 @@ def resolve_request(model: str, params: Mapping[str, Any]) -> GenerationRequest:
         raise InvalidRequestError(name, f"`{name}` is required for task {task.value!r} ({spec.name})")
     if task == TaskKind.VACE and not present:
         raise InvalidRequestError("video", "task 'vace' needs a control `video` or `reference_images`")
+    for name in sorted(n for n in given if not field_applies(n, task)):
+        raise InvalidRequestError(
+            name, f"`{name}` is not used by task 'animate': the output's size and length are the pose video's"
+        )
 
     # 2. Text
     prompt = given.get("prompt", "")
     if not isinstance(prompt, str):
         raise InvalidRequestError("prompt", f"`prompt` must be a string, got {type(prompt).__name__}")
+    if not prompt.strip() and spec.default_prompt:
+        prompt = spec.default_prompt  # Animate's official default prompt
     if not prompt.strip() and task in (TaskKind.T2V, TaskKind.T2I, TaskKind.V2V, TaskKind.VACE):
         raise InvalidRequestError("prompt", f"`prompt` must not be empty for task {task.value!r}")
     negative = given.get("negative_prompt", spec.default_negative_prompt)
@@ -159,14 +187,17 @@ def resolve_request(model: str, params: Mapping[str, Any]) -> GenerationRequest:
                 field, f"`{field}` must be at most {MAX_PROMPT_CHARS} characters, got {len(text)}"
             )
 
-    # 3. Shape
+    # 3. Shape (for image tasks the size is an area; Animate's shape is the pose video's: engine/sizes.py)
+    allow_untrained = _bool("allow_untrained_size", given.get("allow_untrained_size", False))
     default_w, default_h = spec.default_size_for(task)
     width = _int("width", given.get("width", default_w))
     height = _int("height", given.get("height", default_h))
-    _check_size(spec, "width", width)
-    _check_size(spec, "height", height)
     num_frames = _int("num_frames", given.get("num_frames", 1 if task == TaskKind.T2I else spec.num_frames))
-    _check_frames(spec, num_frames)
+    if task != TaskKind.ANIMATE:
+        _check_size(spec, "width", width)
+        _check_size(spec, "height", height)
+        sizes.check_size(spec, width, height, allow_untrained, task=task)
+        _check_frames(spec, num_frames)
     if task == TaskKind.T2I and num_frames != 1:
         # One frame, as Wan2.1's `t2i-14B` asserts (the PNG-only `fps` and `crf` are refused by the table).
         raise InvalidRequestError("num_frames", f"`num_frames` must be 1 for task 't2i' (one image), got {num_frames}")
@@ -190,7 +221,7 @@ def resolve_request(model: str, params: Mapping[str, Any]) -> GenerationRequest:
         _in_range("guidance_scale_2", guidance_2, 0.0, 50.0)
         boundary = _float("boundary_ratio", given.get("boundary_ratio", spec.boundary_ratio))
         _in_range("boundary_ratio", boundary, 0.0, 1.0)
-    flow_shift = _float("flow_shift", given.get("flow_shift", spec.flow_shift))
+    flow_shift = _float("flow_shift", given.get("flow_shift", spec.default_flow_shift(width, height)))
     _in_range("flow_shift", flow_shift, 0.01, 100.0)
     solver = given.get("solver", spec.solver)
     if solver not in SOLVERS:
@@ -219,11 +250,16 @@ def resolve_request(model: str, params: Mapping[str, Any]) -> GenerationRequest:
             )
         for name in sorted(replace_inputs & present) if mode == "animate" else ():
             raise InvalidRequestError(name, f"`{name}` is used only with animate_mode 'replace'; remove it")
+    conditioning_scale = _float("conditioning_scale", given.get("conditioning_scale", 1.0))
+    _in_range("conditioning_scale", conditioning_scale, 0.0, 10.0)
+    refert_num = _int("refert_num", given.get("refert_num", 1))
+    if refert_num not in REFERT_NUMS:
+        raise InvalidRequestError("refert_num", f"`refert_num` must be 1 or 5, got {refert_num}")
     refs = given.get("reference_images", ())
     if not isinstance(refs, list | tuple):
         raise InvalidRequestError("reference_images", "`reference_images` must be a list")
 
-    return GenerationRequest(
+    request = GenerationRequest(
         model=spec.name,
         task=task,
         prompt=prompt,
@@ -251,7 +287,25 @@ def resolve_request(model: str, params: Mapping[str, Any]) -> GenerationRequest:
         pose_video=given.get("pose_video"),
         face_video=given.get("face_video"),
         background_video=given.get("background_video"),
+        allow_untrained_size=allow_untrained,
+        conditioning_scale=conditioning_scale,
+        refert_num=refert_num,
     )
+    return sizes.fit_to_inputs(spec, request, probe_shapes(request)) if probe_inputs else request
+
+
+def probe_shapes(request: GenerationRequest) -> sizes.InputShapes:
+    """Reads the inputs that decide the output shape: the image of an image task, Animate's pose video."""
+    from wanserve.media.images import load_image
+    from wanserve.media.video import probe_video
+
+    image = pose = None
+    if request.task in sizes.IMAGE_SIZED_TASKS and request.image is not None:
+        image = load_image(request.image, field="image").size
+    if request.task == TaskKind.ANIMATE and request.pose_video is not None:
+        info = probe_video(request.pose_video, field="pose_video")
+        pose = (info.width, info.height, info.num_frames)
+    return sizes.InputShapes(image=image, pose_video=pose)
 
 
 def request_params(request: GenerationRequest) -> dict[str, Any]:

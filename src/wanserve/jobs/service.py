@@ -29,7 +29,14 @@ from typing import Any
 from wanserve.engine.inputs import probe_media
 from wanserve.engine.registry import get_spec
 from wanserve.engine.requests import GenerationRequest, GenerationResult
-from wanserve.engine.validation import MEDIA_FIELDS, request_from_params, request_params, resolve_request
+from wanserve.engine.sizes import fit_to_inputs
+from wanserve.engine.validation import (
+    MEDIA_FIELDS,
+    probe_shapes,
+    request_from_params,
+    request_params,
+    resolve_request,
+)
 from wanserve.errors import InvalidRequestError, JobNotFoundError, JobStateError, QueueFullError
 from wanserve.jobs.events import EventHub
 from wanserve.jobs.files import MEDIA_TYPES, VARIANTS, JobFiles, OutputKeys
@@ -156,7 +163,7 @@ class JobService:
         for name, value in media.items():
             if name == "reference_images" and not isinstance(value, list | tuple):
                 raise InvalidRequestError(name, f"`{name}` must be a list of images, got {type(value).__name__}")
-        request = resolve_request(model, {**params, **placeholders})
+        request = resolve_request(model, {**params, **placeholders}, probe_inputs=False)
         fingerprint = _fingerprint(model, params, media, webhook_url)
         if key:
             existing = self.store.by_idempotency_key(submission.owner_key, key)
@@ -170,11 +177,13 @@ class JobService:
                 loaded[name] = [load_input(f"{name}[{i}]", v, self.config.media) for i, v in enumerate(value)]
             else:
                 loaded[name] = load_input(name, value, self.config.media)
+        data = {n: [x.data for x in v] if isinstance(v, list) else v.data for n, v in loaded.items()}
+        # The output's shape follows some inputs (an image task's aspect ratio, Animate's pose video): resolved
+        # now, so the job shows the size it will make before it runs.
+        request = fit_to_inputs(get_spec(model), request, probe_shapes(request.replace(**data)))
         # Probe them as the run will read them (images decode, videos long enough): a bad input is a 422 now,
         # never a failed job later.
-        probe_media(
-            request.replace(**{n: [x.data for x in v] if isinstance(v, list) else v.data for n, v in loaded.items()})
-        )
+        probe_media(request.replace(**data))
 
         # 3. Write inputs, then queue the row (a worker may claim it the moment it commits).
         job_id = str(uuid.uuid4())

@@ -73,6 +73,31 @@ def load_image(
     return rgb
 
 
+def cover_and_crop(image: Image.Image, width: int, height: int) -> Image.Image:
+    """`image` scaled (Lanczos) just enough to cover `width` x `height`, then centre-cropped to it: the aspect
+    ratio is kept and the overflow cut (what Wan2.2 TI2V does to its first frame)."""
+    if image.size == (width, height):
+        return image
+    scale = max(width / image.width, height / image.height)
+    scaled = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.LANCZOS)
+    left, top = (scaled.width - width) // 2, (scaled.height - height) // 2
+    return scaled.crop((left, top, left + width, top + height))
+
+
+def letterbox(image: Image.Image, width: int, height: int) -> Image.Image:
+    """`image` scaled (bilinear) to fit inside `width` x `height` and centred on black: the aspect ratio is kept
+    and nothing is cut (what Wan2.2-Animate does to its reference image)."""
+    if image.size == (width, height):
+        return image
+    if image.height / image.width > height / width:
+        size = (int(height / image.height * image.width), height)
+    else:
+        size = (width, int(width / image.width * image.height))
+    canvas = Image.new("RGB", (width, height))
+    canvas.paste(image.resize(size, Image.Resampling.BILINEAR), ((width - size[0]) // 2, (height - size[1]) // 2))
+    return canvas
+
+
 def write_thumbnail(
     frame: np.ndarray | Image.Image,
     path: str | os.PathLike,

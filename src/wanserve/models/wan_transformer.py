@@ -22,9 +22,20 @@ _REQUIRED_CONFIG_KEYS = ("dim", "ffn_dim", "num_heads", "num_layers", "in_dim", 
 _ROPE_MAX_SEQ_LEN = 1024
 
 
+def is_vace(original_config: Mapping) -> bool:
+    """Whether an original config is a VACE model: Wan2.1's `VaceWanModel` says `model_type` 'vace'; VideoX-Fun's
+    `VaceWanTransformer3DModel` (Wan2.2-VACE-Fun) keeps `model_type` 't2v' (it hard-codes it,
+    videox_fun/models/wan_transformer3d_vace.py:197 at 804a425) and is known by its class name and `vace_layers`."""
+    return (
+        original_config.get("model_type") == "vace"
+        or "vace" in str(original_config.get("_class_name", "")).lower()
+        or "vace_layers" in original_config
+    )
+
+
 def transformer_class_name(original_config: Mapping) -> str:
     """The diffusers class that runs an original `WanModel` config."""
-    return "WanVACETransformer3DModel" if original_config.get("model_type") == "vace" else "WanTransformer3DModel"
+    return "WanVACETransformer3DModel" if is_vace(original_config) else "WanTransformer3DModel"
 
 
 def diffusers_transformer_config(
@@ -88,7 +99,7 @@ def diffusers_transformer_config(
         config["added_kv_proj_dim"] = shape("blocks.0.cross_attn.k_img.weight")[1]
     if "img_emb.emb_pos" in shapes:
         config["pos_embed_seq_len"] = shapes["img_emb.emb_pos"][1]
-    if model_type == "vace":
+    if is_vace(original_config):
         vace_layers = original_config.get("vace_layers")
         if vace_layers is None:
             vace_layers = list(range(0, config["num_layers"], 2))

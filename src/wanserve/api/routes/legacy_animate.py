@@ -6,10 +6,9 @@ server's working directory, as the backend took it; the directory must lie under
 and for `replace_flag` also `src_bg.mp4` and `src_mask.mp4`; each file's bytes must be what its name says.
 
 Field mapping: `input_prompt` -> prompt, `sampling_steps` -> num_inference_steps, `guide_scale` -> guidance_scale,
-`shift` -> flow_shift, `sample_solver` -> solver, `replace_flag` -> animate_mode `replace`. `num_frames` is the pose
-video's frame count, or the largest 4k+1 below it (the output never runs past the pose video). `clip_len` must equal
-the model's segment length and `refert_num` the engine's 1 conditioning frame; `offload_model` is a deployment
-setting, refused per job. `job_id` becomes the job's idempotency key: a second job with it is a 409, as before.
+`shift` -> flow_shift, `sample_solver` -> solver, `replace_flag` -> animate_mode `replace`, `refert_num` (1 or 5)
+as it is. The output is as long as the pose video and of its size, as the official code makes it. `clip_len` must
+equal the model's segment length; `offload_model` is a deployment setting, refused per job. `job_id` becomes the job's idempotency key: a second job with it is a 409, as before.
 """
 
 from __future__ import annotations
@@ -39,7 +38,6 @@ from wanserve.errors import InvalidRequestError, JobNotFoundError, JobStateError
 from wanserve.jobs.service import JobService, JobSubmission
 from wanserve.media.inputs import IMAGE_MIME_TYPES, VIDEO_MIME_TYPES, describe_bytes, sniff_media_type
 from wanserve.media.paths import confine_existing_dir, confine_path
-from wanserve.media.video import probe_video
 
 logger = logging.getLogger(__name__)
 
@@ -55,14 +53,13 @@ SOURCE_FILES = {
 }
 REQUIRED = ("src_ref.png", "src_pose.mp4", "src_face.mp4")
 REPLACE_REQUIRED = ("src_bg.mp4", "src_mask.mp4")
-ANIMATE_CONDITIONING_FRAMES = 1
 NAMES = {
     "prompt": "input_prompt",
     "num_inference_steps": "sampling_steps",
     "guidance_scale": "guide_scale",
     "flow_shift": "shift",
     "solver": "sample_solver",
-    "num_frames": "src_root_path",
+    "pose_video": "src_root_path/src_pose.mp4",
 }
 
 
@@ -94,31 +91,23 @@ def read_sources(src_root_path: str, jobs_root: Path, replace: bool, max_bytes: 
     return inputs
 
 
-def animate_params(body: AnimateJobCreate, model: str, pose_frames: int) -> dict[str, Any]:
+def animate_params(body: AnimateJobCreate, model: str) -> dict[str, Any]:
     """wanserve parameters of an Animate backend request (see the module docstring)."""
     spec = get_spec(model)
     if body.clip_len is not None and body.clip_len != spec.num_frames:
         raise InvalidRequestError(
             "clip_len", f"`clip_len` must be {spec.num_frames} (the segment length of {model}), got {body.clip_len}"
         )
-    if body.refert_num is not None and body.refert_num != ANIMATE_CONDITIONING_FRAMES:
-        raise InvalidRequestError(
-            "refert_num", f"`refert_num` must be {ANIMATE_CONDITIONING_FRAMES} on this server, got {body.refert_num}"
-        )
     if body.offload_model is not None:
         raise InvalidRequestError(
             "offload_model", "`offload_model` is a deployment setting (memory options), not a per-job parameter"
         )
-    k = spec.temporal_factor
-    frames = (pose_frames - 1) // k * k + 1 if pose_frames >= 1 else 0
-    if frames < 1:
-        raise InvalidRequestError("src_root_path", "`src_root_path/src_pose.mp4` has no frames")
     params: dict[str, Any] = {
         "prompt": body.input_prompt or "",
         "animate_mode": "replace" if body.replace_flag else "animate",
-        "num_frames": frames,
     }
     renames = (
+        ("refert_num", "refert_num"),
         ("negative_prompt", "negative_prompt"),
         ("seed", "seed"),
         ("fps", "fps"),
@@ -133,8 +122,7 @@ def _prepare(request: Request, body: AnimateJobCreate, model: str) -> tuple[dict
     settings = get_settings(request)
     root = settings.resolved_animate_jobs_root
     inputs = read_sources(body.src_root_path, root, body.replace_flag, settings.max_upload_bytes)
-    pose_frames = probe_video(inputs["pose_video"], "src_root_path/src_pose.mp4").num_frames
-    return animate_params(body, model, pose_frames), inputs
+    return animate_params(body, model), inputs
 
 
 def find_job(service: JobService, job_id: str, owner: str | None) -> Any:

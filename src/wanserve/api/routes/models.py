@@ -16,12 +16,12 @@ from wanserve.api.schemas.models import ModelPublic, ModelsPublic, ParameterPubl
 from wanserve.engine.parameters import BY_NAME, MEDIA_FIELDS
 from wanserve.engine.registry import ModelSpec, get_spec
 from wanserve.engine.requests import GenerationRequest, TaskKind
-from wanserve.engine.validation import request_params, resolve_request, task_inputs
+from wanserve.engine.validation import field_applies, request_params, resolve_request, task_inputs
 from wanserve.errors import InvalidRequestError
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
-_TYPES = {"int": "integer", "float": "number", "text": "string", "choice": "string"}
+_TYPES = {"int": "integer", "float": "number", "bool": "boolean", "text": "string", "choice": "string"}
 _NOT_PARAMETERS = {"model", "task", *MEDIA_FIELDS}
 _IMAGE_TASKS = {"t2i"}
 """Tasks whose content is one image rather than an MP4."""
@@ -59,7 +59,12 @@ def model_public(spec: ModelSpec, *, default: bool, random_weights: bool) -> Mod
 def _task_public(spec: ModelSpec, task: TaskKind) -> TaskPublic:
     required, accepted = task_inputs(task)
     resolved = request_params(_resolve_minimal(spec, task, set(required)))
-    parameters = [_parameter(name, value) for name, value in resolved.items() if _is_parameter(name, value)]
+    # Animate's size and length are the pose video's: shown in its jobs' params, never given.
+    parameters = [
+        _parameter(name, value)
+        for name, value in resolved.items()
+        if _is_parameter(name, value) and field_applies(name, task)
+    ]
     return TaskPublic(
         task=task.value,
         output="image" if task.value in _IMAGE_TASKS else "video",
@@ -76,7 +81,7 @@ def _resolve_minimal(spec: ModelSpec, task: TaskKind, inputs: set[str]) -> Gener
         params: dict[str, Any] = {"task": task.value, "prompt": "-", "seed": 0}
         params.update({name: ["-"] if name == "reference_images" else "-" for name in inputs})
         try:
-            return resolve_request(spec.name, params)
+            return resolve_request(spec.name, params, probe_inputs=False)  # placeholders: no size to fit
         except InvalidRequestError as exc:
             if exc.field not in MEDIA_FIELDS or exc.field in inputs:
                 raise
@@ -97,6 +102,6 @@ def _parameter(name: str, value: Any) -> ParameterPublic:
         name=name,
         type=_TYPES[param.type],
         default=default,
-        choices=list(param.choices) or None,
+        choices=list(param.choices) or (["false", "true"] if param.type == "bool" else None),
         description=param.help,
     )

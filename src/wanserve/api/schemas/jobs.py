@@ -15,6 +15,7 @@ _JSON_TYPES: dict[str, Any] = {
     "text": str,
     "int": int,
     "float": float,
+    "bool": bool,
     "choice": str,
     "media": str,
     "media_list": list[str],
@@ -52,7 +53,12 @@ JobCreate = create_model(
 def multipart_schema() -> dict[str, Any]:
     """The OpenAPI schema of a multipart `POST /v1/jobs`: every JobCreate field as a form field, media fields as
     file uploads (`reference_images` repeatable)."""
-    kinds = {"int": {"type": "integer"}, "float": {"type": "number"}, "media": {"type": "string", "format": "binary"}}
+    kinds = {
+        "int": {"type": "integer"},
+        "float": {"type": "number"},
+        "bool": {"type": "boolean"},
+        "media": {"type": "string", "format": "binary"},
+    }
     properties: dict[str, Any] = {"model": {"type": "string"}}
     for param in PARAMETERS:
         if param.type == "media_list":

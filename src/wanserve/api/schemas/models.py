@@ -18,7 +18,7 @@ class ParameterPublic(BaseModel):
     """One parameter a task takes, with the value used when it is omitted."""
 
     name: str
-    type: Literal["integer", "number", "string"]
+    type: Literal["integer", "number", "string", "boolean"]
     default: Any = Field(description="The value used when the field is omitted (the model's official default).")
     choices: list[str] | None = Field(None, description="The accepted values, where the set is closed.")
     description: str = Field("", description="What it does (the parameter table's help text).")

@@ -270,6 +270,7 @@ export class JobForm {
       return param.name === "prompt" && control.value.trim() === "" ? undefined : control.value;
     }
     if (control.value === "") return undefined;
+    if (param.type === "boolean") return control.value === "true";
     return Number(control.value);
   }
 
