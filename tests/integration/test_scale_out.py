@@ -1,7 +1,7 @@
 """Scale-out, end to end with real servers: the API alone (`wanserve serve --no-workers`) and `wanserve worker`
 processes on the CPU, sharing PostgreSQL and S3-compatible storage (moto), each with a data directory of its own.
 
-- 50 jobs shared by 2 workers: all succeed, both ran some, every output downloads from the API, rows hold keys.
+- 50 jobs shared by 2 workers through the Celery dispatcher over a real `redis-server`: all succeed, both ran some, every output downloads from the API, rows hold keys.
 - A worker killed with SIGKILL mid-job (held at step 1 by the test hold hook, no sleeps): the other worker finishes
   the job once, and `GET /v1/workers` shows the dead one as lost.
 """
@@ -40,8 +40,8 @@ def workers_by_id(url: str) -> dict[str, dict]:
     return {w["id"]: w for w in httpx.get(f"{url}/v1/workers").json()["data"]}
 
 
-def test_fifty_jobs_shared_by_two_worker_processes(start_cluster, sse):
-    cluster = start_cluster(workers=2)
+def test_fifty_jobs_shared_by_two_worker_processes(start_cluster, redis_server, sse):
+    cluster = start_cluster(workers=2, env={"WANSERVE_BROKER_URL": redis_server.url})
     with ThreadPoolExecutor(4) as pool:
         responses = list(
             pool.map(lambda s: httpx.post(f"{cluster.url}/v1/jobs", json={**JOB, "seed": s}), range(N_JOBS))
