@@ -27,9 +27,12 @@ def chromium_path() -> str | None:
     return next((path for name in CHROMIUM_NAMES if (path := shutil.which(name))), None)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator:
-    """Headless Chromium. Absent Chromium skips the browser tests, except under CI, where it fails them."""
+    """Headless Chromium. Absent Chromium skips the browser tests, except under CI, where it fails them.
+
+    Module-scoped: Playwright's sync API keeps an event loop running in the main thread while it is open, and a
+    session-wide one made every later test that calls `asyncio.run` fail (tests/jobs/test_event_push.py)."""
     path = chromium_path()
     if path is None:
         message = "no Chromium found (apt-get install chromium, or set WANSERVE_TEST_CHROMIUM)"
