@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.engine.test_engine import _with_media as with_media
 from wanserve.engine.validation import resolve_request
 
 TOLERANCE = 1
@@ -114,25 +115,12 @@ def _media() -> dict[str, bytes]:
     }
 
 
-def _with_media(params: dict) -> dict:
-    media = _media()
-    out = {}
-    for key, value in params.items():
-        if isinstance(value, list):
-            out[key] = [media[v] for v in value]
-        elif isinstance(value, str) and value in media:
-            out[key] = media[value]
-        else:
-            out[key] = value
-    return out
-
-
 def generate(engine, model: str, **params) -> np.ndarray:
     """The engine's uint8 frames [F, H, W, 3] for `model` with `COMMON` overridden by `params`."""
     merged = {**COMMON, **params}
     if model == "tiny-animate":  # Animate's size and length are the pose video's (64x64, 9 frames), never given
         merged = {k: v for k, v in merged.items() if k not in ("width", "height", "num_frames")}
-    request = resolve_request(model, _with_media(merged))
+    request = resolve_request(model, with_media(merged, _media()))
     return engine.generate(request).frames
 
 
