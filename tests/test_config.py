@@ -61,7 +61,9 @@ def test_settings_dotenv_read(tmp_path):
 @pytest.mark.parametrize(
     ("values", "fragment"),
     [
-        ({}, "WANSERVE_API_KEY"),
+        ({"api_key": ""}, "WANSERVE_API_KEY"),
+        ({"api_key": "  "}, "WANSERVE_API_KEY"),
+        ({"allow_open": True}, "WANSERVE_ALLOW_OPEN"),
         ({"api_key": "k", "cors_origins": ["*"]}, "WANSERVE_CORS_ORIGINS"),
         ({"api_key": "k", "hold_dir": "/tmp/h"}, "WANSERVE_TEST_HOLD_DIR"),
     ],

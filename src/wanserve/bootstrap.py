@@ -18,6 +18,7 @@ from wanserve.dispatch.base import Dispatcher
 from wanserve.engine.registry import get_spec, tiny_models
 from wanserve.jobs.db import create_db_engine, run_migrations
 from wanserve.jobs.events import EventHub
+from wanserve.jobs.keys import KeyRing, KeyStore
 from wanserve.jobs.media_inputs import MediaLimits
 from wanserve.jobs.service import JobService, JobServiceConfig
 from wanserve.jobs.store import JobStore
@@ -64,6 +65,12 @@ def build_database(settings: Settings) -> DBEngine:
     db = create_db_engine(settings.resolved_database_url)
     run_migrations(db)
     return db
+
+
+def build_key_ring(settings: Settings, db: DBEngine) -> KeyRing:
+    """The API keys of the job database (plus `WANSERVE_API_KEY`, an admin key from the environment)."""
+    static = settings.api_key.get_secret_value() if settings.api_key is not None else None
+    return KeyRing(KeyStore(db), static_admin_token=static)
 
 
 def build_storage(settings: Settings) -> Storage:

@@ -37,7 +37,13 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535, validation_alias=_env("PORT", "SERVER_PORT"))
     """TCP port; 0 picks a free one (the log says which)."""
     api_key: SecretStr | None = Field(None, validation_alias=_env("API_KEY"))
-    """When set, every /v1 request needs `Authorization: Bearer <key>`."""
+    """A single admin key from the environment (the old shared key): every route but `/health/live` then needs
+    `Authorization: Bearer <key>`. Prefer `wanserve keys create`: per-key ownership, limits and revocation."""
+    allow_open: bool = Field(False, validation_alias=_env("ALLOW_OPEN"))
+    """Serve without any API key on a non-loopback address (`wanserve serve --allow-open`); without it such a
+    server refuses to start until a key exists."""
+    metrics_token: SecretStr | None = Field(None, validation_alias=_env("METRICS_TOKEN"))
+    """A token that may read `/metrics` only (for a Prometheus scraper), besides admin keys."""
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias=_env("CORS_ORIGINS"))
     """Origins allowed by CORS (comma-separated); `*` allows all (development only)."""
 
@@ -154,6 +160,14 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("api_key", "metrics_token")
+    @classmethod
+    def _refuse_empty_secret(cls, value: SecretStr | None, info) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            name = f"WANSERVE_{info.field_name.upper()}"
+            raise ValueError(f"`{name}` is set but empty; unset it, or set a key (`wanserve keys create` makes one)")
+        return value
+
     @model_validator(mode="after")
     def _refuse_unsafe(self) -> Settings:
         if self.max_upload_mb > self.max_request_mb:
@@ -161,8 +175,10 @@ class Settings(BaseSettings):
                 f"`max_upload_mb` ({self.max_upload_mb:g}) must not exceed `max_request_mb` ({self.max_request_mb:g})"
             )
         if self.environment == "production":
-            if self.api_key is None:
-                raise ValueError("`WANSERVE_API_KEY` must be set when `WANSERVE_ENV` is production")
+            if self.allow_open:
+                raise ValueError(
+                    "`WANSERVE_ALLOW_OPEN` (serving without API keys) is not allowed when `WANSERVE_ENV` is production"
+                )
             if "*" in self.cors_origins:
                 raise ValueError("`WANSERVE_CORS_ORIGINS` must not be `*` when `WANSERVE_ENV` is production")
             if self.hold_dir is not None:

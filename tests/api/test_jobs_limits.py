@@ -31,4 +31,5 @@ def test_api_key_required_when_set(tmp_path):
         assert client.get("/v1/jobs", headers={"Authorization": "Bearer wrong"}).status_code == 401
         ok = client.post("/v1/jobs", json=JOB, headers={"Authorization": "Bearer s3cret"})
         assert ok.status_code == 201
-        assert client.get("/health").status_code == 200  # health stays open for probes
+        assert client.get("/health/live").status_code == 200  # liveness stays open for probes
+        assert client.get("/health").status_code == 401

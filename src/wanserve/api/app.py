@@ -16,14 +16,15 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
-from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
 from wanserve import __version__
+from wanserve.api.auth import AuthMiddleware, check_open_service
 from wanserve.api.errors import install_error_handlers
 from wanserve.api.extensions import COMPAT_EXTENSIONS
+from wanserve.api.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
 from wanserve.api.routes import health, jobs, models, web, workers
 from wanserve.api.schemas.jobs import JobCreate
-from wanserve.bootstrap import EngineFactory, build_runtime
+from wanserve.bootstrap import EngineFactory, build_key_ring, build_runtime
 from wanserve.config import Settings
 from wanserve.worker.runtime import Runtime
 
@@ -71,11 +72,17 @@ def create_app(
     app = FastAPIOffline(title="wanserve", version=__version__, description=_description(runtime), lifespan=lifespan)
     app.state.runtime = runtime
     install_error_handlers(app)
+    # Middleware added last runs first: CORS answers preflights, then the key is checked, then the body size.
+    app.add_middleware(BodyLimitMiddleware, max_body_size=settings.max_request_bytes)
+    app.state.keys = keys = build_key_ring(settings, runtime.db)
+    check_open_service(settings.host, settings.allow_open, keys)
+    metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+    app.add_middleware(AuthMiddleware, keys=keys, metrics_token=metrics_token)
+    app.add_middleware(SecurityHeadersMiddleware)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
-    app.add_middleware(RequestBodyLimitMiddleware, max_body_size=settings.max_request_bytes)
     for router in ROUTERS:
         app.include_router(router)
     web.mount_static(app)

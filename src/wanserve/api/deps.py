@@ -1,9 +1,9 @@
-"""FastAPI dependencies, as typed aliases: `RuntimeDep`, `JobServiceDep`, `SettingsDep`, `OwnerDep` (API key
-check), `SubmissionDep` (a `JobSubmission` from a JSON or multipart body)."""
+"""FastAPI dependencies, as typed aliases: `RuntimeDep`, `JobServiceDep`, `SettingsDep`, `OwnerDep` / `CallerDep` /
+`SubmitterDep` / `AdminDep` (who calls: `api.auth`), `SubmissionDep` (a `JobSubmission` from a JSON or multipart
+body, owned by the caller)."""
 
 from __future__ import annotations
 
-import hmac
 import json
 from typing import Annotated
 
@@ -11,6 +11,7 @@ from fastapi import Depends, Header, HTTPException, Request
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
+from wanserve.api.auth import AdminDep, CallerDep, OwnerDep, SubmitterDep
 from wanserve.api.schemas.jobs import JobCreate
 from wanserve.config import Settings
 from wanserve.engine.validation import MEDIA_FIELDS
@@ -36,22 +37,6 @@ JobServiceDep = Annotated[JobService, Depends(get_job_service)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def check_api_key(settings: SettingsDep, authorization: Annotated[str | None, Header()] = None) -> str | None:
-    """With `WANSERVE_API_KEY` set, requires `Authorization: Bearer <key>`. Returns the owner filter (None: all)."""
-    if settings.api_key is None:
-        return None
-    expected = settings.api_key.get_secret_value()
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
-        raise HTTPException(
-            401, "a valid `Authorization: Bearer <API key>` header is required", {"WWW-Authenticate": "Bearer"}
-        )
-    return None
-
-
-OwnerDep = Annotated[str | None, Depends(check_api_key)]
-
-
 def _raise_validation(exc: ValidationError) -> None:
     from wanserve.api.errors import validation_message
 
@@ -62,6 +47,7 @@ def _raise_validation(exc: ValidationError) -> None:
 async def read_submission(
     request: Request,
     settings: SettingsDep,
+    owner: SubmitterDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> JobSubmission:
     """A `JobSubmission` from `application/json` or `multipart/form-data` (files for media fields)."""
@@ -110,7 +96,19 @@ async def read_submission(
         inputs=inputs,
         webhook_url=create.webhook_url,
         idempotency_key=idempotency_key,
+        owner_key=owner,
     )
 
 
 SubmissionDep = Annotated[JobSubmission, Depends(read_submission)]
+
+__all__ = [
+    "AdminDep",
+    "CallerDep",
+    "JobServiceDep",
+    "OwnerDep",
+    "RuntimeDep",
+    "SettingsDep",
+    "SubmissionDep",
+    "SubmitterDep",
+]

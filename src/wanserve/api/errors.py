@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from wanserve.errors import InvalidRequestError, QueueFullError, WanserveError
+from wanserve.errors import InvalidRequestError, WanserveError
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +44,9 @@ class ShapedErrorRoute(APIRoute):
 
 
 def retry_after_headers(exc: WanserveError) -> dict[str, str] | None:
-    """`Retry-After` for a full queue."""
-    return {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, QueueFullError) else None
+    """`Retry-After` for a full queue or a used-up key quota."""
+    retry_after_s = getattr(exc, "retry_after_s", None)
+    return {"Retry-After": str(retry_after_s)} if retry_after_s is not None else None
 
 
 def error_response(status: int, error_type: str, message: str, param: str | None = None, headers=None) -> JSONResponse:
@@ -72,7 +73,7 @@ def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str]:
 
 
 async def _wanserve_error(request: Request, exc: WanserveError) -> JSONResponse:
-    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, QueueFullError) else None
+    headers = retry_after_headers(exc)
     param = exc.field if isinstance(exc, InvalidRequestError) else None
     if exc.http_status >= 500:
         logger.error("%s %s failed: %s", request.method, request.url.path, exc)
@@ -85,7 +86,14 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    error_type = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}
+    error_type = {
+        401: "unauthorized",
+        403: "forbidden",
+        404: "not_found",
+        405: "method_not_allowed",
+        413: "payload_too_large",
+        415: "unsupported_media_type",
+    }
     return error_response(
         exc.status_code, error_type.get(exc.status_code, "http_error"), str(exc.detail), None, exc.headers
     )

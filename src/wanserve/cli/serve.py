@@ -55,6 +55,13 @@ def register(app: typer.Typer) -> None:
             help="Run workers in this process, or serve the API alone (jobs run in "
             "`wanserve worker` processes sharing the database and storage).",
         ),
+        allow_open: bool = typer.Option(
+            None,
+            "--allow-open",
+            help="Serve without API keys on a non-loopback address (env WANSERVE_ALLOW_OPEN); without it such a "
+            "server refuses to start until `wanserve keys create` made a key.",
+            show_default=False,
+        ),
     ) -> None:
         """Serve the job API with workers on the devices found. Without weights, serves the tiny random models.
 
@@ -67,7 +74,13 @@ def register(app: typer.Typer) -> None:
         from wanserve.config import Settings
 
         # 1. Validate the settings and the model names before building anything (no model is loaded yet).
-        overrides = {"host": host, "port": port, "models": model or None, "concurrency": concurrency}
+        overrides = {
+            "host": host,
+            "port": port,
+            "models": model or None,
+            "concurrency": concurrency,
+            "allow_open": allow_open,
+        }
         try:
             settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
             served_models(settings)
@@ -80,7 +93,11 @@ def register(app: typer.Typer) -> None:
 
         from wanserve.api.app import create_app
 
-        app_ = create_app(settings, start_workers=workers)
+        try:
+            app_ = create_app(settings, start_workers=workers)
+        except ValueError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(code=2) from None
         sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:

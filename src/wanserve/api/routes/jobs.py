@@ -33,7 +33,7 @@ _CREATE_BODY = {
     openapi_extra=_CREATE_BODY,
     responses={200: {"model": JobPublic, "description": "The job made earlier with this `Idempotency-Key`."}},
 )
-def create_job(submission: SubmissionDep, service: JobServiceDep, owner: OwnerDep, response: Response) -> JobPublic:
+def create_job(submission: SubmissionDep, service: JobServiceDep, response: Response) -> JobPublic:
     """Queues a generation job (JSON, or multipart with file uploads). `Idempotency-Key`: same key, same job."""
     view, created = service.create_job(submission)
     if not created:

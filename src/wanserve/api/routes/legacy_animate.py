@@ -21,7 +21,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from wanserve.api.content import content_response
-from wanserve.api.deps import JobServiceDep, OwnerDep, get_settings
+from wanserve.api.deps import JobServiceDep, OwnerDep, SubmitterDep, get_settings
 from wanserve.api.routes.legacy_common import (
     LegacyRoute,
     choose_model,
@@ -153,7 +153,7 @@ def animate_status(view: Any) -> AnimateJobStatus:
 
 
 @router.post("/jobs", response_model=AnimateJobStatus, status_code=202)
-async def create_animate_job(request: Request, service: JobServiceDep, owner: OwnerDep) -> AnimateJobStatus:
+async def create_animate_job(request: Request, service: JobServiceDep, owner: SubmitterDep) -> AnimateJobStatus:
     """Queue an Animate job from a prepared directory."""
     body = parse_body(AnimateJobCreate, await read_json(request))
     model = choose_model(service, None, TaskKind.ANIMATE)

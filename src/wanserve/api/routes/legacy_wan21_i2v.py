@@ -18,7 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from wanserve.api.content import content_response
-from wanserve.api.deps import JobServiceDep, OwnerDep, get_settings
+from wanserve.api.deps import AdminDep, JobServiceDep, OwnerDep, SubmitterDep, get_settings
 from wanserve.api.routes.legacy_common import (
     LegacyRoute,
     capabilities,
@@ -94,7 +94,7 @@ WAN21_NAMES = {
 
 
 @router.post("/video/submit", status_code=202)
-async def submit_video(request: Request, service: JobServiceDep, owner: OwnerDep) -> dict[str, str]:
+async def submit_video(request: Request, service: JobServiceDep, owner: SubmitterDep) -> dict[str, str]:
     """Queue an image-to-video job; answers `{"requestId": ...}`."""
     body = parse_body(Wan21SubmitRequest, await read_json(request))
     plan = parallel_plan(body, capabilities(request))
@@ -158,7 +158,7 @@ async def video_cancel(request: Request, service: JobServiceDep, owner: OwnerDep
 
 
 @router.post("/admin/cleanup")
-async def admin_cleanup(request: Request, service: JobServiceDep, owner: OwnerDep) -> dict[str, Any]:
+async def admin_cleanup(request: Request, service: JobServiceDep, admin: AdminDep) -> dict[str, Any]:
     """Deletes the files of finished jobs past the retention period now (the server also does this on its own)."""
     expired = await run_in_threadpool(service.expire_finished_jobs)
     return {"status": "ok", "cleaned": len(expired), "requestIds": [public_id(job_id) for job_id in expired]}

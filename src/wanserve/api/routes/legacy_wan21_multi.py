@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
-from wanserve.api.deps import JobServiceDep, OwnerDep, get_settings
+from wanserve.api.deps import JobServiceDep, OwnerDep, SubmitterDep, get_settings
 from wanserve.api.routes.legacy_common import (
     LegacyRoute,
     capabilities,
@@ -74,7 +74,7 @@ def _submission_inputs(request: Request, body: MultiDeviceSubmitRequest) -> dict
 
 
 @router.post("/submit", response_model=MultiDeviceSubmitResponse)
-async def submit(request: Request, service: JobServiceDep, owner: OwnerDep) -> MultiDeviceSubmitResponse:
+async def submit(request: Request, service: JobServiceDep, owner: SubmitterDep) -> MultiDeviceSubmitResponse:
     """Queue an image-to-video job."""
     body = parse_body(MultiDeviceSubmitRequest, await read_json(request))
     plan = parallel_plan(body, capabilities(request))

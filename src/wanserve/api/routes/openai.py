@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 
 from wanserve.api.content import content_response
-from wanserve.api.deps import JobServiceDep, OwnerDep, SettingsDep
+from wanserve.api.deps import JobServiceDep, OwnerDep, SettingsDep, SubmitterDep
 from wanserve.api.errors import ShapedErrorRoute, retry_after_headers
 from wanserve.api.schemas.openai import (
     DEFAULT_LIST_LIMIT,
@@ -198,7 +198,7 @@ def _with_fps(spec, fps: int):
 
 
 @router.post("/videos", response_model=VideoObject)
-async def create_video(request: Request, service: JobServiceDep, owner: OwnerDep) -> VideoObject:
+async def create_video(request: Request, service: JobServiceDep, owner: SubmitterDep) -> VideoObject:
     """Create a video job (OpenAI `client.videos.create`)."""
     fields = await read_fields(request)
     reference = None

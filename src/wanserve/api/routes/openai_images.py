@@ -13,7 +13,7 @@ import base64
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from wanserve.api.deps import JobServiceDep, OwnerDep, SettingsDep
+from wanserve.api.deps import JobServiceDep, SettingsDep, SubmitterDep
 from wanserve.api.routes.openai import OpenAIRoute, read_fields
 from wanserve.api.schemas.openai_images import ImageData, ImagesResponse, image_params, is_openai_image_model_name
 from wanserve.engine.registry import get_spec
@@ -39,7 +39,7 @@ def _image_model(requested: object, service: JobService) -> str:
 
 @router.post("/images/generations", response_model=ImagesResponse)
 async def create_image(
-    request: Request, response: Response, service: JobServiceDep, settings: SettingsDep, owner: OwnerDep
+    request: Request, response: Response, service: JobServiceDep, settings: SettingsDep, owner: SubmitterDep
 ) -> ImagesResponse:
     """Generate an image (OpenAI `client.images.generate`); answers when the image is ready."""
     # 1. Map the request onto a t2i job and submit it

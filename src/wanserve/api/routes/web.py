@@ -10,6 +10,8 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
+from wanserve.api.middleware import PAGE_SECURITY_HEADERS
+
 WEB_DIR = Path(str(files("wanserve") / "web"))
 
 router = APIRouter(include_in_schema=False)
@@ -18,7 +20,8 @@ router = APIRouter(include_in_schema=False)
 @router.get("/")
 def index() -> FileResponse:
     """The page. Revalidated on every load, so an upgraded server's page is picked up at once."""
-    return FileResponse(WEB_DIR / "index.html", media_type="text/html", headers={"Cache-Control": "no-cache"})
+    headers = {"Cache-Control": "no-cache", **PAGE_SECURITY_HEADERS}
+    return FileResponse(WEB_DIR / "index.html", media_type="text/html", headers=headers)
 
 
 def mount_static(app: FastAPI) -> None:
