@@ -150,6 +150,7 @@ def build_job_service(
         concurrency=concurrency,
         media=MediaLimits(max_bytes=settings.max_upload_bytes, allow_private_urls=settings.allow_private_urls),
         event_poll_s=POLL_WITH_PUSH_S if pushed else POLL_WITHOUT_PUSH_S,
+        lora=settings.lora_config(),
     )
     return JobService(store, storage, config, hub=hub, notify_waiting=dispatcher.notify_job_waiting)
 

@@ -91,6 +91,14 @@ class Settings(BaseSettings):
     modelscope_domain: str | None = Field(None, validation_alias=AliasChoices("MODELSCOPE_DOMAIN"))
     t5_cpu: bool = Field(False, validation_alias=_env("T5_CPU", "T5_CPU"))
     """Keep the text encoder on the CPU."""
+    lora_dir: Path | None = Field(None, validation_alias=_env("LORA_DIR"))
+    """Directory of LoRA files a job names by `name` (`loras: [{"name": "x"}]` reads `<lora_dir>/x.safetensors`)."""
+    lora_allowed_dirs: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, validation_alias=_env("LORA_ALLOWED_DIRS")
+    )
+    """Further directories (comma-separated) a job's LoRA `path` may point into; no other path is read."""
+    lora_max_loaded: int = Field(4, ge=1, le=64, validation_alias=_env("LORA_MAX_LOADED"))
+    """LoRA adapters kept loaded on a model between jobs (least recently used dropped first)."""
     ulysses_size: int = Field(1, ge=1, validation_alias=_env("ULYSSES_SIZE", "ULYSSES_SIZE"))
     """Sequence-parallel degree of a worker group (only 1 is served so far)."""
     ring_size: int = Field(1, ge=1, validation_alias=_env("RING_SIZE", "RING_SIZE"))
@@ -153,7 +161,7 @@ class Settings(BaseSettings):
             raise ValueError(f"`WANSERVE_STORAGE_URL` must be s3://bucket/prefix or a local directory, got {value!r}")
         return value
 
-    @field_validator("models", "cors_origins", mode="before")
+    @field_validator("models", "cors_origins", "lora_allowed_dirs", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
@@ -212,6 +220,18 @@ class Settings(BaseSettings):
             device=device,
             weights=self.weights_config(model_paths),
             memory=MemoryConfig(text_encoder_on_cpu=self.t5_cpu),
+            lora=self.lora_config(),
+        )
+
+    def lora_config(self, extra_dirs: tuple[str, ...] = ()):
+        """Where per-job LoRAs may be read from (the job service checks submissions against it, the engine loads)."""
+        from wanserve.engine.config import LoraConfig
+
+        allowed = tuple(str(d) for d in self.lora_allowed_dirs) + tuple(extra_dirs)
+        return LoraConfig(
+            lora_dir=str(self.lora_dir) if self.lora_dir else None,
+            allowed_dirs=allowed,
+            max_loaded=self.lora_max_loaded,
         )
 
     @property

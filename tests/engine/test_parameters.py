@@ -73,6 +73,10 @@ def _every_flag(tmp_path) -> tuple[list[str], dict[str, object]]:
             args.append(param.cli)
             expected[param.name] = True
             continue
+        if param.type == "lora_list":  # PATH:STRENGTH
+            args += [param.cli, f"{media}:0.5"]
+            expected[param.name] = [{"path": str(media.resolve()), "strength": 0.5}]
+            continue
         value = param.choices[-1] if param.choices else values.get(param.type, str(media))
         args += [param.cli, value]
         if param.type == "media_list":

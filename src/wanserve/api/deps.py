@@ -14,6 +14,7 @@ from starlette.datastructures import UploadFile
 from wanserve.api.auth import AdminDep, CallerDep, OwnerDep, SubmitterDep
 from wanserve.api.schemas.jobs import JobCreate
 from wanserve.config import Settings
+from wanserve.engine.lora import parse_loras
 from wanserve.engine.validation import MEDIA_FIELDS
 from wanserve.errors import InvalidRequestError, PayloadTooLargeError
 from wanserve.jobs.service import JobService, JobSubmission
@@ -84,6 +85,8 @@ async def read_submission(
                     raise InvalidRequestError(name, f"`{name}` takes one file, got {len(data)}")
             else:
                 body[name] = values if name == "reference_images" else values[-1]
+        if isinstance(body.get("loras"), str):  # a JSON list in one form field
+            body["loras"] = [ref.as_dict() for ref in parse_loras(body["loras"])]
     else:
         raise HTTPException(415, f"Content-Type must be application/json or multipart/form-data, got {content_type!r}")
     try:

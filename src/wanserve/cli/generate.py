@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -29,6 +30,26 @@ def parse_size(size: str) -> tuple[int, int]:
     if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
         raise typer.BadParameter(f"`size` must look like 832x480, got {size!r}", param_hint="--size")
     return int(parts[0]), int(parts[1])
+
+
+def parse_lora_flag(value: str) -> dict[str, object]:
+    """`--lora` as a `loras` item: `PATH[:STRENGTH]` (a file: an existing one, or any value with a `/` or a LoRA
+    file suffix) or `NAME[:STRENGTH]` (a file of the LoRA directory)."""
+    from wanserve.engine.lora import LORA_SUFFIXES
+
+    target, strength = value, None
+    head, sep, tail = value.rpartition(":")
+    if sep and head:
+        try:
+            strength = float(tail)
+            target = head
+        except ValueError:
+            pass
+    if os.sep in target or "/" in target or target.endswith(LORA_SUFFIXES) or Path(target).is_file():
+        item: dict[str, object] = {"path": str(Path(target).expanduser().resolve())}
+    else:
+        item = {"name": target}
+    return item if strength is None else {**item, "strength": strength}
 
 
 def _help(name: str) -> str:
@@ -72,6 +93,11 @@ def generate(
     seed: int | None = typer.Option(None, "--seed", help=_help("seed")),
     fps: int | None = typer.Option(None, "--fps", help=_help("fps")),
     crf: int | None = typer.Option(None, "--crf", help=_help("crf")),
+    loras: list[str] = typer.Option(
+        [],
+        "--lora",
+        help="A LoRA file PATH[:STRENGTH], or NAME[:STRENGTH] in WANSERVE_LORA_DIR (strength default 1). Repeatable.",
+    ),
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Where to write the MP4 (the PNG for t2i); out.mp4 / out.png if omitted."
     ),
@@ -99,6 +125,9 @@ def generate(
         params[param.name] = value
     if size:
         params["width"], params["height"] = parse_size(size)
+    params["loras"] = [parse_lora_flag(v) for v in loras] or None
+    # A LoRA file named on the command line is readable where it is (the user at the shell chose it).
+    lora_dirs = tuple(str(Path(x["path"]).parent) for x in params["loras"] or () if "path" in x)
     try:
         request = resolve_request(model, params)
         image_task = request.task == TaskKind.T2I
@@ -107,7 +136,11 @@ def generate(
             raise typer.BadParameter(f"task t2i writes a PNG; give a .png path, got {str(out)!r}", param_hint="--out")
         spec = get_spec(model)
         explicit = ((model, str(model_path)),) if model_path else ()
-        engine = Engine(Settings().engine_config(device, explicit))
+        settings = Settings()
+        config = dataclasses.replace(
+            settings.engine_config(device, explicit), lora=settings.lora_config(extra_dirs=lora_dirs)
+        )
+        engine = Engine(config)
         if spec.random_weights:
             console.print(f"[yellow]{model} has random weights: the output will be noise, not a picture.[/]")
         result, files = _run_with_progress(engine, request, out.resolve())

@@ -162,6 +162,33 @@ class SpeedConfig:
         return self.compile
 
 
+@dataclass(frozen=True)
+class LoraConfig:
+    """Where per-job LoRAs may come from and how many stay loaded. Applied by `engine.lora`."""
+
+    lora_dir: str | None = None
+    """LoRAs named by `name` are files in this directory (`<name>.safetensors`, ...)."""
+    allowed_dirs: tuple[str, ...] = ()
+    """Further directories a LoRA given by `path` may lie in (besides `lora_dir`); nothing else is readable."""
+    max_loaded: int = 4
+    """Adapters kept loaded on a model between jobs; the least recently used is dropped beyond this."""
+
+    def __post_init__(self) -> None:
+        if self.lora_dir is not None:
+            object.__setattr__(self, "lora_dir", str(self.lora_dir))
+        object.__setattr__(self, "allowed_dirs", tuple(str(d) for d in self.allowed_dirs))
+        for name, value in (("lora_dir", self.lora_dir), *(("allowed_dirs", d) for d in self.allowed_dirs)):
+            if value is not None and not str(value).strip():
+                raise ConfigError(name, f"`{name}` holds an empty path; leave it unset instead")
+        if isinstance(self.max_loaded, bool) or not isinstance(self.max_loaded, int) or self.max_loaded < 1:
+            raise ConfigError("max_loaded", f"`max_loaded` must be an integer of at least 1, got {self.max_loaded!r}")
+
+    @property
+    def search_dirs(self) -> tuple[str, ...]:
+        """The directories a LoRA `path` may be in: `lora_dir` first, then `allowed_dirs`."""
+        return ((self.lora_dir,) if self.lora_dir else ()) + self.allowed_dirs
+
+
 def _freeze_paths(paths: Mapping[str, str] | tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
     items = paths.items() if isinstance(paths, Mapping) else paths
     frozen: dict[str, str] = {}
@@ -242,6 +269,7 @@ class EngineConfig:
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     speed: SpeedConfig = field(default_factory=SpeedConfig)
     weights: WeightsConfig = field(default_factory=WeightsConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
     tiny_fallback: bool = True
     """Serve the built-in `tiny-*` models (random weights) when no real model's weights are found."""
 
@@ -250,6 +278,8 @@ class EngineConfig:
             raise ConfigError("memory", f"`memory` must be a MemoryConfig, got {type(self.memory).__name__}")
         if not isinstance(self.speed, SpeedConfig):
             raise ConfigError("speed", f"`speed` must be a SpeedConfig, got {type(self.speed).__name__}")
+        if not isinstance(self.lora, LoraConfig):
+            raise ConfigError("lora", f"`lora` must be a LoraConfig, got {type(self.lora).__name__}")
         if not isinstance(self.weights, WeightsConfig):
             raise ConfigError("weights", f"`weights` must be a WeightsConfig, got {type(self.weights).__name__}")
         if self.device is not None and self.device.strip().lower() != "auto":

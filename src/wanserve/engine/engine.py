@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from wanserve.engine import inputs as engine_inputs
+from wanserve.engine.lora import LoraAdapters, resolve_loras
 from wanserve.engine.memory import apply_memory_options
 from wanserve.engine.pipelines import build_pipeline, make_scheduler, pipeline_class
 from wanserve.engine.registry import ModelSpec, get_spec
@@ -45,6 +46,14 @@ class LoadedModel:
     """Placement and offload hooks live on the shared modules, so they are applied once per model."""
     speed: dict[str, str] | None = None
     """The speed options applied to the model's transformers (attention kernel, compile), once per model."""
+    loras: LoraAdapters | None = None
+    """The LoRA adapters loaded on its transformer(s), made at the first job with LoRAs."""
+
+    def lora_adapters(self, max_loaded: int) -> LoraAdapters:
+        if self.loras is None:
+            names = ("transformer", "transformer_2")
+            self.loras = LoraAdapters([self.components[n] for n in names if n in self.components], max_loaded)
+        return self.loras
 
 
 class Engine:
@@ -223,6 +232,12 @@ class _Run:
         loaded = self.engine.load(request.model)
         pipe = self.engine._pipeline(loaded, request)
         device = loaded.device
+        # The job's LoRAs (loaded once per file, kept between jobs; none: LoRA off). The files were checked at
+        # submission; they are found again here, where this worker reads them.
+        loras: list[dict] = []
+        if request.loras or loaded.loras is not None:
+            files = resolve_loras(request.loras, self.engine.config.lora)
+            loras = loaded.lora_adapters(self.engine.config.lora.max_loaded).activate(request.loras, files)
         self._check_stop()
 
         # 2. Encode the prompt
@@ -304,6 +319,7 @@ class _Run:
         return GenerationResult(
             frames=video,
             speed=dict(loaded.speed or {}),
+            loras=tuple(loras),
             width=int(video.shape[2]),
             height=int(video.shape[1]),
             num_frames=int(video.shape[0]),

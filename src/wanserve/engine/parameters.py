@@ -15,7 +15,7 @@ from wanserve.engine.requests import TaskKind
 
 T = TaskKind
 
-TYPES = ("text", "int", "float", "bool", "choice", "media", "media_list")
+TYPES = ("text", "int", "float", "bool", "choice", "media", "media_list", "lora_list")
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,8 @@ class Parameter:
     name: str
     """The field name in `GenerationRequest`, the native API and the job's `params`."""
     type: str
-    """One of `TYPES`: `media` is a file (upload, `data:` URL or http(s) URL), `media_list` a list of them."""
+    """One of `TYPES`: `media` is a file (upload, `data:` URL or http(s) URL), `media_list` a list of them,
+    `lora_list` a list of `{"name" | "path", "strength"}` objects (a JSON string in a multipart form)."""
     help: str
     reaches: str
     """Where the value takes effect (shown in docs/parameters.md)."""
@@ -137,6 +138,12 @@ PARAMETERS: tuple[Parameter, ...] = (
               cli="--refert-num"),
     Parameter("max_sequence_length", "int", "Prompt tokens kept by the text encoder, 1..512.",
               "`pipe.encode_prompt(max_sequence_length=...)`", cli="--max-sequence-length"),
+    Parameter("loras", "lora_list",
+              'LoRAs applied to the transformer for this job: a list of {"name": a file in the LoRA directory, or '
+              '"path": a file under an allowed directory; "strength": its weight, default 1, 0 = off}. Diffusers, '
+              "original Wan trainer (ComfyUI) and kohya/musubi key formats load.",
+              "diffusers' `WanLoraLoaderMixin` loads each file into the transformer(s) once; each job selects its "
+              "own with `set_adapters` (engine/lora.py)", cli="--lora"),
 )
 # fmt: on
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from wanserve.engine.lora import LoraRef
+
 
 class TaskKind(str, enum.Enum):
     """What a generation does with its inputs."""
@@ -82,6 +84,8 @@ class GenerationRequest:
     """vace only: weight of the control signal (the official `context_scale` / `vace_context_scale`)."""
     refert_num: int = 1
     """animate only: frames each segment takes from the previous one (1 or 5, as the official code)."""
+    loras: tuple[LoraRef, ...] = ()
+    """LoRA adapters for this generation (engine/lora.py); their files are checked at submission."""
 
     def replace(self, **changes) -> GenerationRequest:
         return dataclasses.replace(self, **changes)
@@ -116,6 +120,8 @@ class GenerationResult:
     step_times_s: tuple[float, ...] = ()
     speed: dict[str, str] = field(default_factory=dict)
     """The speed options the model ran with (attention kernel, compile); exact options only change rounding."""
+    loras: tuple[dict, ...] = ()
+    """The LoRAs applied: `name` or `path`, `strength`, and the `file` loaded."""
 
 
 ProgressCallback = Callable[[ProgressEvent], None]

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from wanserve.engine import sizes
+from wanserve.engine.lora import parse_loras
 from wanserve.engine.parameters import ANIMATE_MODES, BY_NAME, MEDIA_FIELDS, SOLVERS, applicable, not_applicable_reason
 from wanserve.engine.registry import ModelSpec, get_spec
 from wanserve.engine.requests import GenerationRequest, TaskKind
@@ -258,6 +259,8 @@ def resolve_request(model: str, params: Mapping[str, Any], probe_inputs: bool = 
     refs = given.get("reference_images", ())
     if not isinstance(refs, list | tuple):
         raise InvalidRequestError("reference_images", "`reference_images` must be a list")
+    # 6. LoRAs (their shape here; their files are found by the job service and the engine: engine/lora.py)
+    loras = parse_loras(given.get("loras"))
 
     request = GenerationRequest(
         model=spec.name,
@@ -290,6 +293,7 @@ def resolve_request(model: str, params: Mapping[str, Any], probe_inputs: bool = 
         allow_untrained_size=allow_untrained,
         conditioning_scale=conditioning_scale,
         refert_num=refert_num,
+        loras=loras,
     )
     return sizes.fit_to_inputs(spec, request, probe_shapes(request)) if probe_inputs else request
 
@@ -321,6 +325,8 @@ def request_params(request: GenerationRequest) -> dict[str, Any]:
             out[name] = None if value is None else _describe(value)
         elif isinstance(value, TaskKind):
             out[name] = value.value
+        elif name == "loras":
+            out[name] = [ref.as_dict() for ref in value]
         else:
             out[name] = value
     return out
@@ -334,6 +340,8 @@ def request_from_params(params: Mapping[str, Any], inputs: Mapping[str, Any]) ->
     values["task"] = TaskKind(values["task"])
     if "reference_images" in values:
         values["reference_images"] = tuple(values["reference_images"])
+    if "loras" in values:
+        values["loras"] = parse_loras(values["loras"])
     return GenerationRequest(**values)
 
 

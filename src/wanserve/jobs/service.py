@@ -26,7 +26,9 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from wanserve.engine.config import LoraConfig
 from wanserve.engine.inputs import probe_media
+from wanserve.engine.lora import resolve_loras
 from wanserve.engine.registry import get_spec
 from wanserve.engine.requests import GenerationRequest, GenerationResult
 from wanserve.engine.sizes import fit_to_inputs
@@ -71,6 +73,8 @@ class JobServiceConfig:
     media: MediaLimits = field(default_factory=MediaLimits)
     event_poll_s: float = 1.0
     """Event streams re-read the database this often when no in-process notification came."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """Where a job's LoRA files may be (checked at submission; the workers read the same directories)."""
 
     def __post_init__(self) -> None:
         if not self.served_models:
@@ -164,6 +168,7 @@ class JobService:
             if name == "reference_images" and not isinstance(value, list | tuple):
                 raise InvalidRequestError(name, f"`{name}` must be a list of images, got {type(value).__name__}")
         request = resolve_request(model, {**params, **placeholders}, probe_inputs=False)
+        resolve_loras(request.loras, self.config.lora)  # a missing or forbidden LoRA file is a 422 now
         fingerprint = _fingerprint(model, params, media, webhook_url)
         if key:
             existing = self.store.by_idempotency_key(submission.owner_key, key)
@@ -462,6 +467,7 @@ class JobService:
             "fps": result.fps,
             "seed": result.seed,
             "stage_times_s": dict(result.stage_times_s),
+            "loras": list(result.loras),
         }
         values = {"outputs": outputs, "run_time_s": run_time_s, "random_weights": result.random_weights}
         return self._finish(job_id, owner, JobStatus.SUCCEEDED, values)

@@ -114,6 +114,7 @@ def animate_params(body: AnimateJobCreate, model: str) -> dict[str, Any]:
         ("sampling_steps", "num_inference_steps"),
         ("guide_scale", "guidance_scale"),
         ("shift", "flow_shift"),
+        ("loras", "loras"),
     )
     return copy_given(body, renames, params)
 

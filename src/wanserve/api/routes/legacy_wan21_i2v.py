@@ -69,6 +69,7 @@ def i2v_params(body: Any) -> dict[str, Any]:
         ("num_frames", "num_frames"),
         ("guidance_scale", "guidance_scale"),
         ("sample_shift", "flow_shift"),
+        ("loras", "loras"),
     )
     return copy_given(body, renames, params)
 

@@ -53,6 +53,7 @@ PASS_THROUGH_FIELDS = frozenset(
         "fps",
         "crf",
         "max_sequence_length",
+        "loras",
     }
 )
 OPENAI_FIELDS = frozenset({"model", "prompt", "seconds", "size", "input_reference", "webhook_url"})
@@ -102,7 +103,16 @@ async def read_fields(request: Request) -> dict[str, Any]:
     if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
         form = await request.form()
         fields: dict[str, Any] = {}
+        loras: list[dict[str, Any]] = []
         for key, value in form.multi_items():
+            # The `openai` client writes a list of objects as repeated `loras[][name]=...`, `loras[][strength]=...`
+            # parts: a key seen again in the current item starts the next item.
+            if key.startswith("loras[][") and key.endswith("]"):
+                name = key[len("loras[][") : -1]
+                if not loras or name in loras[-1]:
+                    loras.append({})
+                loras[-1][name] = value
+                continue
             if key in fields:
                 raise InvalidRequestError(key, f"`{key}` is given more than once")
             fields[key] = value
@@ -112,6 +122,10 @@ async def read_fields(request: Request) -> dict[str, Any]:
             if "input_reference" in fields:
                 raise InvalidRequestError("input_reference", "`input_reference` is given twice (file and object)")
             fields["input_reference"] = {k[len("input_reference[") : -1]: v for k, v in nested.items()}
+        if loras:
+            if "loras" in fields:
+                raise InvalidRequestError("loras", "`loras` is given twice (JSON and form items)")
+            fields["loras"] = loras
         return fields
     raise InvalidRequestError(
         "body", f"send JSON or multipart/form-data, got content type {content_type or '(none)'!r}"

@@ -19,6 +19,7 @@ _JSON_TYPES: dict[str, Any] = {
     "choice": str,
     "media": str,
     "media_list": list[str],
+    "lora_list": list[dict[str, Any]],
 }
 
 
@@ -63,6 +64,8 @@ def multipart_schema() -> dict[str, Any]:
     for param in PARAMETERS:
         if param.type == "media_list":
             schema: dict[str, Any] = {"type": "array", "items": {"type": "string", "format": "binary"}}
+        elif param.type == "lora_list":
+            schema = {"type": "string", "contentMediaType": "application/json"}
         else:
             schema = dict(kinds.get(param.type, {"type": "string"}))
         if param.choices:

@@ -76,6 +76,8 @@ class Wan21SubmitRequest(ParallelOptions):
     infer_steps: int | None = None
     sample_shift: float | None = None
     sample_solver: str | None = None
+    loras: list[dict[str, Any]] | None = None
+    """wanserve's: LoRAs for this job (`[{"name" | "path", "strength"}]`, docs/lora.md)."""
 
 
 class RequestIdBody(_Strict):
@@ -120,6 +122,8 @@ class MultiDeviceSubmitRequest(ParallelOptions):
     negative_prompt: str | None = None
     sample_solver: str | None = None
     sample_shift: float | None = None
+    loras: list[dict[str, Any]] | None = None
+    """wanserve's: LoRAs for this job (docs/lora.md)."""
 
 
 class MultiDeviceSubmitResponse(BaseModel):
@@ -174,6 +178,8 @@ class AnimateJobCreate(_Strict):
     seed: int | None = None
     offload_model: bool | None = None
     fps: int | None = None
+    loras: list[dict[str, Any]] | None = None
+    """wanserve's: LoRAs for this job (docs/lora.md)."""
 
 
 class AnimateJobStatus(BaseModel):

@@ -25,7 +25,16 @@ OPENAI_IMAGE_MODEL_PREFIXES = ("dall-e-", "gpt-image-")
 RESPONSE_FORMATS = ("b64_json", "url")
 IMAGE_FIELDS = frozenset({"model", "prompt", "n", "size", "response_format", "output_format"})
 PASS_THROUGH_FIELDS = frozenset(
-    {"negative_prompt", "seed", "num_inference_steps", "guidance_scale", "flow_shift", "solver", "max_sequence_length"}
+    {
+        "negative_prompt",
+        "seed",
+        "num_inference_steps",
+        "guidance_scale",
+        "flow_shift",
+        "solver",
+        "max_sequence_length",
+        "loras",
+    }
 )
 REFUSED_FIELDS = frozenset(
     {"quality", "style", "background", "moderation", "output_compression", "partial_images", "stream", "user"}
