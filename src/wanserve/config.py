@@ -135,6 +135,8 @@ class Settings(BaseSettings):
     """The only directory the multi-device service's `image_path` may read from; unset: `image_path` is refused."""
     animate_jobs_root: Path | None = Field(None, validation_alias=_env("ANIMATE_JOBS_ROOT"))
     """Where `POST /animate/jobs` looks for `src_root_path` directories; default `<data_dir>/animate_jobs`."""
+    animate_relighting_lora: Path | None = Field(None, validation_alias=_env("ANIMATE_RELIGHTING_LORA"))
+    """Wan2.2-Animate's `relighting_lora.ckpt`, applied in replace mode; unset: the model directory's, if any."""
 
     max_attempts: int = Field(3, ge=1, validation_alias=_env("MAX_ATTEMPTS"))
     """Runs of one job before a lost lease fails it with `worker_lost`."""
@@ -221,6 +223,7 @@ class Settings(BaseSettings):
             weights=self.weights_config(model_paths),
             memory=MemoryConfig(text_encoder_on_cpu=self.t5_cpu),
             lora=self.lora_config(),
+            relighting_lora=str(self.animate_relighting_lora) if self.animate_relighting_lora else None,
         )
 
     def lora_config(self, extra_dirs: tuple[str, ...] = ()):

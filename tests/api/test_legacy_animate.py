@@ -29,6 +29,14 @@ def clip_bytes(tmp_path_factory) -> bytes:
     return path.read_bytes()
 
 
+@pytest.fixture(scope="module")
+def short_clip_bytes(tmp_path_factory) -> bytes:
+    """A 9-frame 64x64 MP4 (a face video shorter than the pose video)."""
+    path = tmp_path_factory.mktemp("clip") / "short.mp4"
+    encode_mp4(np.zeros((9, 64, 64, 3), dtype=np.uint8), str(path), fps=8)
+    return path.read_bytes()
+
+
 def prepare(root: Path, name: str, png: bytes, clip: bytes, replace: bool = False) -> Path:
     """A preprocessed Animate job directory."""
     directory = root / name
@@ -58,6 +66,8 @@ def test_animate_create_poll_media(compat_server, make_png, clip_bytes, monkeypa
     native = httpx.get(f"{compat_server.url}/v1/jobs", params={"model": "tiny-animate"}).json()["data"][0]
     job = compat_server.wait_final(native["id"])
     assert job["status"] == "succeeded" and job["params"]["num_frames"] == 11  # as long as the pose video
+    # 11 frames in segments of 9 carrying 1 frame: 2 segments of 2 steps each
+    assert job["params"]["clip_len"] == 9 and (job["step"], job["steps"]) == (4, 4)
     assert job["params"]["animate_mode"] == "animate" and job["params"]["num_inference_steps"] == 2
 
     status = httpx.get(f"{compat_server.url}/animate/jobs/demo-1").json()
@@ -85,7 +95,9 @@ def test_animate_create_poll_media(compat_server, make_png, clip_bytes, monkeypa
         ({"src_root_path": "ok", "replace_flag": True}, "src_root_path", "lacks src_bg.mp4, src_mask.mp4"),
         ({"src_root_path": "textref"}, "src_root_path/src_ref.png", "must be an image, got text"),
         ({"src_root_path": "linked"}, "src_root_path/src_ref.png", "inside the allowed directory"),
-        ({"src_root_path": "ok", "clip_len": 77}, "clip_len", "must be 9"),
+        ({"src_root_path": "ok", "clip_len": 8}, "clip_len", "must be 4k+1"),
+        ({"src_root_path": "ok", "refert_num": 5}, "refert_num", "`clip_len` is 9"),
+        ({"src_root_path": "shortface"}, "src_root_path/src_face.mp4", "`src_root_path/src_pose.mp4` 11"),
         ({"src_root_path": "ok", "refert_num": 3}, "refert_num", "must be 1 or 5"),
         ({"src_root_path": "ok", "offload_model": True}, "offload_model", "deployment setting"),
         ({"src_root_path": "ok", "sampling_steps": -1}, "sampling_steps", "between"),
@@ -94,12 +106,15 @@ def test_animate_create_poll_media(compat_server, make_png, clip_bytes, monkeypa
         ({}, "src_root_path", "is required"),
     ],
 )
-def test_animate_refused_names_field_no_job(compat_server, make_png, clip_bytes, body, field, fragment, monkeypatch):
+def test_animate_refused_names_field_no_job(
+    compat_server, make_png, clip_bytes, short_clip_bytes, body, field, fragment, monkeypatch
+):
     root = compat_server.settings.animate_jobs_root
     monkeypatch.chdir(root)
     png = make_png()
     prepare(root, "ok", png, clip_bytes)
     prepare(root, "noface", png, clip_bytes).joinpath("src_face.mp4").unlink()
+    prepare(root, "shortface", png, clip_bytes).joinpath("src_face.mp4").write_bytes(short_clip_bytes)
     prepare(root, "textref", png, clip_bytes).joinpath("src_ref.png").write_text("not an image")
     outside = prepare(root.parent, "outside", png, clip_bytes)
     if not (root / "escape").exists():
@@ -126,3 +141,20 @@ def test_animate_relative_path_taken_from_working_directory(compat_server, make_
     monkeypatch.chdir(root.parent)
     response = httpx.post(f"{compat_server.url}/animate/jobs", json={"src_root_path": "only-under-root"})
     assert response.status_code == 422 and "inside the allowed directory" in response.json()["detail"]
+
+
+def test_animate_replace_mode_with_clip_len(compat_server, make_png, clip_bytes, monkeypatch):
+    """Replace mode from a job directory (src_bg.mp4, src_mask.mp4), `clip_len` 5 as the backend took it: 11 frames
+    in 3 segments of 5 (1 carried), an MP4 as long as the pose video."""
+    root = compat_server.settings.animate_jobs_root
+    prepare(root, "replace", make_png(), clip_bytes, replace=True)
+    body = {"src_root_path": str(root / "replace"), "replace_flag": True, "clip_len": 5, "sampling_steps": 1}
+    response = httpx.post(f"{compat_server.url}/animate/jobs", json=body)
+    assert response.status_code == 202, response.text
+    native = httpx.get(f"{compat_server.url}/v1/jobs", params={"model": "tiny-animate"}).json()["data"][0]
+    job = compat_server.wait_final(native["id"])
+    assert job["status"] == "succeeded", job
+    assert job["params"]["animate_mode"] == "replace" and job["params"]["clip_len"] == 5 and job["steps"] == 3
+    media = httpx.get(f"{compat_server.url}/animate/jobs/{response.json()['job_id']}/media")
+    with av.open(io.BytesIO(media.content)) as container:
+        assert len(list(container.decode(video=0))) == 11

@@ -63,3 +63,61 @@ def test_generate_bad_request_names_field_and_writes_nothing(tmp_path, args, tex
     assert proc.returncode == 2
     assert text in proc.stderr
     assert not out.exists()
+
+
+def _animate_dir(directory: Path, frames: int = 17, replace: bool = False) -> Path:
+    """An Animate job directory as the official preprocessing writes it (tiny sizes)."""
+    import numpy as np
+    from PIL import Image
+
+    from wanserve.media.video import encode_mp4
+
+    rng = np.random.default_rng(0)
+    directory.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, (64, 48, 3), dtype=np.uint8)).save(directory / "src_ref.png")
+    encode_mp4(rng.integers(0, 256, (frames, 64, 64, 3), dtype=np.uint8), str(directory / "src_pose.mp4"), fps=8)
+    encode_mp4(rng.integers(0, 256, (frames, 16, 16, 3), dtype=np.uint8), str(directory / "src_face.mp4"), fps=8)
+    if replace:
+        encode_mp4(rng.integers(0, 256, (frames, 64, 64, 3), dtype=np.uint8), str(directory / "src_bg.mp4"), fps=8)
+        encode_mp4(np.full((frames, 64, 64, 3), 255, dtype=np.uint8), str(directory / "src_mask.mp4"), fps=8)
+    return directory
+
+
+def test_generate_animate_src_root_prints_json_status(tmp_path, monkeypatch):
+    """The Animate backend's CLI form: `--task animate --src-root DIR --sampling-steps 2 --clip-len 5`; the model is
+    the Animate model of WANSERVE_MODELS; a JSON status is the last line of stdout."""
+    import json
+    from datetime import datetime
+
+    src = _animate_dir(tmp_path / "job", replace=True)
+    monkeypatch.setenv("WANSERVE_MODELS", "tiny-animate")
+    proc = _run(
+        "--task", "animate", "--src-root", str(src), "--animate-mode", "replace", "--sampling-steps", "2",
+        "--clip-len", "5", "-o", "anim.mp4", tmp_path=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    status = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert status["status"] == "succeeded" and len(status["job_id"]) == 32 and status["message"] is None
+    assert status["video_path"] == str(tmp_path / "anim.mp4") and (status["frames"], status["fps"]) == (17, 8)
+    times = [datetime.fromisoformat(status[k]) for k in ("created_at", "started_at", "finished_at")]
+    assert times == sorted(times)
+    info = probe_video(status["video_path"])
+    assert (info.num_frames, info.width, info.height) == (17, 64, 64)  # as long as the pose video
+    assert "Denoising 4/4" in proc.stderr or "Done" in proc.stderr  # 17 frames in segments of 5: 4 segments
+
+
+def test_generate_animate_src_root_refusal_prints_failed_status(tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from wanserve.cli.main import app
+
+    src = _animate_dir(tmp_path / "job", frames=9)
+    monkeypatch.setenv("WANSERVE_MODELS", "tiny-animate")
+    result = CliRunner().invoke(app, ["generate", "--task", "animate", "--src-root", str(src), "--animate-mode",
+                                      "replace", "-o", str(tmp_path / "x.mp4")])  # fmt: skip
+    assert result.exit_code == 2
+    status = json.loads(result.stdout.strip().splitlines()[-1])
+    assert status["status"] == "failed" and "lacks src_bg.mp4, src_mask.mp4" in status["message"]
+    assert status["video_path"] is None and not (tmp_path / "x.mp4").exists()

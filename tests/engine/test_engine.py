@@ -146,8 +146,8 @@ def test_generate_animate_counts_steps_over_segments(engine, tmp_path, png_bytes
     result = _generate(
         engine, "tiny-animate", events, image=png_bytes, pose_video=str(pose), face_video=str(pose),
     )  # fmt: skip
-    steps = [(e.step, e.steps) for e in events if e.stage == Stage.DENOISING]
-    assert steps == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]
+    steps = [(e.step, e.steps, e.segment, e.segments) for e in events if e.stage == Stage.DENOISING]
+    assert steps == [(0, 4, 0, 2), (1, 4, 1, 2), (2, 4, 1, 2), (3, 4, 2, 2), (4, 4, 2, 2)]  # step, then its segment
     assert result.frames.shape[0] == 17
 
 

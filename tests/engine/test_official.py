@@ -248,25 +248,28 @@ def test_animate_refuses_shape_fields(pose_17, field):
 def test_animate_pose_video_outside_trained_sizes(tmp_path):
     from wanserve.media.video import encode_mp4
 
-    path = tmp_path / "wide.mp4"
+    path, face = tmp_path / "wide.mp4", tmp_path / "face.mp4"
     encode_mp4(np.zeros((5, 32, 80, 3), dtype=np.uint8), str(path), fps=8)
+    encode_mp4(np.zeros((5, 16, 16, 3), dtype=np.uint8), str(face), fps=8)
     with pytest.raises(InvalidRequestError, match="80x32 is not a trained size of tiny-animate"):
-        resolve_request("tiny-animate", _animate(str(path)))
-    request = resolve_request("tiny-animate", _animate(str(path), allow_untrained_size=True))
+        resolve_request("tiny-animate", _animate(str(path), face_video=str(face)))
+    request = resolve_request("tiny-animate", _animate(str(path), face_video=str(face), allow_untrained_size=True))
     assert (request.width, request.height, request.num_frames) == (80, 32, 5)
     with pytest.raises(InvalidRequestError, match="`refert_num` must be 1 or 5, got 3"):
-        resolve_request("tiny-animate", _animate(str(path), refert_num=3))
+        resolve_request("tiny-animate", _animate(str(path), face_video=str(face), refert_num=3))
 
 
 def test_animate_segments_follow_official_valid_len():
     """Wan2.2 animate.py get_valid_len (215-223): padded to (clip_len - refert_num) steps past refert_num."""
     from wanserve.engine.inputs import animate_segments
 
-    spec = get_spec("wan2.2-animate-14b")
-    for frames, refert in ((77, 1), (78, 1), (153, 1), (154, 1), (100, 5), (77, 5)):
-        step = spec.num_frames - refert
-        extra = (step - (frames - refert) % step) % step
-        assert animate_segments(spec, frames, refert) == (frames + extra - refert) // step
+    for clip_len in (77, 81, 5):
+        for frames, refert in ((77, 1), (78, 1), (153, 1), (154, 1), (100, 5), (77, 5)):
+            if clip_len - refert <= refert:
+                continue
+            step = clip_len - refert
+            extra = (step - (frames - refert) % step) % step
+            assert animate_segments(clip_len, frames, refert) == (frames + extra - refert) // step
 
 
 def test_animate_refert_num_reaches_pipeline(pose_17):
@@ -274,7 +277,7 @@ def test_animate_refert_num_reaches_pipeline(pose_17):
     from wanserve.engine.inputs import effective_steps, pipeline_inputs
 
     spec = get_spec("wan2.2-animate-14b")
-    request = resolve_request("tiny-animate", _animate(pose_17)).replace(refert_num=5)
+    request = resolve_request("tiny-animate", _animate(pose_17)).replace(refert_num=5, clip_len=77)
     assert pipeline_inputs(spec, request)["prev_segment_conditioning_frames"] == 5
     # 150 frames: 2 segments carrying 1 frame (1 + 2 x 76 >= 150), 3 carrying 5 (5 + 2 x 72 < 150).
     assert effective_steps(spec, request.replace(num_frames=150, refert_num=1)) == 2 * request.num_inference_steps
@@ -282,9 +285,30 @@ def test_animate_refert_num_reaches_pipeline(pose_17):
 
 
 def test_animate_refert_num_longer_than_tiny_segment_refused(pose_17):
-    with pytest.raises(InvalidRequestError, match="segments longer than 10 frames") as info:
+    """tiny-animate's 9-frame segments make 4 new frames each, fewer than 5 carried: diffusers would count one
+    segment too many and fail, so it is refused; a `clip_len` of 13 (8 new frames a segment) runs it."""
+    with pytest.raises(InvalidRequestError, match="segments longer than 10 frames; `clip_len` is 9") as info:
         resolve_request("tiny-animate", _animate(pose_17, refert_num=5))
     assert info.value.field == "refert_num"
+    request = resolve_request("tiny-animate", _animate(pose_17, refert_num=5, clip_len=13))
+    assert (request.refert_num, request.clip_len, request.num_frames) == (5, 13, 17)
+
+
+@pytest.mark.parametrize("clip_len", [8, 1, 37, "x"])
+def test_animate_clip_len_must_be_4k_plus_1_within_limits(pose_17, clip_len):
+    with pytest.raises(InvalidRequestError) as info:
+        resolve_request("tiny-animate", _animate(pose_17, clip_len=clip_len))
+    assert info.value.field == "clip_len" and repr(clip_len) in str(info.value) or str(clip_len) in str(info.value)
+
+
+def test_animate_clip_len_sets_segments(pose_17):
+    """17 frames in segments of 5 carrying 1 frame: 1 + 4 x 4 = 17, 4 segments (official `get_valid_len`)."""
+    from wanserve.engine.inputs import effective_steps, pipeline_inputs
+
+    spec = get_spec("tiny-animate")
+    request = resolve_request("tiny-animate", _animate(pose_17, clip_len=5, num_inference_steps=2))
+    assert request.clip_len == 5 and effective_steps(spec, request) == 4 * 2
+    assert pipeline_inputs(spec, request)["segment_frame_length"] == 5
 
 
 # -- Sources and the docs table -----------------------------------------------------------------------------------

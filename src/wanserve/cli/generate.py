@@ -60,7 +60,9 @@ def _help(name: str) -> str:
 
 
 def generate(
-    model: str = typer.Option(..., "--model", "-m", help="Model name (see `wanserve models`)."),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Model name (see `wanserve models`); required, except with `--src-root`."
+    ),
     prompt: str = typer.Option("", "--prompt", "-p", help=_help("prompt")),
     negative_prompt: str | None = typer.Option(None, "--negative-prompt", help=_help("negative_prompt")),
     image: Path | None = typer.Option(None, "--image", help=_help("image")),
@@ -80,7 +82,9 @@ def generate(
     ),
     allow_untrained_size: bool = typer.Option(False, "--allow-untrained-size", help=_help("allow_untrained_size")),
     num_frames: int | None = typer.Option(None, "--frames", help=_help("num_frames")),
-    num_inference_steps: int | None = typer.Option(None, "--steps", help=_help("num_inference_steps")),
+    num_inference_steps: int | None = typer.Option(
+        None, "--steps", "--sampling-steps", help=_help("num_inference_steps")
+    ),
     guidance_scale: float | None = typer.Option(None, "--guidance", help=_help("guidance_scale")),
     guidance_scale_2: float | None = typer.Option(None, "--guidance-2", help=_help("guidance_scale_2")),
     boundary_ratio: float | None = typer.Option(None, "--boundary-ratio", help=_help("boundary_ratio")),
@@ -89,6 +93,15 @@ def generate(
     strength: float | None = typer.Option(None, "--strength", help=_help("strength")),
     conditioning_scale: float | None = typer.Option(None, "--conditioning-scale", help=_help("conditioning_scale")),
     refert_num: int | None = typer.Option(None, "--refert-num", help=_help("refert_num")),
+    clip_len: int | None = typer.Option(None, "--clip-len", help=_help("clip_len")),
+    src_root: Path | None = typer.Option(
+        None,
+        "--src-root",
+        help="Animate: a directory made by the Animate preprocessing (src_ref.png, src_pose.mp4, src_face.mp4; "
+        "src_bg.mp4, src_mask.mp4 with `--animate-mode replace`), as the Animate backend's CLI took it. The model "
+        "is then the first Animate model of WANSERVE_MODELS (else wan2.2-animate-14b), and a JSON status (job id, "
+        "video path, timestamps) is printed on stdout at the end.",
+    ),
     max_sequence_length: int | None = typer.Option(None, "--max-sequence-length", help=_help("max_sequence_length")),
     seed: int | None = typer.Option(None, "--seed", help=_help("seed")),
     fps: int | None = typer.Option(None, "--fps", help=_help("fps")),
@@ -128,7 +141,13 @@ def generate(
     params["loras"] = [parse_lora_flag(v) for v in loras] or None
     # A LoRA file named on the command line is readable where it is (the user at the shell chose it).
     lora_dirs = tuple(str(Path(x["path"]).parent) for x in params["loras"] or () if "path" in x)
+    status = None
     try:
+        if src_root is not None:
+            status = AnimateCliStatus()
+            model = _animate_sources(src_root, model, params)
+        elif model is None:
+            raise typer.BadParameter("`--model` is required (see `wanserve models`)", param_hint="--model")
         request = resolve_request(model, params)
         image_task = request.task == TaskKind.T2I
         out = out or Path("out.png" if image_task else "out.mp4")
@@ -143,15 +162,84 @@ def generate(
         engine = Engine(config)
         if spec.random_weights:
             console.print(f"[yellow]{model} has random weights: the output will be noise, not a picture.[/]")
+        if status is not None:
+            status.running()
         result, files = _run_with_progress(engine, request, out.resolve())
     except WanserveError as exc:
         console.print(f"[red]error:[/] {exc}")
+        if status is not None:
+            status.print("failed", message=str(exc))
         raise typer.Exit(code=2) from None
+    except BaseException as exc:
+        if status is not None and not isinstance(exc, typer.Exit | typer.BadParameter):
+            status.print("failed", message=f"{type(exc).__name__}: {exc}")
+        raise
     shape = "one image" if image_task else f"{result.num_frames} frames, {result.fps} fps"
     console.print(
         f"[green]wrote[/] {files.path} ({result.width}x{result.height}, {shape}, seed {result.seed}) "
         f"and {os.path.basename(files.thumbnail_path)}"
     )
+    if status is not None:
+        status.print("succeeded", video_path=str(files.path), frames=result.num_frames, fps=result.fps)
+
+
+class AnimateCliStatus:
+    """The JSON status the Animate backend's CLI printed at the end: job id, status, video path, timestamps."""
+
+    def __init__(self):
+        import uuid
+
+        self.job_id = uuid.uuid4().hex
+        self.created_at = _now()
+        self.started_at: str | None = None
+
+    def running(self) -> None:
+        self.started_at = _now()
+
+    def print(self, status: str, message: str | None = None, video_path: str | None = None, **facts) -> None:
+        import json
+
+        body = {
+            "job_id": self.job_id,
+            "status": status,
+            "video_path": video_path,
+            "output_path": video_path,
+            "message": message,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": _now(),
+            **facts,
+        }
+        typer.echo(json.dumps(body))
+
+
+def _now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat()
+
+
+def _animate_sources(src_root: Path, model: str | None, params: dict) -> str:
+    """Fills `params` with the job directory's files (media flags given as well are refused) and returns the
+    model: `--model`, else the first Animate model of WANSERVE_MODELS, else wan2.2-animate-14b."""
+    from wanserve.config import Settings
+    from wanserve.engine.registry import get_spec
+    from wanserve.engine.requests import TaskKind
+    from wanserve.errors import InvalidRequestError
+    from wanserve.media.animate_sources import source_paths
+
+    if params.get("task") not in (None, TaskKind.ANIMATE.value):
+        raise InvalidRequestError("task", f"`--src-root` is an Animate job directory; `task` {params['task']!r}")
+    replace = params.get("animate_mode") == "replace"
+    for name, path in source_paths(src_root, replace, field="src_root").items():
+        if params.get(name) is not None:
+            raise InvalidRequestError(name, f"`{name}` comes from `src_root` {str(src_root)!r}; do not give it too")
+        params[name] = path
+    params["task"] = TaskKind.ANIMATE.value
+    if model is not None:
+        return model
+    animate = [m for m in Settings().models if TaskKind.ANIMATE in get_spec(m).tasks]
+    return animate[0] if animate else "wan2.2-animate-14b"
 
 
 def _run_with_progress(engine, request, out: Path):
@@ -168,6 +256,8 @@ def _run_with_progress(engine, request, out: Path):
             label = _STAGE_LABELS[event.stage.value]
             if event.stage.value == "denoising":
                 rate = f"{event.step_time_s:.2f} s/step" if event.step_time_s else ""
+                if event.segments > 1 and event.segment:
+                    label = f"{label} {event.segment}/{event.segments}"
                 progress.update(bar, description=label, total=event.steps, completed=event.step, rate=rate)
             else:
                 progress.update(bar, description=label)

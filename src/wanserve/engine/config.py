@@ -272,6 +272,9 @@ class EngineConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     tiny_fallback: bool = True
     """Serve the built-in `tiny-*` models (random weights) when no real model's weights are found."""
+    relighting_lora: str | None = None
+    """Wan2.2-Animate's relighting LoRA file (`relighting_lora.ckpt`), applied in replace mode; unset: the model
+    directory's `relighting_lora.ckpt` when there is one (engine/relighting.py)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.memory, MemoryConfig):

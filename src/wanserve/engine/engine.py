@@ -16,6 +16,7 @@ from wanserve.engine.lora import LoraAdapters, resolve_loras
 from wanserve.engine.memory import apply_memory_options
 from wanserve.engine.pipelines import build_pipeline, make_scheduler, pipeline_class
 from wanserve.engine.registry import ModelSpec, get_spec
+from wanserve.engine.relighting import find_relighting_lora, load_relighting_lora, relighting_adapter
 from wanserve.engine.requests import (
     GenerationRequest,
     GenerationResult,
@@ -54,6 +55,9 @@ class LoadedModel:
             names = ("transformer", "transformer_2")
             self.loras = LoraAdapters([self.components[n] for n in names if n in self.components], max_loaded)
         return self.loras
+
+    relighting_lora: str | None = None
+    """Animate: the relighting LoRA file loaded into the transformer ("" when there is none), once per model."""
 
 
 class Engine:
@@ -168,6 +172,12 @@ class Engine:
         cls = pipeline_class(loaded.spec, request)
         if cls not in loaded.pipelines:
             pipe = build_pipeline(cls, loaded.spec, loaded.components)
+            if loaded.spec.pipeline == "WanAnimatePipeline" and loaded.relighting_lora is None:
+                # Before the memory options: LoRA layers must exist when offload hooks wrap the modules.
+                path = find_relighting_lora(self.config.relighting_lora, loaded.path)
+                if path is not None:
+                    load_relighting_lora(pipe, path)
+                loaded.relighting_lora = str(path) if path is not None else ""
             if not loaded.memory_applied:
                 # Tiny models too, so every memory option is exercised by the tiny-model tests.
                 apply_memory_options(pipe, self.config.memory, loaded.device)
@@ -207,13 +217,26 @@ class _Run:
         self._stage: Stage | None = None
         self.steps = engine_inputs.effective_steps(get_spec(request.model), request)
         """Denoising steps this run will take (known from the spec, so even the loading event reports them)."""
+        self.segments = (
+            engine_inputs.animate_segments(request.clip_len, request.num_frames, request.refert_num)
+            if request.task == TaskKind.ANIMATE
+            else 1
+        )
+        """Segments denoised one after the other (Animate; 1 for every other task), each of `steps / segments`."""
         self._stage_start = 0.0
 
     def _enter(self, stage: Stage) -> None:
         """Starts `stage`; its event carries the step counts so far (0 of n before denoising, n of n after)."""
         self._close_stage()
         self._stage, self._stage_start = stage, time.perf_counter()
-        self.on_progress(ProgressEvent(stage=stage, step=len(self.step_times), steps=self.steps))
+        done = len(self.step_times)
+        self.on_progress(
+            ProgressEvent(stage=stage, step=done, steps=self.steps, segment=self._segment(done), segments=self.segments)
+        )
+
+    def _segment(self, done: int) -> int:
+        """The segment (1-based) step `done` belongs to; 0 before the first step."""
+        return -(-done // (self.steps // self.segments)) if done else 0
 
     def _close_stage(self) -> None:
         if self._stage is not None:
@@ -234,10 +257,12 @@ class _Run:
         device = loaded.device
         # The job's LoRAs (loaded once per file, kept between jobs; none: LoRA off). The files were checked at
         # submission; they are found again here, where this worker reads them.
+        # Animate's relighting LoRA, when the model has one, runs in replace mode only (with the job's own).
+        fixed = relighting_adapter(loaded.relighting_lora) if request.animate_mode == "replace" else []
         loras: list[dict] = []
-        if request.loras or loaded.loras is not None:
+        if request.loras or loaded.loras is not None or fixed:
             files = resolve_loras(request.loras, self.engine.config.lora)
-            loras = loaded.lora_adapters(self.engine.config.lora.max_loaded).activate(request.loras, files)
+            loras = loaded.lora_adapters(self.engine.config.lora.max_loaded).activate(request.loras, files, fixed)
         self._check_stop()
 
         # 2. Encode the prompt
@@ -281,7 +306,14 @@ class _Run:
             last[0] = now
             done = len(self.step_times)
             self.on_progress(
-                ProgressEvent(stage=Stage.DENOISING, step=done, steps=steps, step_time_s=self.step_times[-1])
+                ProgressEvent(
+                    stage=Stage.DENOISING,
+                    step=done,
+                    steps=steps,
+                    step_time_s=self.step_times[-1],
+                    segment=self._segment(done),
+                    segments=self.segments,
+                )
             )
             self._check_stop()
             if done == steps:

@@ -11,10 +11,10 @@ from wanserve.media.images import cover_and_crop, letterbox, load_image
 from wanserve.media.video import MAX_VIDEO_FRAME_PIXELS, load_video, probe_video
 
 
-def animate_segments(spec: ModelSpec, num_frames: int, refert_num: int = 1) -> int:
-    """How many segments of `spec.num_frames` frames Wan-Animate runs to cover `num_frames`, each after the first
+def animate_segments(clip_len: int, num_frames: int, refert_num: int = 1) -> int:
+    """How many segments of `clip_len` frames Wan-Animate runs to cover `num_frames`, each after the first
     starting from the last `refert_num` frames made (Wan2.2 animate.py `get_valid_len`; diffusers the same)."""
-    effective = spec.num_frames - refert_num
+    effective = clip_len - refert_num
     return -(-(num_frames - refert_num) // effective) if num_frames > refert_num else 1
 
 
@@ -26,7 +26,7 @@ def effective_steps(spec: ModelSpec, request: GenerationRequest) -> int:
     if request.task == TaskKind.V2V:
         return max(1, min(int(request.num_inference_steps * request.strength), request.num_inference_steps))
     if request.task == TaskKind.ANIMATE:
-        return request.num_inference_steps * animate_segments(spec, request.num_frames, request.refert_num)
+        return request.num_inference_steps * animate_segments(request.clip_len, request.num_frames, request.refert_num)
     return request.num_inference_steps
 
 
@@ -59,18 +59,61 @@ def probe_media(request: GenerationRequest) -> None:
             load_image(value, field=name)
     for i, ref in enumerate(request.reference_images):
         load_image(ref, field=f"reference_images[{i}]")
+    infos = {}
     for name in VIDEO_INPUTS:
         value = getattr(request, name)
         if value is None:
             continue
-        info = probe_video(value, name)
+        info = infos[name] = probe_video(value, name)
         if info.width * info.height > MAX_VIDEO_FRAME_PIXELS:
             raise InvalidRequestError(
                 name,
                 f"`{name}` frames are {info.width}x{info.height}, more than the limit of {MAX_VIDEO_FRAME_PIXELS} "
                 "pixels",
             )
+    if request.task == TaskKind.ANIMATE and "pose_video" in infos:
+        check_driving_videos(infos)
+    for name, info in infos.items():
         _check_length(name, info.num_frames, request.num_frames)
+
+
+FPS_TOLERANCE = 0.01
+"""Relative difference of frame rates still taken as the same rate (29.97 vs 30000/1001 written differently)."""
+
+
+def check_driving_videos(infos: dict) -> None:
+    """Animate's driving videos come from one preprocessing run of one video, and the pipeline takes frame i of
+    each together: their frame counts and frame rates must agree with the pose video's, the background and mask
+    must be of its size, and the face crops square (the preprocessing writes 512x512; the pipeline scales them to
+    the model's face size). `infos` maps input names to their `VideoInfo`. Raises `InvalidRequestError` naming the
+    field and its value."""
+    pose = infos["pose_video"]
+    for name, info in infos.items():
+        if name == "pose_video":
+            continue
+        if info.num_frames != pose.num_frames:
+            raise InvalidRequestError(
+                name,
+                f"`{name}` has {info.num_frames} frames and `pose_video` {pose.num_frames}: the driving videos "
+                "must have the same length (frame i of each is used together)",
+            )
+        if pose.fps and info.fps and abs(info.fps - pose.fps) > FPS_TOLERANCE * pose.fps:
+            raise InvalidRequestError(
+                name,
+                f"`{name}` is {info.fps:g} fps and `pose_video` {pose.fps:g} fps: the driving videos must have one "
+                "frame rate",
+            )
+        if name == "face_video":
+            if info.width != info.height:
+                raise InvalidRequestError(
+                    name, f"`face_video` frames are {info.width}x{info.height}; the face crops must be square"
+                )
+        elif (info.width, info.height) != (pose.width, pose.height):
+            raise InvalidRequestError(
+                name,
+                f"`{name}` frames are {info.width}x{info.height} and `pose_video`'s {pose.width}x{pose.height}: "
+                "they must be of one size",
+            )
 
 
 def load_media(request: GenerationRequest) -> dict[str, Any]:
@@ -133,7 +176,7 @@ def pipeline_inputs(spec: ModelSpec, request: GenerationRequest) -> dict[str, An
             pose_video=media["pose_video"],
             face_video=media["face_video"],
             mode=request.animate_mode,
-            segment_frame_length=spec.num_frames,
+            segment_frame_length=request.clip_len,
             prev_segment_conditioning_frames=request.refert_num,
         )
         if request.animate_mode == "replace":

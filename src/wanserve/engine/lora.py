@@ -189,9 +189,14 @@ class LoraAdapters:
         self._loaded[key] = name
         return name
 
-    def activate(self, refs: Sequence[LoraRef], files: Sequence[Path]) -> list[dict[str, Any]]:
-        """Selects `refs` (at their strengths) for the next generation; no refs turns LoRA off. Returns what ran."""
-        if not refs:
+    def activate(
+        self, refs: Sequence[LoraRef], files: Sequence[Path], fixed: Sequence[tuple[str, float, dict]] = ()
+    ) -> list[dict[str, Any]]:
+        """Selects `refs` (at their strengths) for the next generation; no refs turns LoRA off. Returns what ran.
+
+        `fixed`: adapters loaded outside this cache (Animate's relighting LoRA, engine/relighting.py) to run as
+        well, as (adapter name, strength, what to report)."""
+        if not refs and not fixed:
             if self._active:
                 for transformer in self.transformers:
                     transformer.disable_lora()
@@ -203,11 +208,13 @@ class LoraAdapters:
             if name in names:
                 raise InvalidRequestError("loras", f"`loras` names the file {path} twice")
             names.append(name)
+        weights = [ref.strength for ref in refs] + [strength for _, strength, _ in fixed]
         for transformer in self.transformers:
             transformer.enable_lora()
-            transformer.set_adapters(names, [ref.strength for ref in refs])
+            transformer.set_adapters(names + [name for name, _, _ in fixed], weights)
         self._active = True
-        return [{**ref.as_dict(), "file": str(path)} for ref, path in zip(refs, files, strict=True)]
+        ran = [{**ref.as_dict(), "file": str(path)} for ref, path in zip(refs, files, strict=True)]
+        return ran + [dict(report) for _, _, report in fixed]
 
     @property
     def loaded(self) -> list[str]:

@@ -136,6 +136,11 @@ PARAMETERS: tuple[Parameter, ...] = (
     Parameter("refert_num", "int", "animate: frames each segment takes from the previous one, 1 or 5 (default 1).",
               "`WanAnimatePipeline(prev_segment_conditioning_frames=...)`", tasks=frozenset({T.ANIMATE}),
               cli="--refert-num"),
+    Parameter("clip_len", "int",
+              "animate: frames of one segment, 4k+1 (default: the model's, 77 for Wan2.2-Animate-14B); the output "
+              "is still as long as the pose video, made in segments of this length.",
+              "`WanAnimatePipeline(segment_frame_length=...)` (the official `clip_len`)", tasks=frozenset({T.ANIMATE}),
+              cli="--clip-len"),
     Parameter("max_sequence_length", "int", "Prompt tokens kept by the text encoder, 1..512.",
               "`pipe.encode_prompt(max_sequence_length=...)`", cli="--max-sequence-length"),
     Parameter("loras", "lora_list",

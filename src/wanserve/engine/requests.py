@@ -86,6 +86,8 @@ class GenerationRequest:
     """animate only: frames each segment takes from the previous one (1 or 5, as the official code)."""
     loras: tuple[LoraRef, ...] = ()
     """LoRA adapters for this generation (engine/lora.py); their files are checked at submission."""
+    clip_len: int = 77
+    """animate only: frames of one segment (4k+1; the official `clip_len`, diffusers' `segment_frame_length`)."""
 
     def replace(self, **changes) -> GenerationRequest:
         return dataclasses.replace(self, **changes)
@@ -101,6 +103,10 @@ class ProgressEvent:
     steps: int = 0
     step_time_s: float | None = None
     """Seconds the last denoising step took, when this event reports a step."""
+    segment: int = 0
+    """Animate: the segment (1-based) the reported steps belong to; 0 before denoising and for other tasks."""
+    segments: int = 1
+    """How many segments the run denoises one after the other (Animate covers a long pose video in several)."""
 
 
 @dataclass(frozen=True)

@@ -116,7 +116,7 @@ def fit_to_inputs(spec: ModelSpec, request: GenerationRequest, shapes: InputShap
     if request.task == TaskKind.ANIMATE and shapes.pose_video is not None:
         width, height, frames = shapes.pose_video
         check_animate_size(spec, width, height, request.allow_untrained_size)
-        frames = animate_frames(spec, frames, request.refert_num)
+        frames = animate_frames(spec, frames, request.refert_num, request.clip_len)
         return request.replace(width=width, height=height, num_frames=frames)
     return request
 
@@ -131,21 +131,23 @@ def check_animate_size(spec: ModelSpec, width: int, height: int, allow_untrained
     check_size(spec, width, height, allow_untrained, what="`pose_video` size")
 
 
-def animate_frames(spec: ModelSpec, pose_frames: int, refert_num: int) -> int:
-    """Animate's output length: the pose video's, which the pipeline covers in whole segments. A segment after
-    the first starts from the last `refert_num` frames made, so the video must be longer than that."""
+def animate_frames(spec: ModelSpec, pose_frames: int, refert_num: int, clip_len: int) -> int:
+    """Animate's output length: the pose video's, which the pipeline covers in whole segments of `clip_len`
+    frames. A segment after the first starts from the last `refert_num` frames made, so the video must be longer
+    than that."""
     if not refert_num < pose_frames <= spec.max_frames:
         raise InvalidRequestError(
             "pose_video",
             f"`pose_video` has {pose_frames} frames; {spec.name} takes {refert_num + 1} to {spec.max_frames} "
             f"(with `refert_num` {refert_num})",
         )
-    # Every segment after the first starts from the last `refert_num` frames the previous one made; diffusers
-    # counts its segments right only when a segment makes more new frames than it takes (77 - 5 for the real model).
-    if spec.num_frames - refert_num <= refert_num:
+    # Every segment after the first starts from the last `refert_num` frames the previous one made. diffusers
+    # counts its segments as (padded length) // (clip_len - refert_num), which is the official count only when a
+    # segment makes more new frames than it takes (77 - 5 for the real model); with fewer its run would fail.
+    if clip_len - refert_num <= refert_num:
         raise InvalidRequestError(
             "refert_num",
-            f"`refert_num` {refert_num} needs segments longer than {2 * refert_num} frames; {spec.name}'s are "
-            f"{spec.num_frames}",
+            f"`refert_num` {refert_num} needs segments longer than {2 * refert_num} frames; `clip_len` is "
+            f"{clip_len} ({spec.name}'s default {spec.num_frames}): give a longer `clip_len` or `refert_num` 1",
         )
     return pose_frames

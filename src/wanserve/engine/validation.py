@@ -256,6 +256,16 @@ def resolve_request(model: str, params: Mapping[str, Any], probe_inputs: bool = 
     refert_num = _int("refert_num", given.get("refert_num", 1))
     if refert_num not in REFERT_NUMS:
         raise InvalidRequestError("refert_num", f"`refert_num` must be 1 or 5, got {refert_num}")
+    clip_len = GenerationRequest.clip_len  # used by Animate only (the table refuses it for other tasks)
+    if task == TaskKind.ANIMATE:
+        clip_len = _int("clip_len", given.get("clip_len", spec.num_frames))
+        # The official `clip_len`: any 4k+1 (animate.py asks for it; diffusers rounds other values, wanserve refuses).
+        k = spec.temporal_factor
+        if clip_len < k + 1 or clip_len > spec.max_frames or (clip_len - 1) % k:
+            raise InvalidRequestError(
+                "clip_len",
+                f"`clip_len` must be {k}k+1 between {k + 1} and {spec.max_frames} for {spec.name}, got {clip_len}",
+            )
     refs = given.get("reference_images", ())
     if not isinstance(refs, list | tuple):
         raise InvalidRequestError("reference_images", "`reference_images` must be a list")
@@ -294,8 +304,16 @@ def resolve_request(model: str, params: Mapping[str, Any], probe_inputs: bool = 
         conditioning_scale=conditioning_scale,
         refert_num=refert_num,
         loras=loras,
+        clip_len=clip_len,
     )
-    return sizes.fit_to_inputs(spec, request, probe_shapes(request)) if probe_inputs else request
+    if not probe_inputs:
+        return request
+    request = sizes.fit_to_inputs(spec, request, probe_shapes(request))
+    if task == TaskKind.ANIMATE:
+        from wanserve.engine.inputs import probe_media
+
+        probe_media(request)  # the driving videos agree (length, frame rate, size), as the job service checks
+    return request
 
 
 def probe_shapes(request: GenerationRequest) -> sizes.InputShapes:

@@ -7,8 +7,9 @@ and for `replace_flag` also `src_bg.mp4` and `src_mask.mp4`; each file's bytes m
 
 Field mapping: `input_prompt` -> prompt, `sampling_steps` -> num_inference_steps, `guide_scale` -> guidance_scale,
 `shift` -> flow_shift, `sample_solver` -> solver, `replace_flag` -> animate_mode `replace`, `refert_num` (1 or 5)
-as it is. The output is as long as the pose video and of its size, as the official code makes it. `clip_len` must
-equal the model's segment length; `offload_model` is a deployment setting, refused per job. `job_id` becomes the job's idempotency key: a second job with it is a 409, as before.
+and `clip_len` (the segment length, 4k+1; default the model's) as they are. The output is as long as the pose video
+and of its size, as the official code makes it; the driving videos must agree (frame counts, frame rate, sizes).
+`offload_model` is a deployment setting, refused per job. `job_id` becomes the job's idempotency key: a second job with it is a 409, as before.
 """
 
 from __future__ import annotations
@@ -32,10 +33,10 @@ from wanserve.api.routes.legacy_common import (
 )
 from wanserve.api.routes.legacy_wan21_i2v import read_json, rename_native_error
 from wanserve.api.schemas.legacy import ANIMATE_STATUS, AnimateJobCreate, AnimateJobStatus, parse_body
-from wanserve.engine.registry import get_spec
 from wanserve.engine.requests import TaskKind
 from wanserve.errors import InvalidRequestError, JobNotFoundError, JobStateError, PayloadTooLargeError
 from wanserve.jobs.service import JobService, JobSubmission
+from wanserve.media.animate_sources import REPLACE_REQUIRED, SOURCE_FILES, check_present, wanted_files
 from wanserve.media.inputs import IMAGE_MIME_TYPES, VIDEO_MIME_TYPES, describe_bytes, sniff_media_type
 from wanserve.media.paths import confine_existing_dir, confine_path
 
@@ -43,33 +44,21 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/animate", tags=["legacy: Wan2.2-Animate backend"], route_class=LegacyRoute)
 
-# file name -> (wanserve input, kind)
-SOURCE_FILES = {
-    "src_ref.png": ("image", "image"),
-    "src_pose.mp4": ("pose_video", "video"),
-    "src_face.mp4": ("face_video", "video"),
-    "src_bg.mp4": ("background_video", "video"),
-    "src_mask.mp4": ("mask", "video"),
-}
-REQUIRED = ("src_ref.png", "src_pose.mp4", "src_face.mp4")
-REPLACE_REQUIRED = ("src_bg.mp4", "src_mask.mp4")
 NAMES = {
     "prompt": "input_prompt",
     "num_inference_steps": "sampling_steps",
     "guidance_scale": "guide_scale",
     "flow_shift": "shift",
     "solver": "sample_solver",
-    "pose_video": "src_root_path/src_pose.mp4",
+    **{target: f"src_root_path/{name}" for name, (target, _) in SOURCE_FILES.items()},
 }
 
 
 def read_sources(src_root_path: str, jobs_root: Path, replace: bool, max_bytes: int) -> dict[str, bytes]:
     """The job directory's files as wanserve inputs, every one confined, present and of the right type."""
     directory = confine_existing_dir(src_root_path, jobs_root, "src_root_path", base=Path.cwd())
-    wanted = REQUIRED + (REPLACE_REQUIRED if replace else ())
-    missing = [name for name in wanted if not (directory / name).is_file()]
-    if missing:
-        raise InvalidRequestError("src_root_path", f"`src_root_path` {src_root_path!r} lacks {', '.join(missing)}")
+    wanted = wanted_files(replace)
+    check_present(directory, replace, "src_root_path", src_root_path)
     extra = [name for name in REPLACE_REQUIRED if not replace and (directory / name).is_file()]
     if extra:
         logger.info("animate job in %s: %s present but replace_flag is false (animate mode)", directory, extra)
@@ -93,11 +82,6 @@ def read_sources(src_root_path: str, jobs_root: Path, replace: bool, max_bytes: 
 
 def animate_params(body: AnimateJobCreate, model: str) -> dict[str, Any]:
     """wanserve parameters of an Animate backend request (see the module docstring)."""
-    spec = get_spec(model)
-    if body.clip_len is not None and body.clip_len != spec.num_frames:
-        raise InvalidRequestError(
-            "clip_len", f"`clip_len` must be {spec.num_frames} (the segment length of {model}), got {body.clip_len}"
-        )
     if body.offload_model is not None:
         raise InvalidRequestError(
             "offload_model", "`offload_model` is a deployment setting (memory options), not a per-job parameter"
@@ -108,6 +92,7 @@ def animate_params(body: AnimateJobCreate, model: str) -> dict[str, Any]:
     }
     renames = (
         ("refert_num", "refert_num"),
+        ("clip_len", "clip_len"),
         ("negative_prompt", "negative_prompt"),
         ("seed", "seed"),
         ("fps", "fps"),

@@ -75,11 +75,14 @@ def i2v_params(body: Any) -> dict[str, Any]:
 
 
 def rename_native_error(exc, names: dict[str, str]):
-    """An `InvalidRequestError` about a wanserve field, renamed to the legacy field the client sent."""
+    """An `InvalidRequestError` about a wanserve field, renamed to the legacy field the client sent (every wanserve
+    field its message names is renamed too)."""
     if not isinstance(exc, InvalidRequestError) or exc.field not in names:
         return exc
-    target = names[exc.field]
-    renamed = InvalidRequestError(target, str(exc).replace(f"`{exc.field}`", f"`{target}`"))
+    message = str(exc)
+    for name, legacy in names.items():
+        message = message.replace(f"`{name}`", f"`{legacy}`")
+    renamed = InvalidRequestError(names[exc.field], message)
     renamed.http_status = exc.http_status
     return renamed
 
