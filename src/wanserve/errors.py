@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import re
+
 
 class WanserveError(Exception):
     """Base class for every error wanserve raises on purpose."""
@@ -93,3 +96,38 @@ class JobFailedError(WanserveError):
 
     http_status = 500
     error_type = "job_failed"
+
+
+class StorageFullError(WanserveError):
+    """The disk (or quota) holding the job database, inputs or outputs is full."""
+
+    http_status = 507
+    error_type = "storage_full"
+
+
+_STORAGE_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+_STORAGE_FULL_TEXT = ("database or disk is full", "no space left on device", "could not extend file", "disk quota")
+
+
+def is_storage_full(exc: BaseException) -> bool:
+    """Whether `exc` (or what caused it) says the disk is full: `OSError` ENOSPC / EDQUOT / EFBIG, SQLite's
+    "database or disk is full", PostgreSQL's "could not extend file"."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, StorageFullError):
+            return True
+        if isinstance(exc, OSError) and exc.errno in _STORAGE_FULL_ERRNOS:
+            return True
+        if any(text in str(exc).lower() for text in _STORAGE_FULL_TEXT):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w:/.~-])/(?:[\w.+@-]+/)+([\w.+@-]*)")
+
+
+def redact_paths(message: str) -> str:
+    """`message` with absolute file paths cut to their last part (`/srv/data/outputs/x/output.mp4` ->
+    `.../output.mp4`): errors shown to clients never reveal the server's directory layout. URLs are left alone."""
+    return _ABSOLUTE_PATH.sub(lambda m: f".../{m.group(1)}", message)

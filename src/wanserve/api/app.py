@@ -22,6 +22,7 @@ from wanserve.api.auth import AuthMiddleware, check_open_service
 from wanserve.api.errors import install_error_handlers
 from wanserve.api.extensions import COMPAT_EXTENSIONS
 from wanserve.api.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
+from wanserve.api.openapi import finish_openapi
 from wanserve.api.routes import health, jobs, models, web, workers
 from wanserve.api.schemas.jobs import JobCreate
 from wanserve.bootstrap import EngineFactory, build_key_ring, build_runtime
@@ -88,23 +89,5 @@ def create_app(
     web.mount_static(app)
     for extension in EXTENSIONS:
         extension(app, runtime)
-    _register_schema(app, JobCreate)
+    finish_openapi(app, (JobCreate,))
     return app
-
-
-def _register_schema(app: FastAPI, model: type) -> None:
-    """Adds `model` to the OpenAPI components (bodies parsed by hand are not discovered)."""
-    build = app.openapi
-
-    def openapi() -> dict:
-        if app.openapi_schema:
-            return app.openapi_schema
-        schema = build()
-        definitions = model.model_json_schema(ref_template="#/components/schemas/{model}")
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
-        components.update(definitions.pop("$defs", {}))
-        components[model.__name__] = definitions
-        app.openapi_schema = schema
-        return schema
-
-    app.openapi = openapi

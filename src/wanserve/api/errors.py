@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from wanserve.errors import InvalidRequestError, WanserveError
+from wanserve.errors import InvalidRequestError, WanserveError, redact_paths
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,8 @@ def retry_after_headers(exc: WanserveError) -> dict[str, str] | None:
 
 
 def error_response(status: int, error_type: str, message: str, param: str | None = None, headers=None) -> JSONResponse:
-    """The JSON error body every wanserve route returns."""
+    """The JSON error body every wanserve route returns (absolute server paths cut from the message)."""
+    message = redact_paths(message)
     body = {"error": {"type": error_type, "message": message, "param": param, "code": error_type}, "detail": message}
     return JSONResponse(body, status_code=status, headers=headers)
 

@@ -39,7 +39,15 @@ from wanserve.engine.validation import (
     request_params,
     resolve_request,
 )
-from wanserve.errors import InvalidRequestError, JobNotFoundError, JobStateError, QueueFullError
+from wanserve.errors import (
+    InvalidRequestError,
+    JobNotFoundError,
+    JobStateError,
+    QueueFullError,
+    StorageFullError,
+    is_storage_full,
+    redact_paths,
+)
 from wanserve.jobs.events import EventHub
 from wanserve.jobs.files import MEDIA_TYPES, VARIANTS, JobFiles, OutputKeys
 from wanserve.jobs.media_inputs import MediaLimits, StoredInput, load_input
@@ -47,6 +55,7 @@ from wanserve.jobs.model import Job, JobStatus, utcnow
 from wanserve.jobs.serving import ServingStatus, check_servable
 from wanserve.jobs.store import JobStore, LeaseState, ModelStats
 from wanserve.jobs.views import JobEventView, JobView, make_view, queued_etas, running_eta_s
+from wanserve.media.fetch import resolve_url
 from wanserve.storage.base import Storage, StorageKeyNotFound
 
 logger = logging.getLogger(__name__)
@@ -159,7 +168,7 @@ class JobService:
                 )
             if value not in (None, "", []):
                 media[name] = value
-        webhook_url = _check_webhook_url(submission.webhook_url)
+        webhook_url = _check_webhook_url(submission.webhook_url, self.config.media.allow_private_urls)
         key = _check_idempotency_key(submission.idempotency_key)
 
         # 1. Validate every parameter before touching any file (placeholders stand in for media inputs).
@@ -221,6 +230,14 @@ class JobService:
         except QueueFullError as exc:
             self.files.delete_inputs(job_id)
             raise QueueFullError(str(exc), self._retry_after_s(model, request.num_inference_steps)) from None
+        except Exception as exc:
+            self.files.delete_inputs(job_id)
+            if is_storage_full(exc):
+                logger.error("job %s not queued: storage full: %s", job_id, exc)
+                raise StorageFullError(
+                    "the server's storage is full; the job was not queued. Retry later or ask the operator"
+                ) from None
+            raise
         except BaseException:
             self.files.delete_inputs(job_id)
             raise
@@ -475,7 +492,7 @@ class JobService:
     def finish_failed(self, job_id: str, owner: str, error_type: str, message: str) -> JobView | None:
         """Marks the job failed with a type and a message a user can act on."""
         return self._finish(
-            job_id, owner, JobStatus.FAILED, {"error_type": error_type, "error_message": message[:4000]}
+            job_id, owner, JobStatus.FAILED, {"error_type": error_type, "error_message": redact_paths(message)[:4000]}
         )
 
     def finish_cancelled(self, job_id: str, owner: str) -> JobView | None:
@@ -523,13 +540,18 @@ class JobService:
         return [job.id for job in expired]
 
 
-def _check_webhook_url(url: str | None) -> str | None:
+def _check_webhook_url(url: str | None, allow_private_addresses: bool) -> str | None:
+    """The URL checked now by the rules every delivery attempt applies again (`media.fetch.resolve_url`: http(s),
+    no credentials, a host that resolves to public addresses only), so a webhook that could never be sent is a 422
+    at submission, not a job whose webhook silently never arrives."""
     if url is None or url == "":
         return None
     if not isinstance(url, str) or len(url) > 2048 or not url.lower().startswith(("http://", "https://")):
+        shown = str(url)[:80] if not isinstance(url, str) or "@" not in url else "(a URL with credentials)"
         raise InvalidRequestError(
-            "webhook_url", f"`webhook_url` must be an http(s) URL of at most 2048 characters, got {str(url)[:80]!r}"
+            "webhook_url", f"`webhook_url` must be an http(s) URL of at most 2048 characters, got {shown!r}"
         )
+    resolve_url(url, "webhook_url", allow_private_addresses)
     return url
 
 

@@ -17,8 +17,9 @@ from wanserve.media.inputs import IMAGE_MIME_TYPES, describe_bytes, read_source_
 
 logger = logging.getLogger(__name__)
 
-MAX_IMAGE_PIXELS = 8192 * 8192
-"""Largest input image accepted (width x height), far above any Wan resolution."""
+MAX_IMAGE_PIXELS = 4096 * 4096
+"""Largest input image accepted (width x height): a 16-megapixel photo, far above any Wan resolution. Decoding
+one this size takes about 50 MB; the limit is checked from the header, before any pixel is decoded."""
 
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
 """Largest encoded input image accepted, in bytes."""

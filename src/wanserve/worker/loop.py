@@ -26,7 +26,7 @@ from wanserve.engine.requests import (
     StopCallback,
     TaskKind,
 )
-from wanserve.errors import GenerationCancelled, WanserveError
+from wanserve.errors import GenerationCancelled, WanserveError, is_storage_full
 from wanserve.jobs.model import Job
 from wanserve.jobs.service import JobService
 from wanserve.media.outputs import write_output_files
@@ -254,6 +254,11 @@ class Worker:
             return
         except Exception as exc:
             recorder.flush_quietly()
+            if is_storage_full(exc):
+                logger.error("job %s failed: storage full: %s", job.id, exc)
+                message = f"no space left to write the job's files ({type(exc).__name__}: {exc})"
+                self.service.finish_failed(job.id, owner, "storage_full", message)
+                return
             logger.exception("job %s failed with an unexpected error", job.id)
             self.service.finish_failed(job.id, owner, "internal_error", f"{type(exc).__name__}: {exc}")
             return

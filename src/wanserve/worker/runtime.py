@@ -7,8 +7,10 @@ models, then takes jobs); `stop()` shuts them down; `health()` is what `/health`
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine as DBEngine
@@ -26,6 +28,9 @@ from wanserve.worker.pool import WorkerPool
 from wanserve.worker.sweeper import Sweeper
 
 logger = logging.getLogger(__name__)
+
+MIN_FREE_BYTES = 64 * 1024 * 1024
+"""Below this much free space where job files or the SQLite database live, `/health` says `storage_full`."""
 
 
 @dataclass
@@ -90,6 +95,24 @@ class Runtime:
         """This process's memory, the host's, and the accelerator memory of the workers' devices (CUDA only)."""
         return _memory_of(self.devices)
 
+    def storage_problem(self) -> str | None:
+        """Why jobs cannot be stored now (a local directory of the database, inputs or outputs has less than
+        `MIN_FREE_BYTES` free), or None."""
+        directories = list(getattr(self.storage, "directories", {}).values())
+        if self.db.dialect.name == "sqlite" and self.db.url.database not in (None, "", ":memory:"):
+            directories.append(Path(self.db.url.database).parent)
+        for directory in directories:
+            try:
+                free = shutil.disk_usage(directory).free
+            except OSError:
+                continue  # not created yet: nothing written there so far
+            if free < MIN_FREE_BYTES:
+                return (
+                    f"storage full: {free // (1024 * 1024)} MiB free where job files or the database are kept "
+                    f"(at least {MIN_FREE_BYTES // (1024 * 1024)} MiB needed)"
+                )
+        return None
+
     def health(self) -> dict[str, Any]:
         """What `/health` reports: our fields, and the Wan2.1 I2V service's (`status: "healthy"`, `rank`,
         `total_tasks`, `pipeline_world_size`, `pipeline_rank`, `config`) so its clients keep working."""
@@ -101,11 +124,16 @@ class Runtime:
         errors = [w.load_error for w in workers if w.load_error]
         errors += [f"{m}: {e}" for w in workers for m, e in w.model_errors.items()]
         legacy_status = {"ready": "healthy", "degraded": "healthy", "starting": "starting"}
+        ready, phase, detail = state.ready, state.phase, state.detail
+        storage = self.storage_problem()
+        if storage is not None:
+            ready, phase, detail = False, "storage_full", storage
+            errors.append(storage)
         return {
-            "status": legacy_status.get(state.phase, "unhealthy"),
-            "ready": state.ready,
-            "phase": state.phase,
-            "detail": state.detail,
+            "status": legacy_status.get(phase, "unhealthy"),
+            "ready": ready,
+            "phase": phase,
+            "detail": detail,
             "version": __version__,
             "random_weights": any(random.values()),
             "models": [

@@ -12,6 +12,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from wanserve.api.content import content_response
 from wanserve.api.deps import JobServiceDep, OwnerDep, SettingsDep, SubmissionDep
 from wanserve.api.schemas.jobs import JobCreate, JobDeleted, JobPublic, JobsPublic, multipart_schema
+from wanserve.errors import InvalidRequestError
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -102,16 +103,31 @@ async def _existing_job(job_id: str, service: JobServiceDep, owner: OwnerDep) ->
     return job_id
 
 
+MAX_EVENT_ID = 2**31 - 1
+"""Event numbers fit a signed 32-bit column; a larger `Last-Event-ID` is no event this server wrote."""
+
+
+def _last_event_id(last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None) -> int:
+    """The event number to resume after: 0 without the header; 422 for anything but an ASCII number in range."""
+    if last_event_id is None or last_event_id.strip() == "":
+        return 0
+    value = last_event_id.strip()
+    if not (value.isascii() and value.isdigit() and len(value) <= 10 and int(value) <= MAX_EVENT_ID):
+        raise InvalidRequestError(
+            "Last-Event-ID", f"`Last-Event-ID` must be an event number (0 to {MAX_EVENT_ID}), got {value[:40]!r}"
+        )
+    return int(value)
+
+
 @router.get("/{job_id}/events", response_class=EventSourceResponse)
 async def stream_events(
     job_id: Annotated[str, Depends(_existing_job)],
     service: JobServiceDep,
     owner: OwnerDep,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    after: Annotated[int, Depends(_last_event_id)],
 ) -> AsyncIterator[ServerSentEvent]:
     """Server-sent events: every status, stage and step change in order (`event:` status|stage|step, `id:` its
     number), ending with the final status. Reconnect with `Last-Event-ID` to resume."""
-    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
     async for event in service.stream_events(job_id, after, owner):
         yield ServerSentEvent(event=event.kind, id=str(event.seq), data=event.data)
 

@@ -23,6 +23,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from wanserve.api.content import content_response
 from wanserve.api.deps import JobServiceDep, OwnerDep, SubmitterDep, get_settings
+from wanserve.api.openapi import json_body
 from wanserve.api.routes.legacy_common import (
     LegacyRoute,
     choose_model,
@@ -138,7 +139,7 @@ def animate_status(view: Any) -> AnimateJobStatus:
     )
 
 
-@router.post("/jobs", response_model=AnimateJobStatus, status_code=202)
+@router.post("/jobs", response_model=AnimateJobStatus, status_code=202, openapi_extra=json_body(AnimateJobCreate))
 async def create_animate_job(request: Request, service: JobServiceDep, owner: SubmitterDep) -> AnimateJobStatus:
     """Queue an Animate job from a prepared directory."""
     body = parse_body(AnimateJobCreate, await read_json(request))

@@ -15,7 +15,7 @@ from wanserve.api.errors import ShapedErrorRoute, retry_after_headers
 from wanserve.api.schemas.legacy import ParallelCapabilities, solver_name
 from wanserve.engine.registry import CATALOG, get_spec
 from wanserve.engine.requests import TaskKind
-from wanserve.errors import InvalidRequestError, JobNotFoundError, WanserveError
+from wanserve.errors import InvalidRequestError, JobNotFoundError, WanserveError, redact_paths
 from wanserve.jobs.service import JobService
 
 logger = logging.getLogger(__name__)
@@ -32,6 +32,7 @@ _ERROR_CODES = {
 
 def legacy_error(status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None):
     """The old services' error bodies in one: FastAPI's `detail` plus their `error` / `message` pair."""
+    message = redact_paths(message)
     body: dict[str, Any] = {"detail": message, "error": _ERROR_CODES.get(status, "ERROR"), "message": message}
     if field is not None:
         body["field"] = field

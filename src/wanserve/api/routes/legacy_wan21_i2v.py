@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 
 from wanserve.api.content import content_response
 from wanserve.api.deps import AdminDep, JobServiceDep, OwnerDep, SubmitterDep, get_settings
+from wanserve.api.openapi import json_body
 from wanserve.api.routes.legacy_common import (
     LegacyRoute,
     capabilities,
@@ -97,7 +98,7 @@ WAN21_NAMES = {
 }
 
 
-@router.post("/video/submit", status_code=202)
+@router.post("/video/submit", status_code=202, openapi_extra=json_body(Wan21SubmitRequest))
 async def submit_video(request: Request, service: JobServiceDep, owner: SubmitterDep) -> dict[str, str]:
     """Queue an image-to-video job; answers `{"requestId": ...}`."""
     body = parse_body(Wan21SubmitRequest, await read_json(request))
@@ -140,7 +141,7 @@ def wan21_status(view: Any) -> Wan21StatusResponse:
     )
 
 
-@router.post("/video/status", response_model=Wan21StatusResponse)
+@router.post("/video/status", response_model=Wan21StatusResponse, openapi_extra=json_body(RequestIdBody))
 async def video_status(request: Request, service: JobServiceDep, owner: OwnerDep) -> Wan21StatusResponse:
     """Status of a job by `requestId`."""
     body = parse_body(RequestIdBody, await read_json(request))
@@ -148,7 +149,7 @@ async def video_status(request: Request, service: JobServiceDep, owner: OwnerDep
     return wan21_status(view)
 
 
-@router.post("/video/cancel")
+@router.post("/video/cancel", openapi_extra=json_body(RequestIdBody))
 async def video_cancel(request: Request, service: JobServiceDep, owner: OwnerDep) -> dict[str, str]:
     """Cancel a job: a queued one at once, a running one at its next denoising step."""
     body = parse_body(RequestIdBody, await read_json(request))

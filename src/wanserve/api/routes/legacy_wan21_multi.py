@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
 from wanserve.api.deps import JobServiceDep, OwnerDep, SubmitterDep, get_settings
+from wanserve.api.openapi import json_body
 from wanserve.api.routes.legacy_common import (
     LegacyRoute,
     capabilities,
@@ -73,7 +74,7 @@ def _submission_inputs(request: Request, body: MultiDeviceSubmitRequest) -> dict
     return {"image": read_confined_file(body.image_path, root, "image_path", settings.max_upload_bytes)}
 
 
-@router.post("/submit", response_model=MultiDeviceSubmitResponse)
+@router.post("/submit", response_model=MultiDeviceSubmitResponse, openapi_extra=json_body(MultiDeviceSubmitRequest))
 async def submit(request: Request, service: JobServiceDep, owner: SubmitterDep) -> MultiDeviceSubmitResponse:
     """Queue an image-to-video job."""
     body = parse_body(MultiDeviceSubmitRequest, await read_json(request))

@@ -14,11 +14,13 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ConfigDict, create_model
 from starlette.datastructures import UploadFile
 
 from wanserve.api.content import content_response
 from wanserve.api.deps import JobServiceDep, OwnerDep, SettingsDep, SubmitterDep
 from wanserve.api.errors import ShapedErrorRoute, retry_after_headers
+from wanserve.api.openapi import json_body
 from wanserve.api.schemas.openai import (
     DEFAULT_LIST_LIMIT,
     MAX_LIST_LIMIT,
@@ -34,7 +36,7 @@ from wanserve.api.schemas.openai import (
     video_object,
 )
 from wanserve.engine.registry import get_spec
-from wanserve.errors import InvalidRequestError, WanserveError
+from wanserve.errors import InvalidRequestError, WanserveError, redact_paths
 from wanserve.jobs.service import JobSubmission
 
 logger = logging.getLogger(__name__)
@@ -57,11 +59,32 @@ PASS_THROUGH_FIELDS = frozenset(
     }
 )
 OPENAI_FIELDS = frozenset({"model", "prompt", "seconds", "size", "input_reference", "webhook_url"})
+VideoCreate = create_model(
+    "VideoCreate",
+    __config__=ConfigDict(extra="forbid"),
+    __doc__="POST /v1/videos (JSON; the same fields as a multipart form, `input_reference` as a file).",
+    prompt=(str, ...),
+    model=(str | None, None),
+    seconds=(str | None, None),
+    size=(str | None, None),
+    input_reference=(str | dict[str, str] | None, None),
+    webhook_url=(str | None, None),
+    **{name: (Any, None) for name in sorted(PASS_THROUGH_FIELDS)},
+)
+_VIDEO_FORM = {
+    "type": "object",
+    "required": ["prompt"],
+    "properties": {
+        **{name: {"type": "string"} for name in sorted(OPENAI_FIELDS | PASS_THROUGH_FIELDS)},
+        "input_reference": {"type": "string", "format": "binary"},
+    },
+}
 _RENAMED = {"image": "input_reference", "num_frames": "seconds", "width": "size", "height": "size"}
 
 
 def openai_error_response(status: int, message: str, param: str | None, code: str | None) -> JSONResponse:
     """A JSON response in OpenAI's error shape."""
+    message = redact_paths(message)
     body = OpenAIError(error=OpenAIErrorDetail(message=message, type=openai_error_type(status), param=param, code=code))
     return JSONResponse(status_code=status, content=body.model_dump())
 
@@ -211,7 +234,7 @@ def _with_fps(spec, fps: int):
     return dataclasses.replace(spec, fps=max(1, fps))
 
 
-@router.post("/videos", response_model=VideoObject)
+@router.post("/videos", response_model=VideoObject, openapi_extra=json_body(VideoCreate, form=_VIDEO_FORM))
 async def create_video(request: Request, service: JobServiceDep, owner: SubmitterDep) -> VideoObject:
     """Create a video job (OpenAI `client.videos.create`)."""
     fields = await read_fields(request)

@@ -9,13 +9,22 @@ shape; the mapping of fields is in `api/schemas/openai_images.py`.
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from pydantic import ConfigDict, create_model
 
 from wanserve.api.deps import JobServiceDep, SettingsDep, SubmitterDep
+from wanserve.api.openapi import json_body
 from wanserve.api.routes.openai import OpenAIRoute, read_fields
-from wanserve.api.schemas.openai_images import ImageData, ImagesResponse, image_params, is_openai_image_model_name
+from wanserve.api.schemas.openai_images import (
+    PASS_THROUGH_FIELDS,
+    ImageData,
+    ImagesResponse,
+    image_params,
+    is_openai_image_model_name,
+)
 from wanserve.engine.registry import get_spec
 from wanserve.engine.requests import TaskKind
 from wanserve.errors import GenerationCancelled, InvalidRequestError, JobFailedError
@@ -37,7 +46,21 @@ def _image_model(requested: object, service: JobService) -> str:
     raise InvalidRequestError("model", f"no served model does text-to-image (t2i); this server serves {served}")
 
 
-@router.post("/images/generations", response_model=ImagesResponse)
+ImageCreate = create_model(
+    "ImageCreate",
+    __config__=ConfigDict(extra="forbid"),
+    __doc__="POST /v1/images/generations (JSON or a form with the same fields).",
+    prompt=(str, ...),
+    model=(str | None, None),
+    n=(int | None, None),
+    size=(str | None, None),
+    response_format=(str | None, None),
+    output_format=(str | None, None),
+    **{name: (Any, None) for name in sorted(PASS_THROUGH_FIELDS)},
+)
+
+
+@router.post("/images/generations", response_model=ImagesResponse, openapi_extra=json_body(ImageCreate))
 async def create_image(
     request: Request, response: Response, service: JobServiceDep, settings: SettingsDep, owner: SubmitterDep
 ) -> ImagesResponse:

@@ -180,8 +180,9 @@ class HealthPublic(BaseModel):
         description="`healthy` once jobs can run (the Wan2.1 I2V service's word), `starting`, or `unhealthy`."
     )
     ready: bool
-    phase: Literal["starting", "ready", "degraded", "unavailable"] = Field(
-        description="`degraded`: some models cannot be served (see `models[].unavailable_reason`)."
+    phase: Literal["starting", "ready", "degraded", "unavailable", "storage_full"] = Field(
+        description="`degraded`: some models cannot be served (see `models[].unavailable_reason`); `storage_full`: "
+        "the disk holding job files or the database is (nearly) full, new jobs fail with `storage_full`."
     )
     detail: str
     version: str

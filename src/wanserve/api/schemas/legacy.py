@@ -165,7 +165,9 @@ class AnimateJobCreate(_Strict):
     """POST /animate/jobs."""
 
     src_root_path: str
-    job_id: str | None = Field(None, min_length=1, max_length=200)
+    job_id: str | None = Field(None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    """The client's own id for the job (letters, digits, `.`, `_`, `-`; no path separators): it is looked up again
+    as `/animate/jobs/{job_id}`."""
     replace_flag: bool = False
     clip_len: int | None = None
     refert_num: int | None = None
