@@ -13,11 +13,25 @@ origin, and the test-only hold hook.
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+_SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?\s*$", re.IGNORECASE)
+_UNITS = {"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def _gib(text: str) -> float:
+    """A memory size (`19GiB`, `20000MiB`, `24GB`; a bare number is GiB) in GiB; ValueError naming the value."""
+    match = _SIZE_RE.match(text)
+    if match is None or float(match.group(1)) <= 0:
+        raise ValueError(f"`WANSERVE_MAX_MEMORY` sizes look like 19GiB or 20000MiB, got {text!r}")
+    unit = (match.group(2) or "gib").lower()
+    return float(match.group(1)) * _UNITS[unit] / 2**30
 
 
 def _env(name: str, *aliases: str) -> AliasChoices:
@@ -91,6 +105,15 @@ class Settings(BaseSettings):
     modelscope_domain: str | None = Field(None, validation_alias=AliasChoices("MODELSCOPE_DOMAIN"))
     t5_cpu: bool = Field(False, validation_alias=_env("T5_CPU", "T5_CPU"))
     """Keep the text encoder on the CPU."""
+    use_dfloat11: bool = Field(False, validation_alias=_env("USE_DFLOAT11", "WAN_USE_DFLOAT11"))
+    """Serve the transformers from DFloat11-compressed weights (`dfloat11_dir`), the Animate backend's switch."""
+    dfloat11_dir: Path | None = Field(None, validation_alias=_env("DFLOAT11_DIR", "WAN_DFLOAT11_LOCAL_DIR"))
+    """Where `wanserve compress --format df11` wrote the compressed transformer(s); read with `use_dfloat11`."""
+    dfloat11_cpu_offload: bool = Field(False, validation_alias=_env("DFLOAT11_CPU_OFFLOAD", "WAN_DFLOAT11_CPU_OFFLOAD"))
+    """Keep the compressed blocks on the CPU and copy each to the device as it runs (least device memory)."""
+    max_memory: str | None = Field(None, validation_alias=_env("MAX_MEMORY", "WAN_DFLOAT11_MAX_MEMORY"))
+    """Accelerator memory a worker may use: one size (`19GiB`, `20000MiB`, a number is GiB) or the Animate
+    backend's JSON map by device index (`{"0": "19GiB", "1": "19GiB"}`)."""
     lora_dir: Path | None = Field(None, validation_alias=_env("LORA_DIR"))
     """Directory of LoRA files a job names by `name` (`loras: [{"name": "x"}]` reads `<lora_dir>/x.safetensors`)."""
     lora_allowed_dirs: Annotated[list[Path], NoDecode] = Field(
@@ -153,6 +176,25 @@ class Settings(BaseSettings):
     hold_dir: Path | None = Field(None, validation_alias=_env("TEST_HOLD_DIR"))
     hold_step: int = Field(1, ge=1, validation_alias=_env("TEST_HOLD_STEP"))
 
+    @field_validator("max_memory")
+    @classmethod
+    def _check_max_memory(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        text = value.strip()
+        if text.startswith("{"):
+            try:
+                mapping = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"`WANSERVE_MAX_MEMORY` is not a JSON map of sizes: {exc}") from None
+            if not isinstance(mapping, dict) or not mapping:
+                raise ValueError(f"`WANSERVE_MAX_MEMORY` must map device indexes to sizes, got {text!r}")
+            for size in mapping.values():
+                _gib(str(size))
+        else:
+            _gib(text)
+        return text
+
     @field_validator("storage_url")
     @classmethod
     def _check_storage_url(cls, value: str | None) -> str | None:
@@ -180,6 +222,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_unsafe(self) -> Settings:
+        if self.use_dfloat11 and self.dfloat11_dir is None:
+            raise ValueError(
+                "`WAN_USE_DFLOAT11` is true but `WAN_DFLOAT11_LOCAL_DIR` (WANSERVE_DFLOAT11_DIR) is not set"
+            )
         if self.max_upload_mb > self.max_request_mb:
             raise ValueError(
                 f"`max_upload_mb` ({self.max_upload_mb:g}) must not exceed `max_request_mb` ({self.max_request_mb:g})"
@@ -221,10 +267,27 @@ class Settings(BaseSettings):
         return EngineConfig(
             device=device,
             weights=self.weights_config(model_paths),
-            memory=MemoryConfig(text_encoder_on_cpu=self.t5_cpu),
+            memory=MemoryConfig(
+                text_encoder_on_cpu=self.t5_cpu,
+                dfloat11_dir=str(self.dfloat11_dir) if self.use_dfloat11 else None,
+                dfloat11_cpu_offload=self.dfloat11_cpu_offload and self.use_dfloat11,
+                max_memory_gib=self.max_memory_gib(device),
+            ),
             lora=self.lora_config(),
             relighting_lora=str(self.animate_relighting_lora) if self.animate_relighting_lora else None,
         )
+
+    def max_memory_gib(self, device: str | None) -> float | None:
+        """`max_memory` for `device` (`cuda:1` reads the map's `"1"`), in GiB; None when unset or not mapped."""
+        if not self.max_memory:
+            return None
+        text = self.max_memory.strip()
+        if not text.startswith("{"):
+            return _gib(text)
+        index = (device or "").rpartition(":")[2] if device and ":" in device else "0"
+        mapping = json.loads(text)
+        value = mapping.get(index, mapping.get(f"cuda:{index}"))
+        return None if value is None else _gib(str(value))
 
     def lora_config(self, extra_dirs: tuple[str, ...] = ()):
         """Where per-job LoRAs may be read from (the job service checks submissions against it, the engine loads)."""

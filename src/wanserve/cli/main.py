@@ -7,7 +7,7 @@ import logging
 import typer
 
 from wanserve import __version__
-from wanserve.cli import bench, doctor, download, generate, keys, models, serve, worker
+from wanserve.cli import bench, compress, doctor, download, generate, keys, models, serve, worker
 
 app = typer.Typer(
     name="wanserve",
@@ -34,5 +34,5 @@ def main(
     )
 
 
-for _module in (generate, models, download, doctor, serve, worker, bench, keys):
+for _module in (generate, models, download, doctor, serve, worker, bench, keys, compress):
     _module.register(app)

@@ -119,6 +119,11 @@ class Engine:
                 vae_dtype=torch_dtype(memory.vae_dtype),
             )
             path = str(directory)
+            if memory.dfloat11_dir is not None:
+                from wanserve.engine.dfloat11_model import apply_df11_dir
+
+                apply_df11_dir(components, memory.dfloat11_dir, device, memory.dfloat11_cpu_offload)
+        _cap_device_memory(device, self.config.memory.max_memory_gib)
         loaded = LoadedModel(
             spec=spec, components=components, device=device, path=path, random_weights=spec.random_weights
         )
@@ -361,6 +366,15 @@ class _Run:
             stage_times_s=dict(self.stage_times),
             step_times_s=tuple(self.step_times),
         )
+
+
+def _cap_device_memory(device: torch.device, max_memory_gib: float | None) -> None:
+    """Limits CUDA's allocator on `device` to `max_memory_gib` (a worker sharing a larger GPU)."""
+    if max_memory_gib is None or device.type != "cuda":
+        return
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    total = torch.cuda.get_device_properties(index).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, max_memory_gib * 2**30 / total), index)
 
 
 def _has_media_inputs(request: GenerationRequest) -> bool:
