@@ -244,8 +244,8 @@ def load_df11(path: str | Path) -> dict[str, torch.Tensor | DF11Tensor]:
         raw = {key: reader.get_tensor(key) for key in reader.keys()}  # noqa: SIM118 (safe_open has no iterator)
     state: dict[str, torch.Tensor | DF11Tensor] = {k: v for k, v in raw.items() if SUFFIX not in k}
     for name, shape in shapes.items():
-        part = lambda p: raw[f"{name}{SUFFIX}{p}"]  # noqa: E731
-        state[name] = DF11Tensor(tuple(shape), part("bits"), part("sm"), part("offsets"), part("lengths"))
+        bits, sm, offsets, lengths = (raw[f"{name}{SUFFIX}{p}"] for p in ("bits", "sm", "offsets", "lengths"))
+        state[name] = DF11Tensor(tuple(shape), bits, sm, offsets, lengths)
     return state
 
 
