@@ -67,6 +67,6 @@ def test_exact_speed_options_cuda_match_plain(cuda_engine, tmp_path):
     exact = Engine(EngineConfig(device="cuda"))
     request = resolve_request("tiny-t2v", {"prompt": "a cat", "seed": 11})
     first, second = exact.generate(request), exact.generate(request)
-    assert first.speed == {"attention": "native", "compile": "blocks"}
+    assert first.speed == {"attention": "native", "compile": "blocks", "mode": "exact"}
     assert np.array_equal(first.frames, second.frames)
     assert np.abs(first.frames.astype(np.int16) - plain).max() <= 2

@@ -62,6 +62,10 @@ CASES: dict[str, tuple[str, dict]] = {
         "tiny-animate",
         {**ANIMATE, "animate_mode": "replace", "background_video": "video2", "mask": "mask"},
     ),
+    # Fast modes (engine/fast.py): FP8 rounding emulated on the CPU; TeaCache skips steps 6-7 of 8.
+    "t2v-fast": ("tiny-t2v", {"speed": "fast"}),
+    "t2v-teacache": ("tiny-t2v", {"num_inference_steps": 8, "step_cache": "teacache"}),
+    "t2v-firstblock": ("tiny-t2v", {"num_inference_steps": 8, "step_cache": "firstblock", "step_cache_threshold": 0.5}),
 }
 
 # Frames 0 and -1 (the same frame for t2i), rows 30-31, columns 30-31, RGB: 24 values per case.
@@ -78,6 +82,9 @@ EXPECTED: dict[str, list[int]] = {
     "vace": [125, 123, 135, 127, 124, 134, 127, 120, 131, 129, 120, 130, 86, 67, 81, 110, 96, 109, 97, 101, 126, 89, 100, 83],
     "animate-animate": [117, 123, 141, 118, 125, 140, 118, 122, 133, 122, 120, 133, 115, 83, 111, 123, 113, 122, 129, 85, 104, 94, 126, 62],
     "animate-replace": [120, 119, 131, 115, 127, 140, 120, 125, 128, 117, 125, 132, 133, 62, 96, 129, 63, 85, 85, 65, 131, 96, 87, 69],
+    "t2v-fast": [136, 118, 130, 136, 119, 128, 137, 116, 132, 139, 116, 130, 44, 44, 81, 42, 108, 65, 22, 137, 120, 64, 126, 80],
+    "t2v-teacache": [138, 114, 131, 142, 113, 129, 139, 114, 132, 142, 112, 132, 107, 85, 94, 136, 121, 80, 66, 49, 101, 66, 161, 68],
+    "t2v-firstblock": [138, 114, 131, 141, 113, 129, 139, 114, 132, 142, 112, 132, 114, 81, 98, 137, 120, 78, 60, 57, 101, 71, 156, 65],
 }
 # fmt: on
 
@@ -155,6 +162,13 @@ PARAMETER_CASES = {
     "max_sequence_length": ("tiny-t2v", {}, "max_sequence_length", 16),
     "solver": ("tiny-t2v", {}, "solver", "euler"),
     "negative_prompt": ("tiny-t2v", {}, "negative_prompt", "dark, noisy"),
+    "speed": ("tiny-t2v", {}, "speed", "fast"),
+    "fp8_gemm": ("tiny-t2v", {}, "fp8_gemm", True),
+    "fp8_attention": ("tiny-t2v", {}, "fp8_attention", True),
+    "step_cache": ("tiny-t2v", {"num_inference_steps": 8}, "step_cache", "teacache"),
+    "step_cache_threshold": (
+        "tiny-t2v", {"num_inference_steps": 8, "step_cache": "firstblock"}, "step_cache_threshold", 0.5
+    ),
 }
 
 

@@ -103,6 +103,13 @@ def generate(
         "video path, timestamps) is printed on stdout at the end.",
     ),
     max_sequence_length: int | None = typer.Option(None, "--max-sequence-length", help=_help("max_sequence_length")),
+    speed: str | None = typer.Option(None, "--speed", help=_help("speed")),
+    fp8_gemm: bool | None = typer.Option(None, "--fp8-gemm/--no-fp8-gemm", help=_help("fp8_gemm")),
+    fp8_attention: bool | None = typer.Option(None, "--fp8-attention/--no-fp8-attention", help=_help("fp8_attention")),
+    step_cache: str | None = typer.Option(None, "--step-cache", help=_help("step_cache")),
+    step_cache_threshold: float | None = typer.Option(
+        None, "--step-cache-threshold", help=_help("step_cache_threshold")
+    ),
     seed: int | None = typer.Option(None, "--seed", help=_help("seed")),
     fps: int | None = typer.Option(None, "--fps", help=_help("fps")),
     crf: int | None = typer.Option(None, "--crf", help=_help("crf")),

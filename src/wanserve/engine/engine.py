@@ -26,6 +26,8 @@ from wanserve.engine.requests import (
     StopCallback,
     TaskKind,
 )
+from wanserve.engine.fast import fast_modes
+from wanserve.engine.fast import options_for as fast_options_for
 from wanserve.engine.speed import apply_speed_options
 from wanserve.engine.tiny import build_tiny_components
 from wanserve.errors import GenerationCancelled
@@ -346,8 +348,10 @@ class _Run:
             common["guidance_scale_2"] = request.guidance_scale_2
         if request.task not in (TaskKind.V2V, TaskKind.ANIMATE):
             common["num_frames"] = request.num_frames
-        with torch.inference_mode():
-            frames = pipe(**common, **kwargs).frames[0]
+        options = fast_options_for(loaded.spec, request)
+        with fast_modes(loaded.components, options, steps=self.steps) as fast_record:
+            with torch.inference_mode():
+                frames = pipe(**common, **kwargs).frames[0]
         if self._stage != Stage.DECODING:
             self._enter(Stage.DECODING)
 
@@ -355,8 +359,8 @@ class _Run:
         self._close_stage()
         return GenerationResult(
             frames=video,
-            speed=dict(loaded.speed or {}),
             loras=tuple(loras),
+            speed={**(loaded.speed or {}), "mode": request.speed, **fast_record},
             width=int(video.shape[2]),
             height=int(video.shape[1]),
             num_frames=int(video.shape[0]),

@@ -59,6 +59,11 @@ _EXPERT_TASKS = frozenset({T.T2V, T.I2V, T.FLF2V, T.VACE})
 """The tasks whose diffusers pipelines take `guidance_scale_2` and a `boundary_ratio` (not v2v, not Animate)."""
 
 SOLVERS = ("unipc", "dpm++", "euler")
+SPEED_PRESETS = ("exact", "fast", "fastest")
+STEP_CACHES = ("none", "teacache", "firstblock")
+_CACHE_TASKS = frozenset({T.T2V, T.T2I, T.V2V, T.I2V, T.FLF2V, T.TI2V})
+"""Tasks whose transformer is a plain stack of blocks a step cache can skip (not VACE's control hints nor Animate's
+face features, which the model adds between blocks)."""
 ANIMATE_MODES = ("animate", "replace")
 _MEDIA = "An uploaded file (multipart), a `data:` URL, or an http(s) URL."
 
@@ -141,6 +146,25 @@ PARAMETERS: tuple[Parameter, ...] = (
               "is still as long as the pose video, made in segments of this length.",
               "`WanAnimatePipeline(segment_frame_length=...)` (the official `clip_len`)", tasks=frozenset({T.ANIMATE}),
               cli="--clip-len"),
+    Parameter("speed", "choice",
+              "Speed mode: `exact` (default; within bf16 rounding of stock diffusers), `fast` (FP8 matmuls and FP8 "
+              "attention) or `fastest` (fast plus a step cache where the task allows one). The job records the modes "
+              "it ran with; docs/performance.md shows each mode's speed and deviation.",
+              "engine/fast.py `fast_modes`, for this job only (no reload)", cli="--speed", choices=SPEED_PRESETS),
+    Parameter("fp8_gemm", "bool", "FP8 matmuls in the transformer blocks (overrides the `speed` preset).",
+              "engine/fast.py `enable_fp8_gemm` (`torch._scaled_mm`, row-wise scales)", cli="--fp8-gemm"),
+    Parameter("fp8_attention", "bool", "FP8 attention, FlashAttention-3's FP8 kernel (overrides the `speed` preset).",
+              "engine/speed.py `wanserve_attention`", cli="--fp8-attention"),
+    Parameter("step_cache", "choice",
+              "Skip the transformer blocks on steps whose input barely changed, reusing the last residual: "
+              "`teacache` (Wan2.1 models, TeaCache's published coefficients), `firstblock` (any model) or `none` "
+              "(overrides the `speed` preset).",
+              "engine/fast.py step-cache hooks on the blocks", tasks=_CACHE_TASKS, cli="--step-cache",
+              choices=STEP_CACHES),
+    Parameter("step_cache_threshold", "float",
+              "Step-cache threshold, (0, 1]: higher skips more steps. Default: TeaCache's published fastest value for "
+              "the model, 0.1 for `firstblock`.",
+              "the cache hooks' threshold (engine/fast.py)", tasks=_CACHE_TASKS, cli="--step-cache-threshold"),
     Parameter("max_sequence_length", "int", "Prompt tokens kept by the text encoder, 1..512.",
               "`pipe.encode_prompt(max_sequence_length=...)`", cli="--max-sequence-length"),
     Parameter("loras", "lora_list",

@@ -88,6 +88,12 @@ class GenerationRequest:
     """LoRA adapters for this generation (engine/lora.py); their files are checked at submission."""
     clip_len: int = 77
     """animate only: frames of one segment (4k+1; the official `clip_len`, diffusers' `segment_frame_length`)."""
+    speed: str = "exact"
+    """The speed preset asked for (`exact`, `fast`, `fastest`); the four fields below are what it resolved to."""
+    fp8_gemm: bool = False
+    fp8_attention: bool = False
+    step_cache: str = "none"
+    step_cache_threshold: float = 0.0
 
     def replace(self, **changes) -> GenerationRequest:
         return dataclasses.replace(self, **changes)

@@ -1,13 +1,14 @@
 """Exact speed: the attention kernel and regional compilation, applied to a loaded model's transformers.
 
 Nothing here changes what is computed beyond bf16 rounding: FlashAttention-3 (when importable) or cuDNN attention,
-and `torch.compile` of the repeated transformer blocks (`compile_repeated_blocks`, diffusers' regional compile),
-whose compiled code is cached on disk so a restart does not pay the compile again.
+and `torch.compile` of each repeated transformer block's `forward` (regional compile), whose compiled code is
+cached on disk so a restart does not pay the compile again.
 
 FlashAttention-3 comes as the `flash_attn_interface` module (the `wanserve[fa3]` extra installs a prebuilt wheel of
 it). diffusers 0.42 only detects FA3 when a distribution named `flash_attn_3` is installed, so for other builds the
-engine registers its own implementation of diffusers' `_flash_3` backend: a torch custom op around
-`flash_attn_interface.flash_attn_func`, so `torch.compile(fullgraph=True)` traces through it.
+engine registers its own attention under diffusers' `_flash_3` backend name: torch custom ops around
+`flash_attn_interface.flash_attn_func` (bf16, and FP8 for jobs in a fast mode, `engine.fast`), so
+`torch.compile(fullgraph=True)` traces through them.
 """
 
 from __future__ import annotations
@@ -41,40 +42,107 @@ def fa3_available() -> bool:
 
 
 @functools.cache
-def register_fa3_backend() -> None:
-    """Makes diffusers' `_flash_3` attention backend call `flash_attn_interface.flash_attn_func` (idempotent)."""
-    from diffusers.models import attention_dispatch as dispatch
+def _fa3_ops():
+    """Torch custom ops around `flash_attn_interface.flash_attn_func` (bf16 and FP8), so `torch.compile(fullgraph=True)`
+    traces through them."""
     from flash_attn_interface import flash_attn_func
 
-    if dispatch._CAN_USE_FLASH_ATTN_3:
-        return  # diffusers found a `flash_attn_3` distribution itself and registered its own backend
+    def _first(result):
+        return (result[0] if isinstance(result, tuple | list) else result).contiguous()
 
     @torch.library.custom_op("wanserve::flash_attn_3_forward", mutates_args=())
     def fa3_forward(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float) -> torch.Tensor:
-        result = flash_attn_func(query, key, value, softmax_scale=scale, causal=False)
-        return (result[0] if isinstance(result, tuple | list) else result).contiguous()
+        from flash_attn_interface import flash_attn_func
+
+        return _first(flash_attn_func(query, key, value, softmax_scale=scale, causal=False))
 
     @fa3_forward.register_fake
     def _(query, key, value, scale):
         return torch.empty_like(query)
 
-    def flash_attention_3(
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
-        attn_mask: torch.Tensor | None = None,
-        scale: float | None = None,
-        is_causal: bool = False,
+    @torch.library.custom_op("wanserve::flash_attn_3_fp8_forward", mutates_args=())
+    def fa3_fp8_forward(
+        query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float, out_dtype: torch.dtype
     ) -> torch.Tensor:
-        if attn_mask is not None or is_causal:
-            raise ValueError("the FlashAttention-3 backend takes neither `attn_mask` nor `is_causal`")
-        return fa3_forward(query, key, value, query.shape[-1] ** -0.5 if scale is None else scale)
+        from flash_attn_interface import flash_attn_func
+
+        from wanserve.engine.fast import quantize_heads
+
+        (q8, q_scale), (k8, k_scale), (v8, v_scale) = (quantize_heads(x) for x in (query, key, value))
+        out = flash_attn_func(
+            q8, k8, v8, softmax_scale=scale, causal=False, q_descale=q_scale, k_descale=k_scale, v_descale=v_scale
+        )
+        return _first(out).to(out_dtype)
+
+    @fa3_fp8_forward.register_fake
+    def _(query, key, value, scale, out_dtype):
+        return torch.empty_like(query, dtype=out_dtype)
+
+    return fa3_forward, fa3_fp8_forward
+
+
+def wanserve_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+    scale: float | None = None,
+    is_causal: bool = False,
+) -> torch.Tensor:
+    """The engine's attention backend ([batch, seq, heads, dim] in and out): FlashAttention-3 where available, FP8
+    while a job asks for FP8 attention (`engine.fast`), emulated FP8 rounding around PyTorch's attention elsewhere."""
+    from wanserve.engine.fast import emulate_fp8, fp8_attention_enabled
+
+    if attn_mask is not None or is_causal:
+        raise ValueError("the wanserve attention backend takes neither `attn_mask` nor `is_causal`")
+    scale = query.shape[-1] ** -0.5 if scale is None else scale
+    fp8 = fp8_attention_enabled()
+    if fa3_available() and query.shape[-1] in FA3_HEAD_DIMS:
+        fa3_forward, fa3_fp8_forward = _fa3_ops()
+        if fp8:
+            return fa3_fp8_forward(query, key, value, scale, query.dtype)
+        return fa3_forward(query, key, value, scale)
+    if fp8:
+        query, key, value = (emulate_fp8(x) for x in (query, key, value))
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), scale=scale
+    )
+    return out.transpose(1, 2)
+
+
+WANSERVE_BACKEND = "_flash_3"
+"""The diffusers backend name the engine's own attention is registered under (diffusers routes processors by the
+names of its enum; `_flash_3` is the one FlashAttention-3 would have)."""
+
+
+@functools.cache
+def register_wanserve_backend() -> None:
+    """Registers `wanserve_attention` as diffusers' `_flash_3` backend (idempotent). diffusers 0.42 only detects
+    FlashAttention-3 when a distribution named `flash_attn_3` is installed, and has no FP8 attention."""
+    from diffusers.models import attention_dispatch as dispatch
 
     dispatch._AttentionBackendRegistry.register(
-        dispatch.AttentionBackendName._FLASH_3,
-        constraints=[dispatch._check_device, dispatch._check_qkv_dtype_bf16_or_fp16, dispatch._check_shape],
-    )(flash_attention_3)
-    logger.info("FlashAttention-3 registered as diffusers' `_flash_3` attention backend")
+        dispatch.AttentionBackendName(WANSERVE_BACKEND), constraints=[dispatch._check_shape]
+    )(wanserve_attention)
+    logger.info("the wanserve attention backend is registered as diffusers' `%s`", WANSERVE_BACKEND)
+
+
+def route_attention_to_wanserve(module: torch.nn.Module) -> list[tuple[object, object]]:
+    """Points every attention processor of `module` at the wanserve backend; returns (processor, previous backend)
+    pairs so a job can put them back."""
+    from diffusers.models.attention_dispatch import AttentionBackendName
+
+    register_wanserve_backend()
+    # `ModelMixin.set_attention_backend` refuses `_flash_3` unless diffusers detected the `flash_attn_3`
+    # distribution; the processors only need the name, and the registry now has our implementation.
+    name = AttentionBackendName(WANSERVE_BACKEND)
+    previous = []
+    for sub in module.modules():
+        processor = getattr(sub, "processor", None)
+        if processor is not None and hasattr(processor, "_attention_backend"):
+            previous.append((processor, processor._attention_backend))
+            processor._attention_backend = name
+    return previous
 
 
 HALF_DTYPES = (torch.bfloat16, torch.float16)
@@ -116,17 +184,8 @@ def resolve_attention(
 
 def set_attention_backend(module: torch.nn.Module, backend: str) -> None:
     """Points every attention processor of `module` at `backend` (a diffusers `AttentionBackendName` value)."""
-    from diffusers.models.attention_dispatch import AttentionBackendName
-
-    if backend == "_flash_3":
-        register_fa3_backend()
-        # `ModelMixin.set_attention_backend` refuses `_flash_3` unless diffusers detected the `flash_attn_3`
-        # distribution; the processors only need the name, and the registry now has our implementation.
-        name = AttentionBackendName(backend)
-        for sub in module.modules():
-            processor = getattr(sub, "processor", None)
-            if processor is not None and hasattr(processor, "_attention_backend"):
-                processor._attention_backend = name
+    if backend == WANSERVE_BACKEND:
+        route_attention_to_wanserve(module)
         return
     module.set_attention_backend(backend)
 
@@ -137,6 +196,22 @@ def enable_compile_cache(cache_dir: str) -> None:
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", cache_dir)
     os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
     os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
+
+
+RECOMPILE_LIMIT = 64
+"""Compiled variants kept per block: sizes x the fast modes' variants (FP8 matmuls on or off)."""
+
+
+def compile_blocks(module: torch.nn.Module, backend: str) -> None:
+    """Regional compile: each repeated block's own `forward` is compiled (one graph shared by all blocks of a class,
+    as diffusers' `compile_repeated_blocks`), so hooks a job adds around a block (step caches) run outside it."""
+    import torch._dynamo
+
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+    repeated = set(getattr(module, "_repeated_blocks", ()) or ())
+    for sub in module.modules():
+        if type(sub).__name__ in repeated:
+            sub.forward = torch.compile(sub.forward, fullgraph=True, dynamic=False, backend=backend)
 
 
 def apply_speed_options(components: dict[str, Any], speed: SpeedConfig, device: torch.device) -> dict[str, str]:
@@ -154,7 +229,7 @@ def apply_speed_options(components: dict[str, Any], speed: SpeedConfig, device: 
         if compile_mode == "blocks":
             if speed.compile_cache_dir:
                 enable_compile_cache(speed.compile_cache_dir)
-            module.compile_repeated_blocks(fullgraph=True, dynamic=False, backend=speed.compile_backend)
+            compile_blocks(module, speed.compile_backend)
     applied["compile"] = compile_mode
     logger.info("speed options: attention %s, compile %s", applied["attention"], compile_mode)
     return applied

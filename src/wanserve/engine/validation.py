@@ -13,7 +13,16 @@ from typing import Any
 
 from wanserve.engine import sizes
 from wanserve.engine.lora import parse_loras
-from wanserve.engine.parameters import ANIMATE_MODES, BY_NAME, MEDIA_FIELDS, SOLVERS, applicable, not_applicable_reason
+from wanserve.engine.parameters import (
+    ANIMATE_MODES,
+    BY_NAME,
+    MEDIA_FIELDS,
+    SOLVERS,
+    SPEED_PRESETS,
+    STEP_CACHES,
+    applicable,
+    not_applicable_reason,
+)
 from wanserve.engine.registry import ModelSpec, get_spec
 from wanserve.engine.requests import GenerationRequest, TaskKind
 from wanserve.errors import InvalidRequestError
@@ -271,6 +280,8 @@ def resolve_request(model: str, params: Mapping[str, Any], probe_inputs: bool = 
         raise InvalidRequestError("reference_images", "`reference_images` must be a list")
     # 6. LoRAs (their shape here; their files are found by the job service and the engine: engine/lora.py)
     loras = parse_loras(given.get("loras"))
+    # 7. Speed modes (engine/fast.py): the preset, then any field given on its own
+    speed = _resolve_speed(spec, task, given)
 
     request = GenerationRequest(
         model=spec.name,
@@ -305,6 +316,7 @@ def resolve_request(model: str, params: Mapping[str, Any], probe_inputs: bool = 
         refert_num=refert_num,
         loras=loras,
         clip_len=clip_len,
+        **speed,
     )
     if not probe_inputs:
         return request
@@ -314,6 +326,58 @@ def resolve_request(model: str, params: Mapping[str, Any], probe_inputs: bool = 
 
         probe_media(request)  # the driving videos agree (length, frame rate, size), as the job service checks
     return request
+
+
+def _resolve_speed(spec: ModelSpec, task: TaskKind, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The `speed` preset and the fields that override it, as the five request fields (engine/fast.py)."""
+    from wanserve.engine.fast import FIRSTBLOCK_THRESHOLD, TEACACHE_MODELS, TEACACHE_THRESHOLDS, teacache_key
+
+    preset = given.get("speed", "exact")
+    if preset not in SPEED_PRESETS:
+        raise InvalidRequestError("speed", f"`speed` must be one of {', '.join(SPEED_PRESETS)}, got {preset!r}")
+    fast = preset != "exact"
+    fp8_gemm = _bool("fp8_gemm", given.get("fp8_gemm", fast))
+    fp8_attention = _bool("fp8_attention", given.get("fp8_attention", fast))
+    tea = teacache_key(spec.name, spec.real_counterpart)
+    cacheable = field_applies_cache(spec, task)
+    default_cache = ("teacache" if tea else "firstblock") if preset == "fastest" and cacheable else "none"
+    cache = given.get("step_cache", default_cache)
+    if cache not in STEP_CACHES:
+        raise InvalidRequestError("step_cache", f"`step_cache` must be one of {', '.join(STEP_CACHES)}, got {cache!r}")
+    if cache != "none" and not cacheable:
+        raise InvalidRequestError(
+            "step_cache", f"`step_cache` {cache!r} cannot skip {spec.name}'s blocks: its model adds control or face "
+            "features between them; use `none`",
+        )  # fmt: skip
+    if cache == "teacache" and tea is None:
+        with_coefficients = ", ".join(TEACACHE_MODELS)
+        raise InvalidRequestError(
+            "step_cache", f"`step_cache` 'teacache' needs TeaCache's published coefficients, which exist for "
+            f"{with_coefficients}; not for {spec.name}: use 'firstblock'",
+        )  # fmt: skip
+    threshold = 0.0
+    if cache == "none":
+        if given.get("step_cache_threshold") is not None:
+            raise InvalidRequestError(
+                "step_cache_threshold", "`step_cache_threshold` needs a `step_cache` (or `speed` 'fastest')"
+            )
+    else:
+        default = TEACACHE_THRESHOLDS[tea] if cache == "teacache" else FIRSTBLOCK_THRESHOLD
+        threshold = _float("step_cache_threshold", given.get("step_cache_threshold", default))
+        if not 0.0 < threshold <= 1.0:
+            raise InvalidRequestError(
+                "step_cache_threshold", f"`step_cache_threshold` must be in (0, 1], got {threshold:g}"
+            )
+    return dict(
+        speed=preset, fp8_gemm=fp8_gemm, fp8_attention=fp8_attention, step_cache=cache, step_cache_threshold=threshold
+    )
+
+
+def field_applies_cache(spec: ModelSpec, task: TaskKind) -> bool:
+    """Whether a step cache can run for `task` on `spec` (a plain stack of blocks: not VACE, not Animate)."""
+    from wanserve.engine.fast import CACHEABLE_PIPELINES
+
+    return BY_NAME["step_cache"].applies_to(task, spec.experts) and spec.pipeline in CACHEABLE_PIPELINES
 
 
 def probe_shapes(request: GenerationRequest) -> sizes.InputShapes:

@@ -106,7 +106,7 @@ class Job(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     outputs: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     """video_key, thumbnail_key (storage keys, never paths), video_bytes, width, height, num_frames, fps, seed,
-    stage_times_s."""
+    stage_times_s, speed (the kernels and fast modes the run used, engine/fast.py)."""
     step_time_sum_s: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
     steps_timed: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     run_time_s: Mapped[float | None] = mapped_column(Float)

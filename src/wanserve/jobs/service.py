@@ -485,6 +485,7 @@ class JobService:
             "seed": result.seed,
             "stage_times_s": dict(result.stage_times_s),
             "loras": list(result.loras),
+            "speed": dict(result.speed),
         }
         values = {"outputs": outputs, "run_time_s": run_time_s, "random_weights": result.random_weights}
         return self._finish(job_id, owner, JobStatus.SUCCEEDED, values)
