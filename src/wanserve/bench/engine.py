@@ -47,6 +47,10 @@ class EngineBenchConfig:
     """More (width, height, frames) shapes at which only transformer forwards are timed (for example 720p)."""
     forward_reps: int = 3
     run_stock: bool = True
+    fast_modes: tuple[str, ...] = ()
+    """Speed presets (`fast`, `fastest`) measured after exact mode on the same components and seed: forwards, a
+    generation (`steps`; a mode with a step cache runs all `job_steps`, since its skipping shows only over a whole
+    schedule), whole-job time and the deviation of the frames from exact mode's."""
     progress: Callable[[str], None] = field(default=lambda message: None, compare=False)
     on_partial: Callable[[dict], None] = field(default=lambda report: None, compare=False)
     """Called with the report so far after each phase (a run cut short still leaves its measurements)."""
@@ -126,13 +130,14 @@ def _stock_pipeline(components: dict, config: EngineBenchConfig, steps: int) -> 
     return (np.clip(frames, 0, 1) * 255 + 0.5).astype(np.uint8), total, step_times
 
 
-def _engine_generate(engine, config: EngineBenchConfig, steps: int):
+def _engine_generate(engine, config: EngineBenchConfig, steps: int, **extra):
     from wanserve.engine.validation import resolve_request
 
     request = resolve_request(
         config.model,
         dict(prompt="a cat surfing a wave at sunset", negative_prompt="", width=config.width, height=config.height,
-             num_frames=config.frames, num_inference_steps=steps, guidance_scale=5.0, flow_shift=5.0, seed=42),
+             num_frames=config.frames, num_inference_steps=steps, guidance_scale=5.0, flow_shift=5.0, seed=42,
+             **extra),
     )  # fmt: skip
     torch.cuda.synchronize()
     start = time.perf_counter()
@@ -263,4 +268,72 @@ def run_engine_bench(config: EngineBenchConfig, components: dict | None = None, 
         derived["job_speedup"] = round(stock_job / engine_job, 4)
         derived["frames_vs_stock"] = deviation(stock_frames, result.frames)
     report["derived"] = derived
+    config.on_partial(report)
+
+    # 5. Fast modes, each against exact mode (and stock) from this same run
+    if config.fast_modes:
+        report["fast_modes"] = {}
+    for mode in config.fast_modes:
+        report["fast_modes"][mode] = _fast_mode(
+            engine, config, components, mode, report, result, stock, stock_frames if stock else None
+        )
+        config.on_partial(report)
     return report
+
+
+def _fast_mode(
+    engine, config: EngineBenchConfig, components: dict, mode: str, report: dict, exact, stock: dict, stock_frames
+) -> dict[str, Any]:
+    """One speed preset measured against exact mode's generation `exact` (and stock's frames, when run)."""
+    from wanserve.engine.fast import FastOptions, fast_modes, options_for
+    from wanserve.engine.registry import get_spec
+    from wanserve.engine.validation import resolve_request
+
+    say = config.progress
+    spec = get_spec(config.model)
+    probe = resolve_request(config.model, {"prompt": "x", "speed": mode, "width": config.width,
+                                           "height": config.height, "num_frames": config.frames})  # fmt: skip
+    options = options_for(spec, probe)
+    entry: dict[str, Any] = {"options": {"fp8_gemm": options.fp8_gemm, "fp8_attention": options.fp8_attention,
+                                         "step_cache": options.step_cache,
+                                         "step_cache_threshold": options.step_cache_threshold}}  # fmt: skip
+    matmul_only = FastOptions(fp8_gemm=options.fp8_gemm, fp8_attention=options.fp8_attention)
+    for size in [(config.width, config.height, config.frames), *config.forward_sizes]:
+        say(f"{mode}: forward at {size} (the first run compiles the mode's variant)")
+        with fast_modes(components, matmul_only, steps=1):
+            entry[f"forward_s_{size[0]}x{size[1]}x{size[2]}"] = round(
+                _forward_seconds(components["transformer"], config, size), 4
+            )
+    steps = config.job_steps if options.step_cache != "none" else config.steps
+    say(f"{mode}: generation of {steps} steps")
+    torch.cuda.reset_peak_memory_stats()
+    _, result, total = _engine_generate(engine, config, steps, speed=mode)
+    entry["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    entry["steps_run"] = steps
+    entry["speed"] = dict(result.speed)
+    entry["step_s_median"] = round(statistics.median(result.step_times_s[1:] or result.step_times_s), 4)
+    entry["step_s_mean"] = round(statistics.mean(result.step_times_s), 4)
+    entry["generate_total_s"] = round(total, 3)
+    entry["stage_times_s"] = {k: round(v, 3) for k, v in result.stage_times_s.items()}
+    entry["mp4_write_s"] = round(_write_seconds(result.frames), 3)
+    stages = result.stage_times_s
+    if steps == config.job_steps:  # measured: the whole schedule ran
+        job = total + entry["mp4_write_s"]
+        entry["job_measured"] = True
+    else:
+        other = stages.get("loading", 0) + stages.get("encoding_text", 0) + stages.get("decoding", 0)
+        job = other + config.job_steps * entry["step_s_median"] + entry["mp4_write_s"]
+        entry["job_measured"] = False
+        entry["frames_vs_exact"] = deviation(exact.frames, result.frames)
+        if stock_frames is not None:
+            entry["frames_vs_stock"] = deviation(stock_frames, result.frames)
+    entry[f"job_{config.job_steps}_steps_s"] = round(job, 2)
+    derived = report.get("derived", {})
+    if stock and f"job_{config.job_steps}_steps_s" in derived:
+        stock_job = derived[f"job_{config.job_steps}_steps_s"]["stock"]
+        entry["job_speedup_vs_stock"] = round(stock_job / job, 4)
+        entry["step_speedup_vs_stock"] = round(stock["step_s_median"] / entry["step_s_median"], 4)
+    exact_step = report["engine"]["step_s_median"]
+    entry["step_speedup_vs_exact"] = round(exact_step / entry["step_s_median"], 4)
+    return entry
+

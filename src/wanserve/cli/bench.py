@@ -50,6 +50,10 @@ def bench_engine(
         True, "--random-weights/--weights", help="Real-size random weights (the only kind this command builds)."
     ),
     no_stock: bool = typer.Option(False, "--no-stock", help="Skip stock diffusers (no ratios)."),
+    fast_mode: list[str] = typer.Option(
+        [], "--fast-mode", help="Also measure this speed preset (fast, fastest) against exact mode. Repeatable."
+    ),
+    job_steps: int = typer.Option(40, "--job-steps", help="Steps of the whole job (a step-cache mode runs them all)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Also write the JSON report here."),
 ) -> None:
@@ -64,6 +68,7 @@ def bench_engine(
     config = EngineBenchConfig(
         model=model, width=width, height=height, frames=frames, steps=steps, mode=mode,
         forward_sizes=tuple(_parse_shape(s, "--forward-size") for s in forward_size), run_stock=not no_stock,
+        fast_modes=tuple(fast_mode), job_steps=job_steps,
         progress=lambda message: console.print(f"[dim]bench:[/] {message}"),
         on_partial=(lambda partial: out.write_text(json.dumps(partial, indent=2) + "\n")) if out else (lambda r: None),
     )  # fmt: skip

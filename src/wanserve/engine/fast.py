@@ -106,7 +106,11 @@ def _quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _block_linears(transformer: torch.nn.Module) -> list[torch.nn.Linear]:
-    return [m for m in transformer.blocks.modules() if isinstance(m, torch.nn.Linear)]
+    """The blocks' Linear layers (a LoRA's own small `lora_A` / `lora_B` layers stay in bf16)."""
+    return [
+        m for name, m in transformer.blocks.named_modules()
+        if isinstance(m, torch.nn.Linear) and "lora_" not in name
+    ]  # fmt: skip
 
 
 def _fp8_linear_forward(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
