@@ -151,6 +151,7 @@ def build_job_service(
         media=MediaLimits(max_bytes=settings.max_upload_bytes, allow_private_urls=settings.allow_private_urls),
         event_poll_s=POLL_WITH_PUSH_S if pushed else POLL_WITHOUT_PUSH_S,
         lora=settings.lora_config(),
+        memory=settings.engine_config(None).memory,
     )
     return JobService(store, storage, config, hub=hub, notify_waiting=dispatcher.notify_job_waiting)
 
@@ -226,6 +227,7 @@ def build_runtime(
     if push is not None:
         runtime.extras["event_push"] = push
     runtime.registry = build_registry(settings, db)
+    service.memory_budget = runtime.registry.memory_budget_gib
     runtime.sweeper = Sweeper(service, settings.sweep_interval_s, runtime.registry, dispatcher)
     if start_workers:
         runtime.pool = build_worker_group(
@@ -280,6 +282,7 @@ def build_worker_process(
     build_event_push(settings, db, hub)  # on Redis: publishes this process's job events (nobody reads SSE here)
     service = build_job_service(settings, store, storage, dispatcher, models, len(devices), hub)
     registry = build_registry(settings, db)
+    service.memory_budget = registry.memory_budget_gib
     pool = build_worker_group(settings, service, dispatcher, models, devices, engine_factory, None, registry)
     sweeper = Sweeper(service, settings.sweep_interval_s, registry, dispatcher)
     return WorkerProcess(db, service, dispatcher, pool, sweeper, stop_timeout_s=settings.task_timeout_s)

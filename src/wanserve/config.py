@@ -105,6 +105,11 @@ class Settings(BaseSettings):
     modelscope_domain: str | None = Field(None, validation_alias=AliasChoices("MODELSCOPE_DOMAIN"))
     t5_cpu: bool = Field(False, validation_alias=_env("T5_CPU", "T5_CPU"))
     """Keep the text encoder on the CPU."""
+    offload: Literal["none", "model", "group"] = Field("none", validation_alias=_env("OFFLOAD"))
+    """Weights on the accelerator: `none` (all), `model` (one component at a time) or `group` (groups of blocks
+    streamed in as they run; least memory). See docs/performance.md."""
+    vae_tiling: bool = Field(False, validation_alias=_env("VAE_TILING"))
+    """Decode the video in tiles (bounded decode memory at large sizes)."""
     use_dfloat11: bool = Field(False, validation_alias=_env("USE_DFLOAT11", "WAN_USE_DFLOAT11"))
     """Serve the transformers from DFloat11-compressed weights (`dfloat11_dir`), the Animate backend's switch."""
     dfloat11_dir: Path | None = Field(None, validation_alias=_env("DFLOAT11_DIR", "WAN_DFLOAT11_LOCAL_DIR"))
@@ -269,6 +274,8 @@ class Settings(BaseSettings):
             weights=self.weights_config(model_paths),
             memory=MemoryConfig(
                 text_encoder_on_cpu=self.t5_cpu,
+                offload=self.offload,
+                vae_tiling=self.vae_tiling,
                 dfloat11_dir=str(self.dfloat11_dir) if self.use_dfloat11 else None,
                 dfloat11_cpu_offload=self.dfloat11_cpu_offload and self.use_dfloat11,
                 max_memory_gib=self.max_memory_gib(device),

@@ -65,6 +65,18 @@ class DeviceError(WanserveError):
     error_type = "device_error"
 
 
+class InsufficientMemoryError(InvalidRequestError):
+    """The request cannot fit the workers' accelerator memory (by the memory estimate); the message says what would."""
+
+    error_type = "insufficient_memory"
+
+
+class OutOfMemoryError(DeviceError):
+    """The accelerator ran out of memory during a generation; the memory was released and the worker goes on."""
+
+    error_type = "out_of_memory"
+
+
 class JobNotFoundError(WanserveError):
     http_status = 404
     error_type = "not_found"

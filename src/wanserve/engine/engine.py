@@ -30,7 +30,7 @@ from wanserve.engine.fast import fast_modes
 from wanserve.engine.fast import options_for as fast_options_for
 from wanserve.engine.speed import apply_speed_options
 from wanserve.engine.tiny import build_tiny_components
-from wanserve.errors import GenerationCancelled
+from wanserve.errors import GenerationCancelled, OutOfMemoryError
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +145,7 @@ class Engine:
         `random_weights` must say whether they are trained weights: every result reports it.
         """
         spec = get_spec(model)
+        _cap_device_memory(self.device, self.config.memory.max_memory_gib)
         loaded = LoadedModel(
             spec=spec, components=components, device=self.device, path=None, random_weights=random_weights
         )
@@ -208,7 +209,39 @@ class Engine:
         `GenerationCancelled`.
         """
         with self._lock:
-            return _Run(self, request, on_progress, should_stop).run()
+            try:
+                return _Run(self, request, on_progress, should_stop).run()
+            except torch.OutOfMemoryError as exc:
+                message = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            # Outside the except block: the traceback (and the tensors its frames hold) is gone, so the memory
+            # can be given back before the next job.
+            release_memory(self.device)
+            raise OutOfMemoryError(f"out of accelerator memory: {self.oom_hint(request)} ({message[:300]})")
+
+    def device_budget_gib(self) -> float | None:
+        """Accelerator memory this engine may use (the device's, or `max_memory_gib` when smaller); None on the CPU."""
+        device = self.device
+        if device.type != "cuda":
+            return self.config.memory.max_memory_gib
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        total = torch.cuda.get_device_properties(index).total_memory / 2**30
+        cap = self.config.memory.max_memory_gib
+        return min(total, cap) if cap else total
+
+    def oom_hint(self, request: GenerationRequest) -> str:
+        """What would fit this engine's device, from the memory estimate (a general hint without one)."""
+        from wanserve.engine.memory_estimate import fit_advice
+
+        budget = self.device_budget_gib()
+        if budget is not None:
+            spec = get_spec(request.model)
+            advice = fit_advice(spec, self.config.memory, request.width, request.height, request.num_frames, budget)
+            if advice is not None:
+                return advice.message(spec.name, str(self.device))
+        return (
+            "try fewer `num_frames`, a smaller size, or a memory option (WANSERVE_OFFLOAD=model or group, "
+            "WANSERVE_T5_CPU=1, WANSERVE_VAE_TILING=1)"
+        )
 
 
 class _Run:
@@ -370,6 +403,16 @@ class _Run:
             stage_times_s=dict(self.stage_times),
             step_times_s=tuple(self.step_times),
         )
+
+
+def release_memory(device: torch.device) -> None:
+    """Frees what a failed run left: unreachable tensors, then the allocator's cached blocks."""
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    logger.info("released memory after an out-of-memory error on %s", device)
 
 
 def _cap_device_memory(device: torch.device, max_memory_gib: float | None) -> None:

@@ -193,3 +193,76 @@ def estimate_memory(
         peak_gib=round(peak / GIB, 2),
         offload=memory.offload,
     )
+
+
+@dataclass(frozen=True)
+class FitAdvice:
+    """What would fit a device of `budget_gib` when a request does not: each alternative keeps the rest of the
+    request as it is."""
+
+    needed_gib: float
+    budget_gib: float
+    num_frames: int | None = None
+    """The most frames (4k+1, at the requested size) that fit; None when even 1 does not."""
+    size: tuple[int, int] | None = None
+    """The largest of the model's sizes that fits at the requested length; None when none does."""
+    offload: str | None = None
+    """The first memory option that fits the request unchanged (a deployment setting)."""
+
+    @property
+    def field(self) -> str:
+        """The request field the first alternative changes (what a 422 names)."""
+        return "num_frames" if self.num_frames else "width" if self.size else "model"
+
+    def message(self, model: str, device: str = "the worker's device") -> str:
+        ways = []
+        if self.num_frames:
+            ways.append(f"`num_frames` <= {self.num_frames}")
+        if self.size:
+            ways.append(f"a smaller size such as {self.size[0]}x{self.size[1]}")
+        if self.offload:
+            ways.append(f"the memory option {self.offload} (a deployment setting)")
+        would = "; would fit: " + ", or ".join(ways) if ways else "; nothing smaller of this model fits it"
+        return (
+            f"this request needs about {self.needed_gib:.1f} GiB of accelerator memory for {model} but {device} "
+            f"has {self.budget_gib:.1f} GiB{would}"
+        )
+
+
+OFFLOAD_OPTIONS: tuple[tuple[str, dict], ...] = (
+    ("WANSERVE_T5_CPU=1", {"text_encoder_on_cpu": True}),
+    ("WANSERVE_OFFLOAD=model with WANSERVE_T5_CPU=1", {"offload": "model", "text_encoder_on_cpu": True}),
+    ("WANSERVE_OFFLOAD=group with WANSERVE_T5_CPU=1", {"offload": "group", "text_encoder_on_cpu": True}),
+    (
+        "WANSERVE_OFFLOAD=group, WANSERVE_T5_CPU=1 and WANSERVE_VAE_TILING=1",
+        {"offload": "group", "text_encoder_on_cpu": True, "vae_tiling": True},
+    ),
+)
+
+
+def fit_advice(
+    spec: ModelSpec, memory: MemoryConfig, width: int, height: int, num_frames: int, budget_gib: float
+) -> FitAdvice | None:
+    """None when one generation of this size fits in `budget_gib` (or the model has no estimate, as the tiny
+    ones); else what would fit: fewer frames, one of the model's smaller sizes, or a memory option."""
+    from dataclasses import replace
+
+    estimate = estimate_memory(spec, memory, width, height, num_frames)
+    if estimate is None or estimate.peak_gib <= budget_gib:
+        return None
+
+    def fits(mem: MemoryConfig, w: int, h: int, f: int) -> bool:
+        return estimate_memory(spec, mem, w, h, f).peak_gib <= budget_gib
+
+    k = spec.temporal_factor
+    # Down to 1 + k frames: one frame is an image, not a shorter video.
+    frames = next((f for f in range(num_frames - k, k, -k) if fits(memory, width, height, f)), None)
+    smaller = sorted((s for s in spec.sizes if s[0] * s[1] < width * height), key=lambda s: -s[0] * s[1])
+    size = next((s for s in smaller if fits(memory, s[0], s[1], num_frames)), None)
+    offload = None
+    for label, changes in OFFLOAD_OPTIONS:
+        candidate = replace(memory, **{k: v for k, v in changes.items() if k != "offload" or memory.offload != v})
+        if candidate != memory and fits(candidate, width, height, num_frames):
+            offload = label
+            break
+    return FitAdvice(estimate.peak_gib, budget_gib, frames, size, offload)

@@ -215,5 +215,7 @@ class WorkerRecord(Base):
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    memory_gib: Mapped[float | None] = mapped_column(Float)
+    """Accelerator memory it may use (its device's, or a configured cap); NULL: not an accelerator (migration 0006)."""
 
     __table_args__ = (Index("ix_workers_heartbeat_at", "heartbeat_at"),)

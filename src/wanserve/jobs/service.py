@@ -26,9 +26,10 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from wanserve.engine.config import LoraConfig
+from wanserve.engine.config import LoraConfig, MemoryConfig
 from wanserve.engine.inputs import probe_media
 from wanserve.engine.lora import resolve_loras
+from wanserve.engine.memory_estimate import fit_advice
 from wanserve.engine.registry import get_spec
 from wanserve.engine.requests import GenerationRequest, GenerationResult
 from wanserve.engine.sizes import fit_to_inputs
@@ -40,6 +41,7 @@ from wanserve.engine.validation import (
     resolve_request,
 )
 from wanserve.errors import (
+    InsufficientMemoryError,
     InvalidRequestError,
     JobNotFoundError,
     JobStateError,
@@ -84,6 +86,8 @@ class JobServiceConfig:
     """Event streams re-read the database this often when no in-process notification came."""
     lora: LoraConfig = field(default_factory=LoraConfig)
     """Where a job's LoRA files may be (checked at submission; the workers read the same directories)."""
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    """The workers' memory options: a request's memory estimate is computed with them (admission)."""
 
     def __post_init__(self) -> None:
         if not self.served_models:
@@ -142,6 +146,9 @@ class JobService:
         self.store = store
         self.serving = serving
         """Who knows whether a model can be served (the workers); None: never refuse for that reason."""
+        self.memory_budget: Callable[[str], float | None] | None = None
+        """Model -> accelerator memory (GiB) the workers serving it may use (the worker registry); a request whose
+        memory estimate exceeds it is refused at submission. None, or a None answer: not checked."""
         self.storage = storage
         self.files = JobFiles(storage)
         self.config = config
@@ -198,6 +205,7 @@ class JobService:
         # Probe them as the run will read them (images decode, videos long enough): a bad input is a 422 now,
         # never a failed job later.
         probe_media(request.replace(**data))
+        self._check_fits(request)
 
         # 3. Write inputs, then queue the row (a worker may claim it the moment it commits).
         job_id = str(uuid.uuid4())
@@ -464,6 +472,17 @@ class JobService:
         if step_times_s and state.held:
             self._call(self._step_listeners, job_id, tuple(step_times_s))
         return state
+
+    def _check_fits(self, request: GenerationRequest) -> None:
+        """Refuses (422) a request whose memory estimate exceeds what the workers serving its model may use,
+        saying what would fit (fewer frames, a smaller size, a memory option)."""
+        budget = self.memory_budget(request.model) if self.memory_budget is not None else None
+        if budget is None:
+            return
+        spec = get_spec(request.model)
+        advice = fit_advice(spec, self.config.memory, request.width, request.height, request.num_frames, budget)
+        if advice is not None:
+            raise InsufficientMemoryError(advice.field, advice.message(spec.name, "the largest worker's device"))
 
     def generation_request(self, job: Job, input_paths: Mapping[str, Any]) -> GenerationRequest:
         """The engine request of a claimed job: its stored parameters (validated once, at submission) and its

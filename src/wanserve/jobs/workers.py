@@ -43,6 +43,8 @@ class WorkerView:
     started_at: datetime
     heartbeat_at: datetime
     heartbeat_age_s: float
+    memory_gib: float | None = None
+    """Accelerator memory it may use; None for a CPU worker."""
 
 
 class WorkerRegistry:
@@ -60,8 +62,17 @@ class WorkerRegistry:
         with self._lock, self._sessions.begin() as session:
             yield session
 
-    def register(self, worker_id: str, host: str, pid: int, devices: Sequence[str], models: Sequence[str]) -> None:
-        """Adds the worker as `starting` (a restarted worker id replaces its old row)."""
+    def register(
+        self,
+        worker_id: str,
+        host: str,
+        pid: int,
+        devices: Sequence[str],
+        models: Sequence[str],
+        memory_gib: float | None = None,
+    ) -> None:
+        """Adds the worker as `starting` (a restarted worker id replaces its old row), with the accelerator memory
+        it may use (`memory_gib`; None on the CPU), which admission plans against."""
         now = utcnow()
         with self._write() as session:
             session.execute(delete(WorkerRecord).where(WorkerRecord.id == worker_id))
@@ -76,6 +87,7 @@ class WorkerRegistry:
                     jobs_done=0,
                     started_at=now,
                     heartbeat_at=now,
+                    memory_gib=memory_gib,
                 )  # fmt: skip
             )
 
@@ -115,9 +127,18 @@ class WorkerRegistry:
                     row.started_at,
                     row.heartbeat_at,
                     round(max(0.0, age), 3),
+                    row.memory_gib,
                 )  # fmt: skip
             )
         return views
+
+    def memory_budget_gib(self, model: str) -> float | None:
+        """The most accelerator memory one live worker serving `model` may use: what a job of it can count on.
+        None when no live worker reports a limit (none registered yet, or one without an accelerator limit)."""
+        budgets = [w.memory_gib for w in self.list() if model in w.models and w.state in ("starting", "idle", "busy")]
+        if not budgets or any(b is None for b in budgets):
+            return None
+        return max(budgets)
 
     def prune(self, older_than_s: float, now: datetime | None = None) -> int:
         """Forgets workers not heard from for `older_than_s` (stopped or lost long ago). Returns how many."""

@@ -55,8 +55,9 @@ class WorkerPool:
         """Registers and starts every worker (each loads its models first)."""
         if self.registry is not None:
             for worker, device in self.workers:
+                budget = getattr(worker.engine, "device_budget_gib", None)  # admission plans against it
                 self.registry.register(worker.config.worker_id, socket.gethostname(), os.getpid(), [device],
-                                       worker.models)  # fmt: skip
+                                       worker.models, budget() if budget else None)  # fmt: skip
             beat = threading.Thread(target=self._heartbeat_loop, name="worker-registry", daemon=True)
             beat.start()
             self._threads.append(beat)

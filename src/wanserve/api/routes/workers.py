@@ -31,6 +31,9 @@ class WorkerPublic(BaseModel):
     started_at: datetime
     heartbeat_at: datetime
     heartbeat_age_s: float
+    memory_gib: float | None = Field(
+        None, description="Accelerator memory it may use (admission plans against it); null on the CPU."
+    )
 
 
 class WorkersPublic(BaseModel):

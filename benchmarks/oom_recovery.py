@@ -1,0 +1,110 @@
+"""A real out-of-memory error on the GPU, recovered: the engine fails that generation with `out_of_memory` and a
+hint, gives the memory back, and runs the next generation.
+
+Builds the real-size random-weight Wan2.1-14B pipeline on the GPU and caps the engine's memory (`max_memory_gib`,
+as WANSERVE_MAX_MEMORY does; CUDA's allocator is limited to it) so that a normal 832x480x81 request does not fit.
+Admission would refuse that request at submission; here the engine is called directly (admission bypassed), so
+the allocator really runs out. Then a request that fits runs on the same engine. JSON to --out.
+
+    python benchmarks/oom_recovery.py --out oom.json                    # cap 46 GiB, 14B
+    python benchmarks/oom_recovery.py --tiny                            # CPU smoke check (OOM simulated)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="wan2.1-t2v-14b")
+    parser.add_argument("--cap-gib", type=float, default=46.0, help="the engine's memory cap (max_memory_gib)")
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--tiny", action="store_true", help="tiny-t2v on the CPU, the OOM raised by a hook")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+
+    from wanserve.engine.config import EngineConfig, MemoryConfig
+    from wanserve.engine.engine import Engine
+    from wanserve.engine.memory_estimate import estimate_memory
+    from wanserve.engine.registry import get_spec
+    from wanserve.engine.validation import resolve_request
+    from wanserve.errors import OutOfMemoryError
+
+    cuda = not args.tiny
+    if cuda and not torch.cuda.is_available():
+        parser.error("needs CUDA; use --tiny for a CPU smoke check")
+    model = args.model if cuda else "tiny-t2v"
+    engine = Engine(EngineConfig(device="cuda" if cuda else "cpu", memory=MemoryConfig(max_memory_gib=args.cap_gib)))
+    start = time.perf_counter()
+    if cuda:
+        from wanserve.engine.realsize import build_random_components
+
+        engine.adopt(model, build_random_components(model, "cuda"), random_weights=True)
+        big = dict(width=832, height=480, num_frames=81)
+        small = dict(width=480, height=272, num_frames=17, allow_untrained_size=True)
+    else:
+        transformer = engine.load(model).components["transformer"]
+        hits = []
+
+        def out_of_memory_once(module, inputs):  # a smoke check only: the CPU has no allocator limit to hit
+            hits.append(1)
+            if len(hits) == 1:
+                raise torch.OutOfMemoryError("simulated")
+
+        transformer.register_forward_pre_hook(out_of_memory_once)
+        big = small = dict(width=64, height=64, num_frames=9)
+    build_s = time.perf_counter() - start
+    common = dict(prompt="a cat surfing a wave", num_inference_steps=args.steps, guidance_scale=5.0, seed=0)
+    report: dict = {
+        "model": model, "random_weights": True, "cap_gib": args.cap_gib, "build_s": round(build_s, 1),
+        "device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    }  # fmt: skip
+
+    def allocated() -> float | None:
+        return round(torch.cuda.memory_allocated() / 2**30, 2) if cuda else None
+
+    # 1. The request that does not fit
+    spec = get_spec(model)
+    estimate = estimate_memory(spec, engine.config.memory, big["width"], big["height"], big["num_frames"])
+    report["too_large"] = {"request": big, "estimate_gib": estimate.peak_gib if estimate else None,
+                           "allocated_before_gib": allocated()}  # fmt: skip
+    start = time.perf_counter()
+    try:
+        engine.generate(resolve_request(model, {**common, **big}))
+        report["too_large"]["outcome"] = "succeeded (no OOM: lower --cap-gib)"
+    except OutOfMemoryError as exc:
+        report["too_large"].update(outcome="out_of_memory", error_type=exc.error_type, message=str(exc))
+    report["too_large"]["seconds_to_fail"] = round(time.perf_counter() - start, 2)
+    report["too_large"]["allocated_after_gib"] = allocated()
+    if cuda:
+        report["too_large"]["reserved_after_gib"] = round(torch.cuda.memory_reserved() / 2**30, 2)
+
+    # 2. The next request, on the same engine
+    start = time.perf_counter()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        result = engine.generate(resolve_request(model, {**common, **small}))
+        report["next"] = {"request": small, "outcome": "succeeded", "frames": list(result.frames.shape)}
+    except Exception as exc:  # the measurement is whether this happens
+        report["next"] = {"request": small, "outcome": f"failed: {type(exc).__name__}: {exc}"[:500]}
+    report["next"]["seconds"] = round(time.perf_counter() - start, 2)
+    if cuda:
+        report["next"]["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    report["recovered"] = (
+        report["too_large"].get("outcome") == "out_of_memory" and report["next"]["outcome"] == "succeeded"
+    )
+    print(json.dumps(report, indent=2))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(report, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
