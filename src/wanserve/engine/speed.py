@@ -98,7 +98,9 @@ def wanserve_attention(
     scale = query.shape[-1] ** -0.5 if scale is None else scale
     fp8 = fp8_attention_enabled()
     if fa3_available() and query.shape[-1] in FA3_HEAD_DIMS:
-        fa3_forward, fa3_fp8_forward = _fa3_ops()
+        if _FA3_OPS[0] is None:  # registered before FA3 was found (eager only: the engine makes them up front)
+            _FA3_OPS[0] = _fa3_ops()
+        fa3_forward, fa3_fp8_forward = _FA3_OPS[0]
         if fp8:
             return fa3_fp8_forward(query, key, value, scale, query.dtype)
         return fa3_forward(query, key, value, scale)
@@ -109,6 +111,9 @@ def wanserve_attention(
     )
     return out.transpose(1, 2)
 
+
+_FA3_OPS: list = [None]
+"""The FlashAttention-3 custom ops (bf16, FP8), made once by `register_wanserve_backend`."""
 
 WANSERVE_BACKEND = "_flash_3"
 """The diffusers backend name the engine's own attention is registered under (diffusers routes processors by the
@@ -121,6 +126,9 @@ def register_wanserve_backend() -> None:
     FlashAttention-3 when a distribution named `flash_attn_3` is installed, and has no FP8 attention."""
     from diffusers.models import attention_dispatch as dispatch
 
+    if fa3_available():
+        # Made here, outside any compiled region: defining a custom op while Dynamo traces is a graph break.
+        _FA3_OPS[0] = _fa3_ops()
     dispatch._AttentionBackendRegistry.register(
         dispatch.AttentionBackendName(WANSERVE_BACKEND), constraints=[dispatch._check_shape]
     )(wanserve_attention)
