@@ -127,6 +127,16 @@ class Settings(BaseSettings):
     """Further directories (comma-separated) a job's LoRA `path` may point into; no other path is read."""
     lora_max_loaded: int = Field(4, ge=1, le=64, validation_alias=_env("LORA_MAX_LOADED"))
     """LoRA adapters kept loaded on a model between jobs (least recently used dropped first)."""
+    flashvsr_model_path: Path | None = Field(None, validation_alias=_env("FLASHVSR_MODEL_PATH", "FLASHVSR_MODEL_PATH"))
+    """The FlashVSR v1.1 directory (the FlashVSR service's variable): weights of every `flashvsr-v1.1-*` model."""
+    flashvsr_streaming_lq_max_bytes: int = Field(
+        2 << 30, ge=1 << 20, validation_alias=_env("FLASHVSR_STREAMING_LQ_MAX_BYTES", "FLASHVSR_STREAMING_LQ_MAX_BYTES")
+    )
+    """Bytes of decoded input frames an upscale may buffer."""
+    flashvsr_cache_offload: bool = Field(
+        False, validation_alias=_env("FLASHVSR_CACHE_OFFLOAD", "FLASHVSR_CACHE_OFFLOAD")
+    )
+    """Keep FlashVSR's KV cache on the CPU between chunks (small GPUs)."""
     ulysses_size: int = Field(1, ge=1, validation_alias=_env("ULYSSES_SIZE", "ULYSSES_SIZE"))
     """Sequence-parallel degree of a worker group (only 1 is served so far)."""
     ring_size: int = Field(1, ge=1, validation_alias=_env("RING_SIZE", "RING_SIZE"))
@@ -255,6 +265,9 @@ class Settings(BaseSettings):
         from wanserve.engine.config import WeightsConfig
 
         paths = dict(model_paths)
+        if self.flashvsr_model_path is not None:
+            for name in ("flashvsr-v1.1-tiny", "flashvsr-v1.1-tiny-long", "flashvsr-v1.1-full"):
+                paths.setdefault(name, str(self.flashvsr_model_path))
         if self.checkpoint_dir is not None and self.models:
             paths.setdefault(self.models[0], str(self.checkpoint_dir))
         return WeightsConfig.of(self.models_dir, paths, self.checkpoint_dir)
@@ -267,7 +280,7 @@ class Settings(BaseSettings):
 
     def engine_config(self, device: str | None, model_paths: tuple[tuple[str, str], ...] = ()):
         """The `EngineConfig` these settings describe for one device (weights found by `weights_config`)."""
-        from wanserve.engine.config import EngineConfig, MemoryConfig
+        from wanserve.engine.config import EngineConfig, MemoryConfig, UpscaleConfig
 
         return EngineConfig(
             device=device,
@@ -282,6 +295,9 @@ class Settings(BaseSettings):
             ),
             lora=self.lora_config(),
             relighting_lora=str(self.animate_relighting_lora) if self.animate_relighting_lora else None,
+            upscale=UpscaleConfig(
+                streaming_lq_max_bytes=self.flashvsr_streaming_lq_max_bytes, cache_offload=self.flashvsr_cache_offload
+            ),
         )
 
     def max_memory_gib(self, device: str | None) -> float | None:

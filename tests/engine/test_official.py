@@ -316,7 +316,9 @@ def test_every_default_has_a_source():
     for spec in CATALOG.values():
         for key, value, source in default_rows(spec):
             assert source, f"{spec.name}: `{key}` ({value}) has no source"
-            official = source.startswith(("Wan2.1@9737cba ", "Wan2.2@42bf4cf ", "VideoX-Fun@804a425 "))
+            official = source.startswith(
+                ("Wan2.1@9737cba ", "Wan2.2@42bf4cf ", "VideoX-Fun@804a425 ", "FlashVSR@ccac0ac ")
+            )
             assert official or source.startswith(("our choice: ", "as ")), (spec.name, key, source)
         assert set(default_values(spec)) <= set(SOURCE_FIELDS)
 

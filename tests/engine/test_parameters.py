@@ -79,7 +79,10 @@ def _every_flag(tmp_path) -> tuple[list[str], dict[str, object]]:
             continue
         value = param.choices[-1] if param.choices else values.get(param.type, str(media))
         args += [param.cli, value]
-        if param.type == "media_list":
+        if param.type == "object":  # --upscale takes JSON text (or just a scale)
+            args[-1] = '{"scale": 2}'
+            expected[param.name] = {"scale": 2}
+        elif param.type == "media_list":
             expected[param.name] = [value]
         else:
             expected[param.name] = {"int": int, "float": float}.get(param.type, str)(value)

@@ -21,7 +21,25 @@ _STAGE_LABELS = {
     "denoising": "Denoising",
     "decoding": "Decoding video",
     "writing": "Writing output",
+    "upscaling": "Upscaling",
 }
+
+
+def parse_upscale(value: str | None) -> dict | None:
+    """`--upscale 2` (the scale) or `--upscale '{"scale": 2, "quality": 8}'` as the `upscale` object."""
+    import json
+
+    if value is None:
+        return None
+    if value.strip().isdigit():
+        return {"scale": int(value)}
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        raise typer.BadParameter(
+            f'give a scale (2) or a JSON object ({{"scale": 2}}), got {value!r}', param_hint="--upscale"
+        ) from None
+    return parsed
 
 
 def parse_size(size: str) -> tuple[int, int]:
@@ -63,7 +81,7 @@ def generate(
     model: str | None = typer.Option(
         None, "--model", "-m", help="Model name (see `wanserve models`); required, except with `--src-root`."
     ),
-    prompt: str = typer.Option("", "--prompt", "-p", help=_help("prompt")),
+    prompt: str | None = typer.Option(None, "--prompt", "-p", help=_help("prompt")),
     negative_prompt: str | None = typer.Option(None, "--negative-prompt", help=_help("negative_prompt")),
     image: Path | None = typer.Option(None, "--image", help=_help("image")),
     last_image: Path | None = typer.Option(None, "--last-image", help=_help("last_image")),
@@ -118,6 +136,10 @@ def generate(
         "--lora",
         help="A LoRA file PATH[:STRENGTH], or NAME[:STRENGTH] in WANSERVE_LORA_DIR (strength default 1). Repeatable.",
     ),
+    scale: int | None = typer.Option(None, "--scale", help=_help("scale")),
+    input_width: int | None = typer.Option(None, "--input-width", help=_help("input_width")),
+    quality: int | None = typer.Option(None, "--quality", help=_help("quality")),
+    upscale: str | None = typer.Option(None, "--upscale", help=_help("upscale") + " Or just the scale: --upscale 2."),
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Where to write the MP4 (the PNG for t2i); out.mp4 / out.png if omitted."
     ),
@@ -142,6 +164,8 @@ def generate(
             value = str(value)
         elif isinstance(value, list):
             value = [str(v) for v in value] or None
+        elif value is False:  # a flag not given: not sent (a task that does not use it refuses it when given)
+            value = None
         params[param.name] = value
     if size:
         params["width"], params["height"] = parse_size(size)
@@ -149,6 +173,7 @@ def generate(
     # A LoRA file named on the command line is readable where it is (the user at the shell chose it).
     lora_dirs = tuple(str(Path(x["path"]).parent) for x in params["loras"] or () if "path" in x)
     status = None
+    params["upscale"] = parse_upscale(upscale)
     try:
         if src_root is not None:
             status = AnimateCliStatus()
@@ -250,7 +275,13 @@ def _animate_sources(src_root: Path, model: str | None, params: dict) -> str:
 
 
 def _run_with_progress(engine, request, out: Path):
-    from wanserve.media.outputs import write_output_files
+    import shutil
+    import tempfile
+
+    from wanserve.engine.requests import TaskKind
+    from wanserve.engine.upscale import chained_request
+    from wanserve.media.outputs import thumbnail_path_for, write_output_files
+    from wanserve.worker.upscale import run_upscale_part
 
     columns = (
         TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -269,9 +300,38 @@ def _run_with_progress(engine, request, out: Path):
             else:
                 progress.update(bar, description=label)
 
-        result = engine.generate(request, on_progress=on_progress)
-        progress.update(bar, description=_STAGE_LABELS["writing"], rate="")
-        files = write_output_files(result.frames, out, fps=request.fps, crf=request.crf)
+        def on_upscale(event):
+            if event.stage.value == "upscaling":
+                rate = f"{event.step_time_s:.2f} s/chunk" if event.step_time_s else ""
+                progress.update(
+                    bar, description=_STAGE_LABELS["upscaling"], total=event.steps, completed=event.step, rate=rate
+                )
+            else:
+                on_progress(event)
+
+        if request.task == TaskKind.UPSCALE or request.upscale:
+            # FlashVSR: written in segments, joined with the input's audio (worker/upscale.py, as a job does).
+            with tempfile.TemporaryDirectory(prefix="wanserve-upscale-") as scratch:
+                frames = None
+                if request.task != TaskKind.UPSCALE:
+                    frames = engine.generate(request, on_progress=on_progress).frames
+                    request = chained_request(request)
+                partial: dict = {}
+                try:
+                    result, files = run_upscale_part(engine, request, scratch, on_upscale, None, partial, frames=frames)
+                except BaseException:
+                    if partial.get("path"):
+                        kept = out.with_name(out.stem + "_partial.mp4")
+                        shutil.move(partial["path"], kept)
+                        console.print(f"[yellow]kept the {partial['num_frames']} frames done in[/] {kept}")
+                    raise
+                shutil.move(files.path, out)
+                shutil.move(files.thumbnail_path, thumbnail_path_for(out))
+                files = type(files)(str(out), thumbnail_path_for(out), files.media_type)
+        else:
+            result = engine.generate(request, on_progress=on_progress)
+            progress.update(bar, description=_STAGE_LABELS["writing"], rate="")
+            files = write_output_files(result.frames, out, fps=request.fps, crf=request.crf)
         progress.update(bar, description="Done", rate="")
     return result, files
 

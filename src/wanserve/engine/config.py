@@ -280,6 +280,31 @@ class WeightsConfig:
         return Path(explicit).expanduser() if explicit else Path(self.models_dir).expanduser() / name
 
 
+UPSCALE_KERNELS = ("auto", "dense", "flex")
+
+
+@dataclass(frozen=True)
+class UpscaleConfig:
+    """How FlashVSR upscales (the `upscale` task)."""
+
+    streaming_lq_max_bytes: int = 2 << 30
+    """Bytes of decoded input frames the streaming buffer may hold (FLASHVSR_STREAMING_LQ_MAX_BYTES); a chunk that
+    needs more fails, naming the setting."""
+    cache_offload: bool = False
+    """Keep each block's KV cache on the CPU between chunks, for small GPUs (FLASHVSR_CACHE_OFFLOAD)."""
+    kernel: str = "auto"
+    """Block-sparse attention kernel: `flex` (FlexAttention, CUDA), `dense` (masked SDPA), `auto` (flex on CUDA)."""
+
+    def __post_init__(self) -> None:
+        if self.streaming_lq_max_bytes < 1 << 20:
+            raise ConfigError(
+                "streaming_lq_max_bytes",
+                f"`streaming_lq_max_bytes` must be at least 1 MiB, got {self.streaming_lq_max_bytes}",
+            )
+        if self.kernel not in UPSCALE_KERNELS:
+            raise ConfigError("kernel", f"`kernel` must be one of {', '.join(UPSCALE_KERNELS)}, got {self.kernel!r}")
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     """Everything the engine needs to know about this machine and where weights are. Hashable, picklable."""
@@ -290,6 +315,7 @@ class EngineConfig:
     speed: SpeedConfig = field(default_factory=SpeedConfig)
     weights: WeightsConfig = field(default_factory=WeightsConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
+    upscale: UpscaleConfig = field(default_factory=UpscaleConfig)
     tiny_fallback: bool = True
     """Serve the built-in `tiny-*` models (random weights) when no real model's weights are found."""
     relighting_lora: str | None = None

@@ -94,7 +94,12 @@ class Engine:
         spec = get_spec(model)
         start = time.perf_counter()
         device = self.device
-        if spec.tiny:
+        if spec.pipeline == "FlashVSR":
+            from wanserve.engine.upscale import load_flashvsr_model
+
+            flashvsr, path = load_flashvsr_model(spec, self.config, device)
+            components = {"flashvsr": flashvsr}
+        elif spec.tiny:
             # Tiny models stay in float32: they are for correctness, and bf16 would blur the equality tests.
             components, path = build_tiny_components(spec), None
             for module in components.values():
@@ -202,14 +207,19 @@ class Engine:
         request: GenerationRequest,
         on_progress: ProgressCallback | None = None,
         should_stop: StopCallback | None = None,
+        sink=None,
+        frames=None,
     ) -> GenerationResult:
         """Runs one generation and returns its frames; writing them (MP4, thumbnail, storage) is the caller's.
 
         `should_stop` is checked after every denoising step; when it returns True the run stops with
-        `GenerationCancelled`.
+        `GenerationCancelled`. Upscale requests (FlashVSR) only: `sink(frames)` takes the output chunk by chunk (the
+        result then holds no frames) and `frames` (uint8 [H, W, 3] each) replaces the request's `video`.
         """
         with self._lock:
             try:
+                if request.task == TaskKind.UPSCALE:
+                    return self._upscale(request, on_progress, should_stop, sink, frames)
                 return _Run(self, request, on_progress, should_stop).run()
             except torch.OutOfMemoryError as exc:
                 message = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
@@ -242,6 +252,17 @@ class Engine:
             "try fewer `num_frames`, a smaller size, or a memory option (WANSERVE_OFFLOAD=model or group, "
             "WANSERVE_T5_CPU=1, WANSERVE_VAE_TILING=1)"
         )
+
+    def _upscale(self, request, on_progress, should_stop, sink, frames) -> GenerationResult:
+        from wanserve.engine.upscale import run_upscale
+
+        on_progress = on_progress or (lambda event: None)
+        on_progress(ProgressEvent(stage=Stage.LOADING, steps=request.num_inference_steps))
+        loaded = self.load(request.model)
+        model = loaded.components["flashvsr"]
+        stop = should_stop or (lambda: False)
+        return run_upscale(model, request, loaded.device, self.config.upscale, loaded.random_weights, on_progress,
+                           stop, sink=sink, frames=frames)  # fmt: skip
 
 
 class _Run:

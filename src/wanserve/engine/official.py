@@ -161,6 +161,16 @@ FUN_VACE_A14B: Mapping[str, str] = {
 }
 
 # -- Tiny models --------------------------------------------------------------------------------------------------
+_FV = "FlashVSR@ccac0ac examples/WanVSR/infer_flashvsr_tiny.py"
+FLASHVSR = {
+    "num_inference_steps": f"{_FV}: `num_inference_steps=1` (one step per chunk, t = 1000)",
+    "guidance_scale": f"{_FV}: `cfg_scale=1.0` (the pipeline asserts it)",
+    "fps": f"{_FV}: the input video's frame rate",
+    "num_frames": f"{_FV} `prepare_input_tensor`: input + 4 copies of the last frame, cut to 8n+1, minus 4",
+    "sizes": f"{_FV} `compute_scaled_and_target_dims`: input x `scale`, centre-cropped to multiples of 128",
+}
+"""FlashVSR v1.1 (OpenImagingLab/FlashVSR, read 2026-12-02)."""
+
 TINY_REASON = "our choice: tiny test model, sized for fast CPU tests"
 _TINY_OURS = ("num_inference_steps", "num_frames", "fps", "sizes", "default_size")
 
@@ -219,6 +229,14 @@ def default_values(spec) -> dict[str, str]:
         values["image_sizing"] = f"`{spec.image_sizing}` (the size is an area)"
     if spec.default_prompt:
         values["prompt"] = spec.default_prompt
+    if spec.pipeline == "FlashVSR":
+        return {
+            "num_inference_steps": "1 per chunk of 8 frames",
+            "guidance_scale": "1 (no guidance)",
+            "fps": "the input's",
+            "num_frames": "the input's, less up to 7 at the end",
+            "sizes": "the input's x `scale` (2 or 4), cropped to multiples of 128",
+        }
     if spec.pipeline == "WanVACEPipeline":
         values["conditioning_scale"] = "1"
     if spec.pipeline == "WanAnimatePipeline":

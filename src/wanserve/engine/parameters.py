@@ -15,7 +15,7 @@ from wanserve.engine.requests import TaskKind
 
 T = TaskKind
 
-TYPES = ("text", "int", "float", "bool", "choice", "media", "media_list", "lora_list")
+TYPES = ("text", "int", "float", "bool", "choice", "media", "media_list", "lora_list", "object")
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,8 @@ class Parameter:
     """The field name in `GenerationRequest`, the native API and the job's `params`."""
     type: str
     """One of `TYPES`: `media` is a file (upload, `data:` URL or http(s) URL), `media_list` a list of them,
-    `lora_list` a list of `{"name" | "path", "strength"}` objects (a JSON string in a multipart form)."""
+    `lora_list` a list of `{"name" | "path", "strength"}` objects (a JSON string in a multipart form), `object` a
+    JSON object (its JSON text in a multipart form)."""
     help: str
     reaches: str
     """Where the value takes effect (shown in docs/parameters.md)."""
@@ -53,8 +54,11 @@ class Parameter:
 
 
 _IMAGE_TASKS = frozenset({T.I2V, T.FLF2V, T.TI2V, T.ANIMATE})
-_VIDEO_OUTPUT_TASKS = frozenset(TaskKind) - {T.T2I}
-"""Every task whose output is an MP4 (t2i writes a PNG)."""
+_GENERATIVE = frozenset(TaskKind) - {T.UPSCALE}
+"""Every task that samples a Wan DiT from a prompt (upscale runs FlashVSR on a given video)."""
+_VIDEO_OUTPUT_TASKS = _GENERATIVE - {T.T2I}
+"""Every generation whose output is an MP4 (t2i writes a PNG; upscale keeps its input's frame rate)."""
+_G = _GENERATIVE
 _EXPERT_TASKS = frozenset({T.T2V, T.I2V, T.FLF2V, T.VACE})
 """The tasks whose diffusers pipelines take `guidance_scale_2` and a `boundary_ratio` (not v2v, not Animate)."""
 
@@ -72,29 +76,30 @@ PARAMETERS: tuple[Parameter, ...] = (
     Parameter("task", "choice", "What to generate; inferred from the inputs when omitted.",
               "picks the diffusers pipeline (engine/pipelines.py `pipeline_class`) and its inputs",
               cli="--task", choices=tuple(t.value for t in TaskKind)),
-    Parameter("prompt", "text", "What the video shows.", "`pipe.encode_prompt(prompt=...)`", cli="--prompt"),
+    Parameter("prompt", "text", "What the video shows.", "`pipe.encode_prompt(prompt=...)`", tasks=_G,
+              cli="--prompt"),
     Parameter("negative_prompt", "text",
               "What to avoid (default: the model's official negative prompt). Needs `guidance_scale` > 1.",
               "`pipe.encode_prompt(negative_prompt=...)`, used by classifier-free guidance",
-              cli="--negative-prompt"),
+              tasks=_G, cli="--negative-prompt"),
     Parameter("width", "int",
               "Output width in pixels; for i2v, flf2v and ti2v with an image, width x height is an area and the "
               "output keeps the image's aspect ratio. Animate: the pose video's, not given.",
-              "`pipe(width=...)`, resolved at submission (engine/sizes.py)", cli="--size"),
+              "`pipe(width=...)`, resolved at submission (engine/sizes.py)", tasks=_G, cli="--size"),
     Parameter("height", "int", "Output height in pixels (see `width`).",
-              "`pipe(height=...)`, resolved at submission (engine/sizes.py)", cli="--size"),
+              "`pipe(height=...)`, resolved at submission (engine/sizes.py)", tasks=_G, cli="--size"),
     Parameter("allow_untrained_size", "bool",
               "Run a size outside the model's trained sizes (without it such a size is refused, listing them).",
-              "the size check of engine/sizes.py `check_size`", cli="--allow-untrained-size"),
+              "the size check of engine/sizes.py `check_size`", tasks=_G, cli="--allow-untrained-size"),
     Parameter("num_frames", "int",
               "Output frames, 4k+1 (for example 81); 1 for t2i. Animate: the pose video's length, not given.",
               "`pipe(num_frames=...)`; v2v: the input video is cut to this many frames; Animate: the whole pose video; t2i: 1",
-              cli="--frames"),
+              tasks=_G, cli="--frames"),
     Parameter("num_inference_steps", "int", "Denoising steps (v2v runs `strength` x steps of them).",
-              "`pipe(num_inference_steps=...)`", cli="--steps"),
+              "`pipe(num_inference_steps=...)`", tasks=_G, cli="--steps"),
     Parameter("guidance_scale", "float",
               "Classifier-free guidance scale (of the high-noise expert on two-expert models); 1 turns it off.",
-              "`pipe(guidance_scale=...)`", cli="--guidance"),
+              "`pipe(guidance_scale=...)`", tasks=_G, cli="--guidance"),
     Parameter("guidance_scale_2", "float", "Guidance of the low-noise expert (two-expert Wan2.2 A14B models).",
               "`pipe(guidance_scale_2=...)`", tasks=_EXPERT_TASKS, two_expert_only=True, cli="--guidance-2"),
     Parameter("boundary_ratio", "float",
@@ -103,9 +108,10 @@ PARAMETERS: tuple[Parameter, ...] = (
               tasks=_EXPERT_TASKS, two_expert_only=True, cli="--boundary-ratio"),
     Parameter("flow_shift", "float", "Flow-matching shift of the sampler's noise schedule.",
               "the scheduler's `flow_shift` (`shift` for euler), engine/pipelines.py `make_scheduler`",
-              cli="--shift"),
+              tasks=_G, cli="--shift"),
     Parameter("solver", "choice", "Sampler: unipc, dpm++ (2nd order) or euler (flow-match Euler).",
-              "the scheduler class, engine/pipelines.py `make_scheduler`", cli="--solver", choices=SOLVERS),
+              "the scheduler class, engine/pipelines.py `make_scheduler`", tasks=_G, cli="--solver",
+              choices=SOLVERS),
     Parameter("seed", "int", "0..2^32-1; random when omitted (the job shows the one used).",
               "`pipe(generator=torch.Generator('cpu').manual_seed(seed))`", cli="--seed"),
     Parameter("fps", "int", "Frames per second of the output MP4 (does not change the frames).",
@@ -118,8 +124,9 @@ PARAMETERS: tuple[Parameter, ...] = (
               "`pipe(image=...)`", tasks=_IMAGE_TASKS, cli="--image"),
     Parameter("last_image", "media", f"Last frame (flf2v). {_MEDIA}", "`pipe(last_image=...)`",
               tasks=frozenset({T.FLF2V}), cli="--last-image"),
-    Parameter("video", "media", f"Input video (v2v) or control video (vace). {_MEDIA}", "`pipe(video=...)`",
-              tasks=frozenset({T.V2V, T.VACE}), cli="--video"),
+    Parameter("video", "media", f"Input video (v2v, upscale) or control video (vace). {_MEDIA}",
+              "`pipe(video=...)`; upscale: streamed through FlashVSR", tasks=frozenset({T.V2V, T.VACE, T.UPSCALE}),
+              cli="--video"),
     Parameter("mask", "media",
               f"vace: mask video (white = generate); animate replace mode: the person mask video. {_MEDIA}",
               "`WanVACEPipeline(mask=...)`, `WanAnimatePipeline(mask_video=...)`",
@@ -150,11 +157,11 @@ PARAMETERS: tuple[Parameter, ...] = (
               "Speed mode: `exact` (default; within bf16 rounding of stock diffusers), `fast` (FP8 matmuls and FP8 "
               "attention) or `fastest` (fast plus a step cache where the task allows one). The job records the modes "
               "it ran with; docs/performance.md shows each mode's speed and deviation.",
-              "engine/fast.py `fast_modes`, for this job only (no reload)", cli="--speed", choices=SPEED_PRESETS),
+              "engine/fast.py `fast_modes`, for this job only (no reload)", tasks=_G, cli="--speed", choices=SPEED_PRESETS),
     Parameter("fp8_gemm", "bool", "FP8 matmuls in the transformer blocks (overrides the `speed` preset).",
-              "engine/fast.py `enable_fp8_gemm` (`torch._scaled_mm`, row-wise scales)", cli="--fp8-gemm"),
+              "engine/fast.py `enable_fp8_gemm` (`torch._scaled_mm`, row-wise scales)", tasks=_G, cli="--fp8-gemm"),
     Parameter("fp8_attention", "bool", "FP8 attention, FlashAttention-3's FP8 kernel (overrides the `speed` preset).",
-              "engine/speed.py `wanserve_attention`", cli="--fp8-attention"),
+              "engine/speed.py `wanserve_attention`", tasks=_G, cli="--fp8-attention"),
     Parameter("step_cache", "choice",
               "Skip the transformer blocks on steps whose input barely changed, reusing the last residual: "
               "`teacache` (Wan2.1 models, TeaCache's published coefficients), `firstblock` (any model) or `none` "
@@ -166,13 +173,25 @@ PARAMETERS: tuple[Parameter, ...] = (
               "the model, 0.1 for `firstblock`.",
               "the cache hooks' threshold (engine/fast.py)", tasks=_CACHE_TASKS, cli="--step-cache-threshold"),
     Parameter("max_sequence_length", "int", "Prompt tokens kept by the text encoder, 1..512.",
-              "`pipe.encode_prompt(max_sequence_length=...)`", cli="--max-sequence-length"),
+              "`pipe.encode_prompt(max_sequence_length=...)`", tasks=_G, cli="--max-sequence-length"),
     Parameter("loras", "lora_list",
               'LoRAs applied to the transformer for this job: a list of {"name": a file in the LoRA directory, or '
               '"path": a file under an allowed directory; "strength": its weight, default 1, 0 = off}. Diffusers, '
               "original Wan trainer (ComfyUI) and kohya/musubi key formats load.",
               "diffusers' `WanLoraLoaderMixin` loads each file into the transformer(s) once; each job selects its "
-              "own with `set_adapters` (engine/lora.py)", cli="--lora"),
+              "own with `set_adapters` (engine/lora.py)", tasks=_G, cli="--lora"),
+    Parameter("scale", "int", "upscale: 2 or 4 (default 4, what FlashVSR was trained for); the result is centre-cropped "
+              "to multiples of 128.", "bicubic input upscale before FlashVSR (engine/upscale.py)",
+              tasks=frozenset({T.UPSCALE}), cli="--scale"),
+    Parameter("input_width", "int", "upscale: resize the input to this width first, height following its aspect "
+              "(ffmpeg `scale=W:-2`).", "the input decoder's resize (media/video.py `iter_frames`)",
+              tasks=frozenset({T.UPSCALE}), cli="--input-width"),
+    Parameter("quality", "int", "upscale: export quality 1..10 (default 6; H.264 CRF = (1 - quality/10) x 51).",
+              "the output MP4's CRF (media/chunked.py)", tasks=frozenset({T.UPSCALE}), cli="--quality"),
+    Parameter("upscale", "object", "Also upscale the result with FlashVSR, as stage `upscaling` of the same job: "
+              '`{"scale": 2}` (keys `scale`, `model`, `quality`, `input_width`).',
+              "a second part of the job (worker/loop.py), delivered as its video", tasks=_VIDEO_OUTPUT_TASKS,
+              cli="--upscale"),
 )
 # fmt: on
 

@@ -74,6 +74,8 @@ class ModelSpec:
     image_sizing: str = ""
     """How the requested size of an image-conditioned task becomes the output size: `max_area` (Wan2.1 I2V/FLF2V,
     Wan2.2 I2V), `best_output_size` (Wan2.2 TI2V) or "" (no image task). See engine/sizes.py."""
+    variant: str = ""
+    """FlashVSR models (`pipeline` "FlashVSR"): `tiny`, `tiny-long` or `full` (models/flashvsr)."""
     sources: Mapping[str, str] = field(default_factory=dict)
     """Where each default comes from (engine/official.py): field name -> file and line, or "our choice" + why."""
 
@@ -203,6 +205,27 @@ _REAL: tuple[ModelSpec, ...] = (
 )
 # fmt: on
 
+# FlashVSR v1.1 (upscale): one official directory (`JunhaoZhuang/FlashVSR-v1.1`, or FLASHVSR_MODEL_PATH) serves the
+# three variants; models/flashvsr has the files. Sizes and length follow the input video (engine/upscale.py).
+_FLASHVSR_HUB = HubIds(hf_original="JunhaoZhuang/FlashVSR-v1.1")
+
+
+def _flashvsr(name: str, variant: str, **kw) -> ModelSpec:
+    defaults = dict(
+        family="flashvsr", tasks=(T.UPSCALE,), pipeline="FlashVSR", num_inference_steps=1, guidance_scale=1.0,
+        flow_shift=5.0, solver="euler", fps=30, num_frames=0, sizes=((1408, 768),), max_frames=100_000,
+        max_side=8192, hub=_FLASHVSR_HUB, variant=variant, sources=src.FLASHVSR,
+    )  # fmt: skip
+    return ModelSpec(name=name, **{**defaults, **kw})
+
+
+_FLASHVSR: tuple[ModelSpec, ...] = (
+    _flashvsr("flashvsr-v1.1-tiny", "tiny"),
+    _flashvsr("flashvsr-v1.1-tiny-long", "tiny-long"),
+    _flashvsr("flashvsr-v1.1-full", "full"),
+)
+_REAL = _REAL + _FLASHVSR
+
 # Tiny counterparts: 2 layers, 2 heads, seeded random weights, built offline. Sizes are small multiples of the
 # spatial factor so a CPU runs them in well under a second.
 _TINY_SIZES = ((64, 64), (96, 64), (64, 96))
@@ -238,6 +261,9 @@ _TINY: tuple[ModelSpec, ...] = (
           guidance_scale=1.0, default_prompt=ANIMATE_PROMPT,
           sources=src.tiny_sources(src.W22_ANIMATE, "wan2.2-animate-14b",
                                    sizes=src.TINY_REASON + " (the pose video's size must be one of them)")),
+    _flashvsr("tiny-flashvsr", "tiny-long", family="tiny", tiny=True, real_counterpart="flashvsr-v1.1-tiny-long",
+              hub=HubIds(), sizes=((256, 128),), max_side=1024,
+              sources=src.tiny_sources(src.FLASHVSR, "flashvsr-v1.1-tiny-long")),
 )
 # fmt: on
 

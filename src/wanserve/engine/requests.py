@@ -23,6 +23,7 @@ class TaskKind(str, enum.Enum):
     V2V = "v2v"  # video to video with `strength`
     VACE = "vace"  # control video, mask and reference images
     ANIMATE = "animate"  # Wan2.2-Animate: reference image + pose/face videos
+    UPSCALE = "upscale"  # FlashVSR video super-resolution of an input video
 
 
 class Stage(str, enum.Enum):
@@ -34,6 +35,8 @@ class Stage(str, enum.Enum):
     DENOISING = "denoising"
     DECODING = "decoding"
     WRITING = "writing"
+    UPSCALING = "upscaling"
+    """FlashVSR: one step per chunk of 8 output frames (an upscale job, or the second part of a chained job)."""
 
 
 # A media input is the file's bytes, a local path, or a `data:` URL. http(s) URLs are fetched (with limits) by the
@@ -47,7 +50,7 @@ class GenerationRequest:
 
     model: str
     task: TaskKind
-    prompt: str
+    prompt: str = ""
     negative_prompt: str = ""
     width: int = 832
     height: int = 480
@@ -94,6 +97,14 @@ class GenerationRequest:
     fp8_attention: bool = False
     step_cache: str = "none"
     step_cache_threshold: float = 0.0
+    scale: int = 4
+    """upscale only: 2 or 4 (FlashVSR was trained for 4)."""
+    input_width: int | None = None
+    """upscale only: the input is first resized to this width, height following (ffmpeg `scale=W:-2`)."""
+    quality: int = 6
+    """upscale only: export quality 1..10 (imageio's scale: H.264 CRF = (1 - quality / 10) x 51)."""
+    upscale: dict | None = None
+    """Generation tasks: upscale the result too (`{"scale": 2, "model": ..., "quality": ...}`; a chained job)."""
 
     def replace(self, **changes) -> GenerationRequest:
         return dataclasses.replace(self, **changes)

@@ -35,6 +35,8 @@ class InputShapes:
     """(width, height) of `image` as the engine will see it (EXIF orientation applied)."""
     pose_video: tuple[int, int, int] | None = None
     """(width, height, frames) of Animate's `pose_video`."""
+    video: tuple[int, int, int, float] | None = None
+    """(width, height, frames, fps) of an upscale's input `video`."""
 
 
 def _sizes_text(sizes) -> str:
@@ -109,7 +111,12 @@ def image_output_size(spec: ModelSpec, width: int, height: int, image: tuple[int
 
 def fit_to_inputs(spec: ModelSpec, request: GenerationRequest, shapes: InputShapes) -> GenerationRequest:
     """`request` with the output shape its inputs decide: an image task's size from the image's aspect ratio,
-    Animate's size and length from the pose video. Other requests are returned unchanged."""
+    Animate's size and length from the pose video, an upscale's from its input video. Other requests are returned
+    unchanged."""
+    if request.task == TaskKind.UPSCALE and shapes.video is not None:
+        from wanserve.engine.upscale import fit_upscale
+
+        return fit_upscale(request, shapes.video)
     if request.task in IMAGE_SIZED_TASKS and spec.image_sizing and shapes.image is not None:
         width, height = image_output_size(spec, request.width, request.height, shapes.image)
         return request.replace(width=width, height=height)

@@ -44,6 +44,7 @@ _REQUIRED_INPUTS: dict[TaskKind, frozenset[str]] = {
     TaskKind.FLF2V: frozenset({"image", "last_image"}),
     TaskKind.V2V: frozenset({"video"}),
     TaskKind.ANIMATE: frozenset({"image", "pose_video", "face_video"}),
+    TaskKind.UPSCALE: frozenset({"video"}),
 }
 
 
@@ -179,6 +180,13 @@ def resolve_request(model: str, params: Mapping[str, Any], probe_inputs: bool = 
         raise InvalidRequestError(
             name, f"`{name}` is not used by task 'animate': the output's size and length are the pose video's"
         )
+    if task == TaskKind.UPSCALE:
+        from wanserve.engine.upscale import resolve_upscale
+
+        seed = _int("seed", given["seed"]) if "seed" in given else secrets.randbelow(MAX_SEED + 1)
+        _in_range("seed", seed, 0, MAX_SEED)
+        request = resolve_upscale(spec, given, seed)
+        return sizes.fit_to_inputs(spec, request, probe_shapes(request)) if probe_inputs else request
 
     # 2. Text
     prompt = given.get("prompt", "")
@@ -282,6 +290,9 @@ def resolve_request(model: str, params: Mapping[str, Any], probe_inputs: bool = 
     loras = parse_loras(given.get("loras"))
     # 7. Speed modes (engine/fast.py): the preset, then any field given on its own
     speed = _resolve_speed(spec, task, given)
+    from wanserve.engine.upscale import check_chained_upscale
+
+    chained = check_chained_upscale(spec, given.get("upscale"), num_frames)
 
     request = GenerationRequest(
         model=spec.name,
@@ -317,6 +328,7 @@ def resolve_request(model: str, params: Mapping[str, Any], probe_inputs: bool = 
         loras=loras,
         clip_len=clip_len,
         **speed,
+        upscale=chained,
     )
     if not probe_inputs:
         return request
@@ -385,13 +397,16 @@ def probe_shapes(request: GenerationRequest) -> sizes.InputShapes:
     from wanserve.media.images import load_image
     from wanserve.media.video import probe_video
 
-    image = pose = None
+    image = pose = video = None
+    if request.task == TaskKind.UPSCALE and request.video is not None:
+        info = probe_video(request.video, field="video")
+        video = (info.width, info.height, info.num_frames, info.fps)
     if request.task in sizes.IMAGE_SIZED_TASKS and request.image is not None:
         image = load_image(request.image, field="image").size
     if request.task == TaskKind.ANIMATE and request.pose_video is not None:
         info = probe_video(request.pose_video, field="pose_video")
         pose = (info.width, info.height, info.num_frames)
-    return sizes.InputShapes(image=image, pose_video=pose)
+    return sizes.InputShapes(image=image, pose_video=pose, video=video)
 
 
 def request_params(request: GenerationRequest) -> dict[str, Any]:

@@ -20,8 +20,13 @@ from wanserve.storage.base import Storage
 
 logger = logging.getLogger(__name__)
 
-VARIANTS = {"video": (".mp4", "video/mp4"), "thumbnail": (".jpg", "image/jpeg")}
-"""Output variant -> (suffix, media type). The `video` variant is the main output: a PNG for text-to-image jobs."""
+VARIANTS = {
+    "video": (".mp4", "video/mp4"),
+    "thumbnail": (".jpg", "image/jpeg"),
+    "partial": ("_partial.mp4", "video/mp4"),
+}
+"""Output variant -> (suffix, media type). The `video` variant is the main output: a PNG for text-to-image jobs;
+`partial` is what an upscale wrote before it failed or was cancelled."""
 MEDIA_TYPES = {".mp4": "video/mp4", ".png": "image/png", ".jpg": "image/jpeg"}
 """Suffix of a stored output -> its media type."""
 
@@ -36,7 +41,7 @@ def _checked_id(job_id: str) -> str:
 def output_key(job_id: str, variant: str = "video", suffix: str | None = None) -> str:
     """The key of a job's MP4 (`video`; `suffix=".png"` for an image) or JPEG thumbnail (`thumbnail`)."""
     suffix = suffix or VARIANTS[variant][0]
-    if suffix not in MEDIA_TYPES:
+    if suffix.removeprefix("_partial") not in MEDIA_TYPES:
         raise ValueError(f"output suffix {suffix!r} is not one of {', '.join(MEDIA_TYPES)}")
     return f"outputs/{_checked_id(job_id)}{suffix}"
 
@@ -97,6 +102,12 @@ class JobFiles:
         self.storage.put(keys.video_key, video_path)
         return keys
 
+    def store_partial(self, job_id: str, path: str | os.PathLike) -> tuple[str, int]:
+        """Puts the partial MP4 of an upscale that stopped early into storage: (key, bytes)."""
+        key = output_key(job_id, "partial")
+        self.storage.put(key, path)
+        return key, os.path.getsize(path)
+
     def delete_inputs(self, job_id: str) -> None:
         """Removes the job's inputs (after it finished, or when it was never created). Never raises: a storage
         hiccup must not undo the job's own outcome; leftovers go at retention."""
@@ -108,7 +119,7 @@ class JobFiles:
     def delete_all(self, job_id: str) -> None:
         """Removes everything the job left in storage."""
         self.delete_inputs(job_id)
-        for suffix in MEDIA_TYPES:
+        for suffix in (*MEDIA_TYPES, VARIANTS["partial"][0]):
             try:
                 self.storage.delete(output_key(job_id, suffix=suffix))
             except Exception:

@@ -364,11 +364,14 @@ class JobService:
         """Where a succeeded job's `video` (MP4; PNG for t2i) or `thumbnail` (JPEG) is stored. 409 when there is none
         (yet)."""
         if variant not in VARIANTS:
-            raise InvalidRequestError("variant", f"`variant` must be video or thumbnail, got {variant!r}")
+            raise InvalidRequestError("variant", f"`variant` must be video, thumbnail or partial, got {variant!r}")
         job = self._get(job_id, owner_key)
         if job.status == JobStatus.EXPIRED.value:
             raise JobStateError(f"job {job_id!r} expired; its files were deleted")
-        if job.status != JobStatus.SUCCEEDED.value or not job.outputs:
+        if variant == "partial":
+            if not (job.outputs or {}).get("partial_key"):
+                raise JobStateError(f"job {job_id!r} is {job.status}; it has no partial output")
+        elif job.status != JobStatus.SUCCEEDED.value or not job.outputs:
             raise JobStateError(f"job {job_id!r} is {job.status}; content exists once it succeeded")
         key = job.outputs.get(f"{variant}_key")
         try:
@@ -509,15 +512,21 @@ class JobService:
         values = {"outputs": outputs, "run_time_s": run_time_s, "random_weights": result.random_weights}
         return self._finish(job_id, owner, JobStatus.SUCCEEDED, values)
 
-    def finish_failed(self, job_id: str, owner: str, error_type: str, message: str) -> JobView | None:
-        """Marks the job failed with a type and a message a user can act on."""
-        return self._finish(
-            job_id, owner, JobStatus.FAILED, {"error_type": error_type, "error_message": redact_paths(message)[:4000]}
-        )
+    def finish_failed(
+        self, job_id: str, owner: str, error_type: str, message: str, outputs: dict[str, Any] | None = None
+    ) -> JobView | None:
+        """Marks the job failed with a type and a message a user can act on; `outputs` holds what it left (an
+        upscale's partial MP4: `partial_key`, `partial_bytes`, `partial_frames`)."""
+        values = {"error_type": error_type, "error_message": redact_paths(message)[:4000]}
+        if outputs:
+            values["outputs"] = outputs
+        return self._finish(job_id, owner, JobStatus.FAILED, values)
 
-    def finish_cancelled(self, job_id: str, owner: str) -> JobView | None:
-        """Marks a running job cancelled (it stopped at a step boundary and left no output)."""
+    def finish_cancelled(self, job_id: str, owner: str, outputs: dict[str, Any] | None = None) -> JobView | None:
+        """Marks a running job cancelled (it stopped at a step boundary; an upscale leaves its partial MP4)."""
         values = {"error_type": "cancelled", "error_message": "cancelled by request while running"}
+        if outputs:
+            values["outputs"] = outputs
         return self._finish(job_id, owner, JobStatus.CANCELLED, values)
 
     def _finish(self, job_id: str, owner: str, status: JobStatus, values: dict[str, Any]) -> JobView | None:

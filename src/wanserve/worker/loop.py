@@ -26,10 +26,12 @@ from wanserve.engine.requests import (
     StopCallback,
     TaskKind,
 )
+from wanserve.engine.upscale import chained_request
 from wanserve.errors import GenerationCancelled, WanserveError, is_storage_full
 from wanserve.jobs.model import Job
 from wanserve.jobs.service import JobService
 from wanserve.media.outputs import write_output_files
+from wanserve.worker.upscale import run_upscale_part
 
 logger = logging.getLogger(__name__)
 
@@ -222,18 +224,35 @@ class Worker:
 
         heartbeat.start()
         scratch = tempfile.TemporaryDirectory(prefix=f"wanserve-{job.id[:8]}-")
+        partial: dict = {}  # an upscale that stops early: the joined segments written so far (worker/upscale.py)
         try:
-            # 1. Inputs from storage to this host; 2. generate; 3. encode beside them; 4. put the files in storage.
+            # 1. Inputs from storage to this host; 2. generate (and upscale); 3. encode beside them; 4. store.
             inputs = self.service.files.fetch_inputs(job.inputs, scratch.name)
             request = self.service.generation_request(job, inputs)
-            result = self.engine.generate(request, on_progress=on_progress, should_stop=should_stop)
-            on_progress(ProgressEvent(Stage.WRITING, step=len(result.step_times_s), steps=len(result.step_times_s)))
-            name = "output.png" if request.task == TaskKind.T2I else "output.mp4"
-            encoded = write_output_files(result.frames, os.path.join(scratch.name, name), request.fps, request.crf)
+            if request.task == TaskKind.UPSCALE:
+                result, encoded = run_upscale_part(
+                    self.engine, request, scratch.name, on_progress, should_stop, partial
+                )
+            else:
+                result = self.engine.generate(request, on_progress=on_progress, should_stop=should_stop)
+                if request.upscale:
+                    # A chained job: its generated frames go through FlashVSR as stage `upscaling`.
+                    result, encoded = run_upscale_part(
+                        self.engine, chained_request(request), scratch.name, on_progress, should_stop, partial,
+                        frames=result.frames,
+                    )  # fmt: skip
+                else:
+                    steps = len(result.step_times_s)
+                    on_progress(ProgressEvent(Stage.WRITING, step=steps, steps=steps))
+                    name = "output.png" if request.task == TaskKind.T2I else "output.mp4"
+                    encoded = write_output_files(
+                        result.frames, os.path.join(scratch.name, name), request.fps, request.crf
+                    )
             files = self.service.files.store_outputs(job.id, encoded.path, encoded.thumbnail_path)
             recorder.flush()
         except GenerationCancelled:
             recorder.flush_quietly()
+            partial_outputs = self._store_partial(job.id, partial)
             cause = reason[0] if reason else "cancel"
             if cause == "lease":
                 logger.warning("job %s: stopped after losing its lease; its new owner finishes it", job.id)
@@ -243,14 +262,16 @@ class Worker:
                     owner,
                     "timeout",
                     f"the job ran longer than the task timeout of {self.config.task_timeout_s:g} s",
+                    outputs=partial_outputs,
                 )
             else:
-                self.service.finish_cancelled(job.id, owner)
+                self.service.finish_cancelled(job.id, owner, outputs=partial_outputs)
             return
         except WanserveError as exc:
             recorder.flush_quietly()
             logger.warning("job %s failed: %s: %s", job.id, exc.error_type, exc)
-            self.service.finish_failed(job.id, owner, exc.error_type, str(exc))
+            outputs = self._store_partial(job.id, partial)
+            self.service.finish_failed(job.id, owner, exc.error_type, str(exc), outputs=outputs)
             return
         except Exception as exc:
             recorder.flush_quietly()
@@ -260,7 +281,8 @@ class Worker:
                 self.service.finish_failed(job.id, owner, "storage_full", message)
                 return
             logger.exception("job %s failed with an unexpected error", job.id)
-            self.service.finish_failed(job.id, owner, "internal_error", f"{type(exc).__name__}: {exc}")
+            outputs = self._store_partial(job.id, partial)
+            self.service.finish_failed(job.id, owner, "internal_error", f"{type(exc).__name__}: {exc}", outputs=outputs)
             return
         finally:
             heartbeat.stop()
@@ -268,6 +290,17 @@ class Worker:
         view = self.service.finish_succeeded(job.id, owner, result, files)
         if view is not None:
             logger.info("job %s succeeded in %.2f s", job.id, (view.finished_at - view.started_at).total_seconds())
+
+    def _store_partial(self, job_id: str, partial: dict) -> dict | None:
+        """Stores the partial MP4 of an upscale that stopped early; its outputs entry, or None."""
+        if not partial.get("path"):
+            return None
+        try:
+            key, size = self.service.files.store_partial(job_id, partial["path"])
+        except Exception:
+            logger.exception("job %s: could not store its partial output", job_id)
+            return None
+        return {"partial_key": key, "partial_bytes": size, "partial_frames": partial.get("num_frames", 0)}
 
     def _hold(self, job_id: str, stop: threading.Event, heartbeat: _Heartbeat) -> None:
         """Test hook: blocks until `<hold_dir>/<job id>` exists (or the worker stops or loses the lease)."""

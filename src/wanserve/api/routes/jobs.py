@@ -90,12 +90,13 @@ def get_content(
     service: JobServiceDep,
     settings: SettingsDep,
     owner: OwnerDep,
-    variant: Literal["video", "thumbnail"] = "video",
+    variant: Literal["video", "thumbnail", "partial"] = "video",
 ) -> Response:
-    """The MP4 of a succeeded job (the PNG of a t2i job), or its JPEG thumbnail with `?variant=thumbnail`. Range
-    requests work."""
+    """The MP4 of a succeeded job (the PNG of a t2i job), its JPEG thumbnail with `?variant=thumbnail`, or with
+    `?variant=partial` the `<id>_partial.mp4` an upscale left when it failed or was cancelled. Range requests work."""
     content = service.content(job_id, variant, owner)
-    return content_response(request, service, content, f"{job_id}{content.suffix}", settings.storage_redirect)
+    name = f"{job_id}_partial.mp4" if variant == "partial" else f"{job_id}{content.suffix}"
+    return content_response(request, service, content, name, settings.storage_redirect)
 
 
 async def _existing_job(job_id: str, service: JobServiceDep, owner: OwnerDep) -> str:

@@ -21,7 +21,7 @@ from wanserve.errors import InvalidRequestError
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
-_TYPES = {"int": "integer", "float": "number", "bool": "boolean", "text": "string", "choice": "string"}
+_TYPES = {"int": "integer", "float": "number", "bool": "boolean", "text": "string", "choice": "string", "object": "object"}
 _NOT_PARAMETERS = {"model", "task", "loras", *MEDIA_FIELDS}
 """Not form parameters: media are inputs, `loras` a list of objects (docs/lora.md), not one value with a default."""
 _IMAGE_TASKS = {"t2i"}

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, Json, create_model
 
 from wanserve.engine.parameters import PARAMETERS, Parameter
 from wanserve.jobs.views import JobView
@@ -20,6 +20,7 @@ _JSON_TYPES: dict[str, Any] = {
     "media": str,
     "media_list": list[str],
     "lora_list": list[dict[str, Any]],
+    "object": dict[str, Any] | Json[dict[str, Any]],  # a JSON object; in a multipart form, its JSON text
 }
 
 
@@ -109,6 +110,9 @@ class JobPublic(BaseModel):
     expires_at: datetime | None = Field(description="When the outputs are deleted.")
     content_url: str | None = Field(description="The MP4 (the PNG of a t2i job), once succeeded.")
     thumbnail_url: str | None
+    partial_url: str | None = Field(
+        None, description="An upscale that failed or was cancelled: the MP4 of the frames it finished."
+    )
     parallel_plan: dict[str, Any] | None = Field(
         None,
         description="Set when the request carried multi-GPU fields: the plan the job runs with and `not_honoured`, "
@@ -140,6 +144,7 @@ class JobPublic(BaseModel):
             expires_at=view.expires_at,
             content_url=base if view.has_output else None,
             thumbnail_url=f"{base}?variant=thumbnail" if view.has_output else None,
+            partial_url=f"{base}?variant=partial" if (view.outputs or {}).get("partial_key") else None,
             parallel_plan=view.parallel_plan,
         )
 

@@ -179,6 +179,8 @@ class FlashVSRRun:
         self.frames_out = 0
         self.peak_cache_bytes = 0
         self.buffer: FrameBuffer | None = None
+        self.out_size: tuple[int, int] = (0, 0)
+        """(height, width) of the output frames, known once the first input frame was read."""
 
     # -- input -------------------------------------------------------------------------------------------------
     def _lq(self, start: int, stop: int, size: tuple[int, int, int, int]) -> torch.Tensor:
@@ -220,6 +222,7 @@ class FlashVSRRun:
         h0, w0 = buffer.get(0).shape[:2]
         size = output_size(w0, h0, options.scale)
         th, tw = size[3], size[2]
+        self.out_size = (th, tw)
         lat_h, lat_w = th // 8, tw // 8
         kernel = BlockSparseKernel(options.kernel)
         stream = FlashVSRStream(model.transformer, model.context, options.sparsity, kernel, options.cache_offload)
@@ -270,15 +273,22 @@ class FlashVSRRun:
         return self.frames_out
 
     def _decode_all(self, latents, frames: int, size, decoder: StreamingTCDecoder | None, emit) -> None:
-        """Tiny and Full: every latent decoded at once, then emitted in pieces."""
-        lq = self._lq(0, frames, size)
+        """Tiny and Full, after the last chunk. Tiny: the TCDecoder over every latent frame, 8 latent frames at a
+        time (its memory carries across, so the frames are those of one call over all of them, with activations of
+        8 latent frames held at a time); Full: the Wan VAE over every latent frame at once."""
         if self.model.variant == "full":
+            lq = self._lq(0, frames, size)
             vae = self.model.vae
             config = vae.config
             mean = torch.tensor(config.latents_mean).view(1, -1, 1, 1, 1).to(latents.device, latents.dtype)
             std = torch.tensor(config.latents_std).view(1, -1, 1, 1, 1).to(latents.device, latents.dtype)
             video = vae.decode((latents * std + mean).to(next(vae.parameters()).dtype), return_dict=False)[0]
-        else:
-            video = decoder.decode(latents, lq)
-        for start in range(0, video.shape[2], 16):
-            self._emit(video[:, :, start : start + 16], lq[:, :, start : start + 16], emit)
+            for start in range(0, video.shape[2], 16):
+                self._emit(video[:, :, start : start + 16], lq[:, :, start : start + 16], emit)
+            return
+        step = 8
+        for first in range(0, latents.shape[2], step):
+            last = min(first + step, latents.shape[2])
+            start, stop = max(0, 4 * first - 3), 4 * last - 3
+            lq = self._lq(start, stop, size)
+            self._emit(decoder.decode(latents[:, :, first:last], lq), lq, emit)
