@@ -57,8 +57,12 @@ def test_param_counts_match_the_published_sizes():
     assert PARAM_COUNTS["umt5-xxl"].total * 2 / GIB == pytest.approx(10.58, abs=0.01)
 
 
+_WAN_MODELS = [s for s in real_models() if s.pipeline != "FlashVSR"]
+"""FlashVSR (upscale) has no estimate yet: it is not a Wan pipeline (docs/upscale.md)."""
+
+
 @pytest.mark.parametrize("memory", [MemoryConfig(), MemoryConfig(transformer_dtype="float16", vae_dtype="bfloat16")])
-@pytest.mark.parametrize("spec", real_models(), ids=lambda s: s.name)
+@pytest.mark.parametrize("spec", _WAN_MODELS, ids=lambda s: s.name)
 def test_weights_estimate_within_5_percent_of_meta_model_parameter_bytes(spec, memory):
     arch = ARCHITECTURES[spec.name]
     dtypes = {
@@ -77,8 +81,8 @@ def test_weights_estimate_within_5_percent_of_meta_model_parameter_bytes(spec, m
 
 
 def test_every_real_model_has_an_architecture_and_tiny_ones_none():
-    assert set(ARCHITECTURES) == {s.name for s in real_models()}
-    for spec in real_models():
+    assert set(ARCHITECTURES) == {s.name for s in _WAN_MODELS}
+    for spec in _WAN_MODELS:
         assert (ARCHITECTURES[spec.name].experts, "image_encoder" in ARCHITECTURES[spec.name].components()) == (
             spec.experts,
             spec.image_encoder,

@@ -340,7 +340,8 @@ def test_tiny_defaults_sourced_as_counterpart_equal_it():
 def test_real_models_cite_official_code_for_the_rules():
     for spec in real_models():
         for key in ("num_inference_steps", "guidance_scale", "flow_shift", "solver"):
-            assert not spec.sources[key].startswith("our choice"), (spec.name, key)
+            if key in default_values(spec):  # FlashVSR has no sampler options to set
+                assert not spec.sources[key].startswith("our choice"), (spec.name, key)
 
 
 def test_docs_table_equals_catalog():
