@@ -252,8 +252,8 @@ class Worker:
             recorder.flush()
         except GenerationCancelled:
             recorder.flush_quietly()
-            partial_outputs = self._store_partial(job.id, partial)
             cause = reason[0] if reason else "cancel"
+            partial_outputs = self._store_partial(job.id, partial) if cause != "lease" else None
             if cause == "lease":
                 logger.warning("job %s: stopped after losing its lease; its new owner finishes it", job.id)
             elif cause == "timeout":
