@@ -143,3 +143,18 @@ def test_tiny_flashvsr_in_the_official_files_loads_and_runs_the_same(tmp_path, t
 def test_missing_official_file_is_named(tmp_path):
     with pytest.raises(loading.FlashVSRCheckpointError, match="TCDecoder.ckpt"):
         load_flashvsr(tmp_path, "tiny")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (compiled FlexAttention)")
+def test_compiled_flex_attention_equals_dense_on_cuda():
+    gen = torch.Generator("cuda").manual_seed(0)
+    heads, d = 4, 64
+    q = torch.randn(1, heads, 6 * 128, d, device="cuda", generator=gen)
+    k, v = (torch.randn(1, heads, 12 * 128, d, device="cuda", generator=gen) for _ in range(2))
+    blocks = lambda t: t.transpose(1, 2).reshape(-1, 128, heads * d)  # noqa: E731
+    mask = draft_block_mask(blocks(q), blocks(k), heads, local_block_mask(2, 3, 3, device="cuda"), topk=20)
+    mask[0, 0] = False
+    dense = BlockSparseKernel("dense")(q, k, v, mask)
+    flex = BlockSparseKernel("flex")(q, k, v, mask)
+    assert torch.allclose(dense, flex, atol=1e-3)
+    assert flex[0, 0, :128].abs().max() == 0
