@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from wanserve.engine.config import SpeedConfig
+from wanserve.engine.fast import emulate_fp8, fp8_attention_enabled
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +92,6 @@ def wanserve_attention(
 ) -> torch.Tensor:
     """The engine's attention backend ([batch, seq, heads, dim] in and out): FlashAttention-3 where available, FP8
     while a job asks for FP8 attention (`engine.fast`), emulated FP8 rounding around PyTorch's attention elsewhere."""
-    from wanserve.engine.fast import emulate_fp8, fp8_attention_enabled
-
     if attn_mask is not None or is_causal:
         raise ValueError("the wanserve attention backend takes neither `attn_mask` nor `is_causal`")
     scale = query.shape[-1] ** -0.5 if scale is None else scale
