@@ -46,11 +46,7 @@ POLL_WITH_PUSH_S = 15.0
 
 def served_models(settings: Settings) -> tuple[list[str], bool]:
     """(models to load, whether they are the tiny fallback because no weights are configured)."""
-    if settings.ulysses_size > 1 or settings.ring_size > 1:
-        raise ValueError(
-            f"`ULYSSES_SIZE`={settings.ulysses_size} / `RING_SIZE`={settings.ring_size}: multi-rank worker groups "
-            "are not served by `wanserve serve` yet; use 1"
-        )
+    settings.parallel_config()  # conflicting group settings fail at start-up, naming both
     if settings.models:
         for name in settings.models:
             get_spec(name)  # unknown names fail at start-up, listing the catalog
@@ -176,6 +172,8 @@ def build_worker_group(
     """One worker per device (or `concurrency` workers spread over the devices), each with its own engine,
     registered in `registry`."""
     factory = engine_factory or build_engine
+    if settings.world_size > 1:
+        return _build_rank_group(settings, service, dispatcher, models, devices, factory, registry)
     workers = []
     for slot in range(concurrency or len(devices)):
         device = devices[slot % len(devices)]
@@ -189,6 +187,38 @@ def build_worker_group(
         )
         workers.append((Worker(service, factory(device, settings), dispatcher, config, models), device))
     return WorkerPool(service, dispatcher, workers, registry, heartbeat_s=settings.lease_s / 3)
+
+
+def group_devices(settings: Settings, devices: Sequence[str]) -> list[str]:
+    """The device of each rank of one group: `world_size` accelerators, or the CPU once per rank."""
+    world = settings.world_size
+    if list(devices) == ["cpu"] or all(d == "cpu" for d in devices):
+        return ["cpu"] * world
+    if len(devices) != world:
+        raise ValueError(
+            f"a worker group of `WANSERVE_WORLD_SIZE`={world} ranks needs {world} devices, got {len(devices)} "
+            f"({', '.join(devices)}); run one `wanserve worker --gpus ... --gpus-per-job {world}` per group"
+        )
+    return list(devices)
+
+
+def _build_rank_group(settings, service, dispatcher, models, devices, factory, registry) -> WorkerPool:
+    """One worker whose engine is a rank group over `devices`: this process is rank 0 (it claims, heartbeats and
+    writes results); ranks 1..N-1 are spawned processes, restarted together when the group breaks."""
+    from wanserve.worker.group import GroupSpec, RankGroup
+
+    ranks = group_devices(settings, devices)
+    group = RankGroup(GroupSpec(ranks, settings, factory))
+    config = WorkerConfig(
+        worker_id=owner_id(0),
+        task_timeout_s=settings.task_timeout_s,
+        heartbeat_s=settings.lease_s / 3,
+        poll_interval_s=settings.poll_interval_s,
+        hold_dir=settings.hold_dir,
+        hold_step=settings.hold_step,
+    )
+    worker = Worker(service, group, dispatcher, config, models)
+    return WorkerPool(service, dispatcher, [(worker, ",".join(ranks))], registry, heartbeat_s=settings.lease_s / 3)
 
 
 def build_registry(settings: Settings, db: DBEngine) -> WorkerRegistry:
@@ -221,7 +251,7 @@ def build_runtime(
         from wanserve.worker.devices import detect_devices
 
         devices = detect_devices() if start_workers else ["cpu"]
-    concurrency = settings.concurrency or len(devices)
+    concurrency = 1 if settings.world_size > 1 else settings.concurrency or len(devices)
     service = build_job_service(settings, store, storage, dispatcher, models, concurrency, hub, push is not None)
     runtime = Runtime(settings, db, service, storage, dispatcher, models, tiny_fallback, devices)
     if push is not None:
@@ -267,10 +297,13 @@ def build_worker_process(
             f"`--gpus-per-job` {gpus_per_job} must divide the {len(devices)} devices ({', '.join(devices)})"
         )
     if gpus_per_job > 1:
-        raise ValueError(
-            f"`--gpus-per-job` {gpus_per_job}: multi-GPU worker groups (one job over several GPUs) are not served "
-            "yet; use 1 (one worker per GPU)"
-        )
+        if len(devices) != gpus_per_job:
+            raise ValueError(
+                f"`--gpus-per-job` {gpus_per_job} with {len(devices)} GPUs ({', '.join(devices)}): a process runs one "
+                "group (its rank 0 holds the process group); start one `wanserve worker` per group of GPUs"
+            )
+        settings = settings.model_copy(update={"world_size": gpus_per_job})
+        settings.parallel_config()
     models, tiny_fallback = served_models(settings)
     if tiny_fallback:
         logger.warning("no weights configured: this worker serves the tiny models (RANDOM weights): %s", models)
@@ -280,7 +313,8 @@ def build_worker_process(
     dispatcher = build_dispatcher(settings, store)
     hub = EventHub()
     build_event_push(settings, db, hub)  # on Redis: publishes this process's job events (nobody reads SSE here)
-    service = build_job_service(settings, store, storage, dispatcher, models, len(devices), hub)
+    concurrency = len(devices) // gpus_per_job
+    service = build_job_service(settings, store, storage, dispatcher, models, concurrency, hub)
     registry = build_registry(settings, db)
     service.memory_budget = registry.memory_budget_gib
     pool = build_worker_group(settings, service, dispatcher, models, devices, engine_factory, None, registry)

@@ -137,10 +137,31 @@ class Settings(BaseSettings):
         False, validation_alias=_env("FLASHVSR_CACHE_OFFLOAD", "FLASHVSR_CACHE_OFFLOAD")
     )
     """Keep FlashVSR's KV cache on the CPU between chunks (small GPUs)."""
-    ulysses_size: int = Field(1, ge=1, validation_alias=_env("ULYSSES_SIZE", "ULYSSES_SIZE"))
-    """Sequence-parallel degree of a worker group (only 1 is served so far)."""
+
+    # One job on many ranks (docs/parallel.md). The product ulysses x ring x cfg is the group's size.
+    world_size: int = Field(1, ge=1, le=64, validation_alias=_env("WORLD_SIZE"))
+    """Ranks (devices) one job runs on: `--world-size` / `--gpus-per-job`; torchrun's `WORLD_SIZE` under torchrun."""
+    ulysses_size: int | None = Field(None, ge=1, validation_alias=_env("ULYSSES_SIZE", "ULYSSES_SIZE"))
+    """Ulysses sequence-parallel degree; default: what the ring and CFG degrees leave of the group."""
     ring_size: int = Field(1, ge=1, validation_alias=_env("RING_SIZE", "RING_SIZE"))
-    """Ring-attention degree of a worker group (only 1 is served so far)."""
+    """Ring-attention degree of a worker group."""
+    cfg_size: int = Field(1, ge=1, le=2, validation_alias=_env("CFG_SIZE", "CFG_SIZE"))
+    """2: the cond and uncond forwards of classifier-free guidance on different ranks."""
+    dit_fsdp: bool = Field(False, validation_alias=_env("DIT_FSDP", "DIT_FSDP"))
+    """Shard the diffusion transformer's weights over the group's ranks (FSDP)."""
+    t5_fsdp: bool = Field(False, validation_alias=_env("T5_FSDP", "T5_FSDP"))
+    """Shard the T5 text encoder's weights over the group's ranks (FSDP)."""
+    enable_fsdp: bool = Field(False, validation_alias=_env("ENABLE_FSDP", "WAN_ENABLE_FSDP"))
+    """The Animate backend's switch: both `dit_fsdp` and `t5_fsdp`."""
+    sequence_parallel: bool | None = Field(
+        None, validation_alias=_env("SEQUENCE_PARALLEL", "WAN_ENABLE_SEQUENCE_PARALLEL")
+    )
+    """The Animate backend's switch: false keeps the sequence whole (the group then needs CFG parallel)."""
+    vae_parallel: bool = Field(False, validation_alias=_env("VAE_PARALLEL", "VAE_PARALLEL"))
+    """Share the VAE decode's tiles out over the group's ranks."""
+    collective_timeout_s: float = Field(600.0, gt=0, validation_alias=_env("COLLECTIVE_TIMEOUT_S"))
+    """A rank that does not answer for this long breaks the group: the job returns to the queue by its lease and
+    the group restarts."""
 
     # Limits
     concurrency: int | None = Field(None, ge=1, le=64, validation_alias=_env("CONCURRENCY", "MAX_CONCURRENT_TASKS"))
@@ -258,6 +279,43 @@ class Settings(BaseSettings):
                 )
         return self
 
+    def parallel_config(self):
+        """The `ParallelConfig` of this deployment's worker groups; `ValueError` naming the settings that conflict."""
+        from wanserve.engine.parallel import ParallelConfig
+
+        world, ring, cfg = self.world_size, self.ring_size, self.cfg_size
+        if self.sequence_parallel is False:
+            if self.ulysses_size not in (None, 1) or ring > 1:
+                raise ValueError(
+                    f"`WAN_ENABLE_SEQUENCE_PARALLEL` false conflicts with `ULYSSES_SIZE`={self.ulysses_size} / "
+                    f"`RING_SIZE`={ring}"
+                )
+            ulysses = 1
+        elif self.ulysses_size is not None:
+            ulysses = self.ulysses_size
+        else:
+            ulysses = world // (ring * cfg) if world % (ring * cfg) == 0 else 0
+        if ulysses * ring * cfg != world:
+            raise ValueError(
+                f"`ULYSSES_SIZE`={self.ulysses_size if self.ulysses_size is not None else 'unset'} x `RING_SIZE`={ring}"
+                f" x `CFG_SIZE`={cfg} must equal the group size `WANSERVE_WORLD_SIZE`={world}"
+            )
+        fsdp = self.enable_fsdp
+        for name, value in (("DIT_FSDP", self.dit_fsdp or fsdp), ("T5_FSDP", self.t5_fsdp or fsdp),
+                            ("VAE_PARALLEL", self.vae_parallel)):  # fmt: skip
+            if value and world < 2:
+                raise ValueError(f"`{name}` true needs a group of 2 or more ranks; `WANSERVE_WORLD_SIZE` is {world}")
+        return ParallelConfig(
+            world_size=world,
+            ulysses_degree=ulysses,
+            ring_degree=ring,
+            cfg_degree=cfg,
+            dit_fsdp=self.dit_fsdp or fsdp,
+            t5_fsdp=self.t5_fsdp or fsdp,
+            vae_parallel=self.vae_parallel,
+            collective_timeout_s=self.collective_timeout_s,
+        )
+
     def weights_config(self, model_paths: tuple[tuple[str, str], ...] = ()):
         """The one rule for where weights are, shared by `serve`, `worker`, `generate`, `models`, `doctor` and
         `download`; `model_paths` adds explicit locations (the seed services' single `checkpoint_dir` is the first
@@ -298,6 +356,7 @@ class Settings(BaseSettings):
             upscale=UpscaleConfig(
                 streaming_lq_max_bytes=self.flashvsr_streaming_lq_max_bytes, cache_offload=self.flashvsr_cache_offload
             ),
+            parallel=self.parallel_config() if self.world_size > 1 else None,
         )
 
     def max_memory_gib(self, device: str | None) -> float | None:

@@ -59,6 +59,21 @@ class GenerationCancelled(WanserveError):
     error_type = "cancelled"
 
 
+class RankFailed(WanserveError):
+    """A rank of a worker group raised: the job fails on every rank with that rank's message."""
+
+    http_status = 500
+    error_type = "rank_failed"
+
+
+class GroupBroken(WanserveError):
+    """A rank of a worker group did not answer within the collective timeout: the group restarts and the job goes
+    back to the queue when its lease expires."""
+
+    http_status = 503
+    error_type = "group_broken"
+
+
 class DeviceError(WanserveError):
     """A requested device is not available or ran out of memory."""
 

@@ -167,7 +167,10 @@ PARAMETER_CASES = {
     "fp8_attention": ("tiny-t2v", {}, "fp8_attention", True),
     "step_cache": ("tiny-t2v", {"num_inference_steps": 8}, "step_cache", "teacache"),
     "step_cache_threshold": (
-        "tiny-t2v", {"num_inference_steps": 8, "step_cache": "firstblock"}, "step_cache_threshold", 0.5
+        "tiny-t2v",
+        {"num_inference_steps": 8, "step_cache": "firstblock"},
+        "step_cache_threshold",
+        0.5,
     ),
 }
 

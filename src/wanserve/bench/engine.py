@@ -336,4 +336,3 @@ def _fast_mode(
     exact_step = report["engine"]["step_s_median"]
     entry["step_speedup_vs_exact"] = round(exact_step / entry["step_s_median"], 4)
     return entry
-

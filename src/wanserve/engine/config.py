@@ -17,6 +17,8 @@ from wanserve.errors import WanserveError
 if TYPE_CHECKING:
     import torch
 
+    from wanserve.engine.parallel import ParallelConfig
+
 DTYPE_NAMES = ("bfloat16", "float16", "float32")
 OFFLOAD_MODES = ("none", "model", "group")
 GROUP_OFFLOAD_TYPES = ("block_level", "leaf_level")
@@ -321,6 +323,9 @@ class EngineConfig:
     relighting_lora: str | None = None
     """Wan2.2-Animate's relighting LoRA file (`relighting_lora.ckpt`), applied in replace mode; unset: the model
     directory's `relighting_lora.ckpt` when there is one (engine/relighting.py)."""
+    parallel: ParallelConfig | None = None
+    """How one job spreads over the ranks of a worker group (None: one rank). The process group must exist before
+    the first generation (`wanserve.worker.group`)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.memory, MemoryConfig):

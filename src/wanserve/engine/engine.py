@@ -45,6 +45,8 @@ class LoadedModel:
     path: str | None
     random_weights: bool
     pipelines: dict[type, Any] = field(default_factory=dict)
+    parallel_applied: bool = False
+    """Parallel plans (context/CFG parallel, FSDP, split decode) are hooks on the shared modules, applied once."""
     memory_applied: bool = False
     """Placement and offload hooks live on the shared modules, so they are applied once per model."""
     speed: dict[str, str] | None = None
@@ -191,6 +193,12 @@ class Engine:
                 if path is not None:
                     load_relighting_lora(pipe, path)
                 loaded.relighting_lora = str(path) if path is not None else ""
+            parallel = self.config.parallel
+            if parallel is not None and parallel.world_size > 1 and not loaded.parallel_applied:
+                from wanserve.engine.parallel import apply_parallel_plans, build_rank_mesh
+
+                apply_parallel_plans(loaded.components, parallel, build_rank_mesh(parallel, loaded.device))
+                loaded.parallel_applied = True
             if not loaded.memory_applied:
                 # Tiny models too, so every memory option is exercised by the tiny-model tests.
                 apply_memory_options(pipe, self.config.memory, loaded.device)
@@ -402,6 +410,7 @@ class _Run:
             common["guidance_scale_2"] = request.guidance_scale_2
         if request.task not in (TaskKind.V2V, TaskKind.ANIMATE):
             common["num_frames"] = request.num_frames
+        self._set_cfg_branches(loaded, do_cfg, negative_embeds)
         options = fast_options_for(loaded.spec, request)
         with fast_modes(loaded.components, options, steps=self.steps) as fast_record:
             with torch.inference_mode():
@@ -424,6 +433,26 @@ class _Run:
             stage_times_s=dict(self.stage_times),
             step_times_s=tuple(self.step_times),
         )
+
+    def _set_cfg_branches(self, loaded: LoadedModel, do_cfg: bool, negative_embeds) -> None:
+        """Under CFG parallel, what the uncond forward changes: the negative prompt (and for Animate the face video,
+        which the pipeline blanks for uncond)."""
+        if not loaded.parallel_applied or self.engine.config.parallel.cfg_degree == 1:
+            return
+        from wanserve.engine.parallel import set_cfg_branches
+
+        if not do_cfg:
+            set_cfg_branches(loaded.components, None)
+            return
+        negative = negative_embeds.to(loaded.components["transformer"].dtype)
+        if self.request.task == TaskKind.ANIMATE:
+
+            def uncond(kwargs):
+                return {"encoder_hidden_states": negative, "face_pixel_values": kwargs["face_pixel_values"] * 0 - 1}
+
+            set_cfg_branches(loaded.components, uncond)
+        else:
+            set_cfg_branches(loaded.components, {"encoder_hidden_states": negative})
 
 
 def release_memory(device: torch.device) -> None:

@@ -318,10 +318,14 @@ def fast_modes(components: dict[str, Any], options: FastOptions, steps: int) -> 
             for module in transformers:
                 previous_backends += route_attention_to_wanserve(module)
             _FP8_ATTENTION["on"] = True
-            record["fp8_attention"] = "native" if fa3_available() and transformers[0].device.type == "cuda" else "emulated"
+            record["fp8_attention"] = (
+                "native" if fa3_available() and transformers[0].device.type == "cuda" else "emulated"
+            )
         if options.step_cache == "teacache":
             for module in transformers:
-                managers.append(apply_teacache(module, options.step_cache_threshold, options.teacache_coefficients, steps))
+                managers.append(
+                    apply_teacache(module, options.step_cache_threshold, options.teacache_coefficients, steps)
+                )
             record["step_cache"] = f"teacache (threshold {options.step_cache_threshold:g})"
         elif options.step_cache == "firstblock":
             from diffusers.hooks import FirstBlockCacheConfig

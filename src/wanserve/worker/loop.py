@@ -27,7 +27,7 @@ from wanserve.engine.requests import (
     TaskKind,
 )
 from wanserve.engine.upscale import chained_request
-from wanserve.errors import GenerationCancelled, WanserveError, is_storage_full
+from wanserve.errors import GenerationCancelled, GroupBroken, WanserveError, is_storage_full
 from wanserve.jobs.model import Job
 from wanserve.jobs.service import JobService
 from wanserve.media.outputs import write_output_files
@@ -266,6 +266,11 @@ class Worker:
                 )
             else:
                 self.service.finish_cancelled(job.id, owner, outputs=partial_outputs)
+            return
+        except GroupBroken as exc:
+            # The rank group restarted; the job is not finished here: its lease expires and it is queued again.
+            recorder.flush_quietly()
+            logger.error("job %s: %s; it returns to the queue when its lease expires", job.id, exc)
             return
         except WanserveError as exc:
             recorder.flush_quietly()

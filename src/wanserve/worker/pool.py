@@ -113,6 +113,10 @@ class WorkerPool:
         self.dispatcher.close()
         for thread in self._threads:
             thread.join(timeout_s)
+        for worker, _device in self.workers:
+            close = getattr(worker.engine, "close", None)
+            if callable(close):
+                close()  # a rank group's follower processes
         self.heartbeat(stopped=True)
 
     def is_random(self, model: str) -> bool:
