@@ -86,7 +86,6 @@ CASES_2 = [
 CASES_4 = [
     ("hybrid", "t2v", 2, (4, 4), dict(ulysses_degree=2, ring_degree=2)),
     ("cfg_ulysses_uneven", "t2v", 1, (6, 6), dict(ulysses_degree=2, cfg_degree=2)),
-    ("vace_hybrid", "vace", 2, (4, 4), dict(ulysses_degree=2, ring_degree=2)),
 ]
 
 
@@ -101,7 +100,11 @@ def reference(kind: str, frames: int, size) -> list:
 
 def run_case(kind: str, frames: int, size, plan: dict, world_size: int):
     from wanserve.engine.parallel import (
-        ParallelConfig, apply_parallel_plans, build_rank_mesh, local_parameter_bytes, set_cfg_branches,
+        ParallelConfig,
+        apply_parallel_plans,
+        build_rank_mesh,
+        local_parameter_bytes,
+        set_cfg_branches,
     )  # fmt: skip
 
     config = ParallelConfig(world_size=world_size, **{"ulysses_degree": 1, **plan})

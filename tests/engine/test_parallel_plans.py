@@ -20,8 +20,23 @@ from wanserve.worker.group import free_port
 TOLERANCE = 1e-4
 
 
+PRELOAD = [
+    "tests.engine.parallel_cases",
+    "wanserve.engine.parallel",
+    "diffusers.hooks.context_parallel",
+    "diffusers.models.transformers.transformer_wan",
+    "diffusers.models.transformers.transformer_wan_vace",
+    "diffusers.models.transformers.transformer_wan_animate",
+    "diffusers.models.autoencoders.autoencoder_kl_wan",
+    "torch.distributed.fsdp",
+]
+
+
 def run_group(world_size: int, todo) -> dict:
-    ctx = mp.get_context("spawn")
+    # A fork server imports torch and diffusers once; the ranks start as forks of it (a fresh interpreter per rank
+    # would import them again, which is most of the time on a small machine).
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(PRELOAD)
     queue = ctx.Queue()
     port = free_port()
     processes = [

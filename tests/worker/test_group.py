@@ -8,8 +8,8 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from tests.worker.group_engines import scripted_engine
+
 from wanserve.config import Settings
 from wanserve.jobs.service import JobSubmission
 from wanserve.worker.group import GroupSpec, RankGroup

@@ -17,6 +17,7 @@ rank that failed never leaves the others waiting in a collective of a different 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
@@ -178,7 +179,9 @@ class GroupEngine:
                 result = self.engine.generate(request, on_progress=progress, should_stop=group_should_stop)
             except Exception as exc:
                 if _is_collective_failure(exc):
-                    raise GroupBroken(f"a collective failed or timed out on rank 0: {type(exc).__name__}: {exc}")
+                    raise GroupBroken(
+                        f"a collective failed or timed out on rank 0: {type(exc).__name__}: {exc}"
+                    ) from exc
                 raise
         except GroupBroken:
             self._broken()
@@ -242,8 +245,6 @@ def _first_failure(outcomes: dict[int, dict[str, Any]]) -> tuple[int, str] | Non
 
 def follow(engine: Any, channel: RankChannel, stop: threading.Event | None = None) -> None:
     """A follower rank's loop: run every job rank 0 posts, in step with it, until the group shuts down."""
-    from wanserve.errors import GenerationCancelled
-
     stop = stop or threading.Event()
     n = 0
     while True:
@@ -251,31 +252,37 @@ def follow(engine: Any, channel: RankChannel, stop: threading.Event | None = Non
         request = channel.next_job(n, stop)
         if request is None:
             return
-        steps = _Steps()
-        stopped = [False]
+        _follow_job(engine, channel, n, request)
 
-        def should_stop() -> bool:
-            steps.check += 1
-            channel.ack(n, steps.check)
-            decision = channel.decision(n, steps.check)
-            stopped[0] = decision != GO
-            return stopped[0]
 
-        error = None
-        try:
-            engine.generate(request, on_progress=steps.on_progress, should_stop=should_stop)
-        except GenerationCancelled:
-            pass
-        except GroupBroken as exc:
-            logger.error("rank %d: %s", channel.rank, exc)
-            raise
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            logger.exception("rank %d: job %d failed", channel.rank, n)
-            if not stopped[0]:
-                # Rank 0 waits at the next check for this rank: tell it why this rank will not come.
-                channel.ack(n, steps.check + 1, error)
-        channel.report(n, {"error": error, "last_step": steps.last_step})
+def _follow_job(engine: Any, channel: RankChannel, n: int, request: GenerationRequest) -> None:
+    from wanserve.errors import GenerationCancelled
+
+    steps = _Steps()
+    stopped = False
+
+    def should_stop() -> bool:
+        nonlocal stopped
+        steps.check += 1
+        channel.ack(n, steps.check)
+        stopped = channel.decision(n, steps.check) != GO
+        return stopped
+
+    error = None
+    try:
+        engine.generate(request, on_progress=steps.on_progress, should_stop=should_stop)
+    except GenerationCancelled:
+        pass
+    except GroupBroken as exc:
+        logger.error("rank %d: %s", channel.rank, exc)
+        raise
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        logger.exception("rank %d: job %d failed", channel.rank, n)
+        if not stopped:
+            # Rank 0 waits at the next check for this rank: tell it why this rank will not come.
+            channel.ack(n, steps.check + 1, error)
+    channel.report(n, {"error": error, "last_step": steps.last_step})
 
 
 # -- processes ------------------------------------------------------------------------------------------------------
@@ -336,10 +343,8 @@ def follower_main(spec: GroupSpec, rank: int) -> None:
     try:
         follow(engine, channel)
     finally:
-        try:
+        with contextlib.suppress(Exception):
             dist.destroy_process_group()
-        except Exception:
-            pass
 
 
 class RankGroup:
@@ -429,10 +434,8 @@ class RankGroup:
 
     def stop(self) -> None:
         if self.engine is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self.engine.channel.shutdown()
-            except Exception:
-                pass
         for process in self._processes:
             process.join(10)
         self._stop_processes()
