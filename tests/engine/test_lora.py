@@ -193,3 +193,21 @@ def test_lora_files_are_confined_to_the_configured_directories(lora_dir, tmp_pat
             resolve_lora_file(ref, cfg, "loras[0]")
         assert info.value.field == field
     assert resolve_lora_file(LoraRef(path=str(outside)), LoraConfig(allowed_dirs=(str(tmp_path),)), "l") == outside
+
+
+def test_distilled_preset_samples_as_the_distillation_loras_are_published(lora_engine):
+    # LightX2V's Wan2.1 4-step LoRA configuration: 4 steps, CFG off, shift 5, flow-matching Euler.
+    request = resolve_request("tiny-t2v", {"prompt": "a cat", "seed": 1, "speed": "distilled",
+                                           "loras": [{"name": "style-kohya"}]})  # fmt: skip
+    params = request_params(request)
+    assert {k: params[k] for k in ("num_inference_steps", "guidance_scale", "flow_shift", "solver", "speed")} == {
+        "num_inference_steps": 4, "guidance_scale": 1.0, "flow_shift": 5.0, "solver": "euler", "speed": "distilled"
+    }  # fmt: skip
+    assert not request.fp8_gemm and not request.fp8_attention and request.step_cache == "none"
+    result = lora_engine.generate(request)
+    assert len(result.step_times_s) == 4 and result.speed["mode"] == "distilled"
+
+    given = resolve_request("tiny-t2v-moe", {"prompt": "a", "speed": "distilled", "num_inference_steps": 6})
+    assert (given.num_inference_steps, given.guidance_scale, given.guidance_scale_2) == (6, 1.0, 1.0)
+    with pytest.raises(InvalidRequestError, match="needs classifier-free guidance"):
+        resolve_request("tiny-t2v", {"prompt": "a", "speed": "distilled", "negative_prompt": "blurry"})

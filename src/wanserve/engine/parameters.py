@@ -63,7 +63,12 @@ _EXPERT_TASKS = frozenset({T.T2V, T.I2V, T.FLF2V, T.VACE})
 """The tasks whose diffusers pipelines take `guidance_scale_2` and a `boundary_ratio` (not v2v, not Animate)."""
 
 SOLVERS = ("unipc", "dpm++", "euler")
-SPEED_PRESETS = ("exact", "fast", "fastest")
+SPEED_PRESETS = ("exact", "fast", "fastest", "distilled")
+DISTILLED_DEFAULTS = {"num_inference_steps": 4, "guidance_scale": 1.0, "guidance_scale_2": 1.0, "flow_shift": 5.0,
+                      "solver": "euler"}  # fmt: skip
+"""The `distilled` preset's sampling defaults: LightX2V's published configuration for its Wan2.1 4-step
+distillation LoRAs (configs/distill/wan21/wan_t2v_distill_lora_4step_cfg.json: `infer_steps` 4, `enable_cfg`
+false, `sample_shift` 5, flow-matching Euler steps). Fields given in the request win."""
 STEP_CACHES = ("none", "teacache", "firstblock")
 _CACHE_TASKS = frozenset({T.T2V, T.T2I, T.V2V, T.I2V, T.FLF2V, T.TI2V})
 """Tasks whose transformer is a plain stack of blocks a step cache can skip (not VACE's control hints nor Animate's
@@ -155,8 +160,10 @@ PARAMETERS: tuple[Parameter, ...] = (
               cli="--clip-len"),
     Parameter("speed", "choice",
               "Speed mode: `exact` (default; within bf16 rounding of stock diffusers), `fast` (FP8 matmuls and FP8 "
-              "attention) or `fastest` (fast plus a step cache where the task allows one). The job records the modes "
-              "it ran with; docs/performance.md shows each mode's speed and deviation.",
+              "attention), `fastest` (fast plus a step cache where the task allows one) or `distilled` (exact "
+              "kernels with a step-distilled model or LoRA's sampling: 4 steps, guidance 1 (CFG off), shift 5, "
+              "euler; each can still be given). The job records the modes it ran with; docs/performance.md shows "
+              "each mode's speed and deviation.",
               "engine/fast.py `fast_modes`, for this job only (no reload)", tasks=_G, cli="--speed", choices=SPEED_PRESETS),
     Parameter("fp8_gemm", "bool", "FP8 matmuls in the transformer blocks (overrides the `speed` preset).",
               "engine/fast.py `enable_fp8_gemm` (`torch._scaled_mm`, row-wise scales)", tasks=_G, cli="--fp8-gemm"),

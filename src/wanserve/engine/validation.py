@@ -16,6 +16,7 @@ from wanserve.engine.lora import parse_loras
 from wanserve.engine.parameters import (
     ANIMATE_MODES,
     BY_NAME,
+    DISTILLED_DEFAULTS,
     MEDIA_FIELDS,
     SOLVERS,
     SPEED_PRESETS,
@@ -220,10 +221,12 @@ def resolve_request(model: str, params: Mapping[str, Any], probe_inputs: bool = 
         # One frame, as Wan2.1's `t2i-14B` asserts (the PNG-only `fps` and `crf` are refused by the table).
         raise InvalidRequestError("num_frames", f"`num_frames` must be 1 for task 't2i' (one image), got {num_frames}")
 
-    # 4. Sampling
-    steps = _int("num_inference_steps", given.get("num_inference_steps", spec.num_inference_steps))
+    # 4. Sampling (the `distilled` speed preset has its own defaults: engine/parameters.py DISTILLED_DEFAULTS)
+    preset = DISTILLED_DEFAULTS if given.get("speed") == "distilled" else {}
+    steps = _int("num_inference_steps", given.get("num_inference_steps", preset.get("num_inference_steps",
+                                                                                    spec.num_inference_steps)))  # fmt: skip
     _in_range("num_inference_steps", steps, 1, MAX_STEPS)
-    guidance = _float("guidance_scale", given.get("guidance_scale", spec.guidance_scale))
+    guidance = _float("guidance_scale", given.get("guidance_scale", preset.get("guidance_scale", spec.guidance_scale)))
     _in_range("guidance_scale", guidance, 0.0, 50.0)
     # Classifier-free guidance runs only when `guidance_scale` > 1 (diffusers decides on it alone, for both
     # experts): a negative prompt or a second guidance scale given with it off would be ignored, so they are refused.
@@ -235,13 +238,16 @@ def resolve_request(model: str, params: Mapping[str, Any], probe_inputs: bool = 
                 )
     guidance_2 = boundary = None
     if spec.experts > 1:
-        guidance_2 = _float("guidance_scale_2", given.get("guidance_scale_2", spec.guidance_scale_2))
+        guidance_2 = _float(
+            "guidance_scale_2", given.get("guidance_scale_2", preset.get("guidance_scale_2", spec.guidance_scale_2))
+        )
         _in_range("guidance_scale_2", guidance_2, 0.0, 50.0)
         boundary = _float("boundary_ratio", given.get("boundary_ratio", spec.boundary_ratio))
         _in_range("boundary_ratio", boundary, 0.0, 1.0)
-    flow_shift = _float("flow_shift", given.get("flow_shift", spec.default_flow_shift(width, height)))
+    flow_shift = _float("flow_shift", given.get("flow_shift", preset.get("flow_shift",
+                                                                         spec.default_flow_shift(width, height))))  # fmt: skip
     _in_range("flow_shift", flow_shift, 0.01, 100.0)
-    solver = given.get("solver", spec.solver)
+    solver = given.get("solver", preset.get("solver", spec.solver))
     if solver not in SOLVERS:
         raise InvalidRequestError("solver", f"`solver` must be one of {', '.join(SOLVERS)}, got {solver!r}")
     seed = _int("seed", given["seed"]) if "seed" in given else secrets.randbelow(MAX_SEED + 1)
@@ -347,7 +353,7 @@ def _resolve_speed(spec: ModelSpec, task: TaskKind, given: Mapping[str, Any]) ->
     preset = given.get("speed", "exact")
     if preset not in SPEED_PRESETS:
         raise InvalidRequestError("speed", f"`speed` must be one of {', '.join(SPEED_PRESETS)}, got {preset!r}")
-    fast = preset != "exact"
+    fast = preset in ("fast", "fastest")  # `distilled` changes the sampling (section 4), not the kernels
     fp8_gemm = _bool("fp8_gemm", given.get("fp8_gemm", fast))
     fp8_attention = _bool("fp8_attention", given.get("fp8_attention", fast))
     tea = teacache_key(spec.name, spec.real_counterpart)
