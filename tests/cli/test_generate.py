@@ -121,3 +121,36 @@ def test_generate_animate_src_root_refusal_prints_failed_status(tmp_path, monkey
     status = json.loads(result.stdout.strip().splitlines()[-1])
     assert status["status"] == "failed" and "lacks src_bg.mp4, src_mask.mp4" in status["message"]
     assert status["video_path"] is None and not (tmp_path / "x.mp4").exists()
+
+
+@pytest.mark.parametrize(
+    ("model", "extra"),
+    [
+        ("tiny-vace-moe", ["--mask", "{mask}", "--reference-image", "{png}", "--conditioning-scale", "0.5",
+                           "--guidance-2", "3", "--boundary-ratio", "0.5"]),
+        ("tiny-fun-control", []),
+    ],
+)  # fmt: skip
+def test_generate_vace_and_fun_control(tmp_path, model, extra):
+    """`wanserve generate` with a control video: Wan2.2-VACE-Fun-A14B's tiny stand-in (mask, reference image,
+    conditioning scale, both experts' settings) and Wan2.2-Fun-5B-Control's (the control video alone)."""
+    import numpy as np
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from wanserve.cli.main import app
+    from wanserve.media.video import encode_mp4
+
+    rng = np.random.default_rng(1)
+    control, mask, png = tmp_path / "control.mp4", tmp_path / "mask.mp4", tmp_path / "ref.png"
+    encode_mp4(rng.integers(0, 256, (9, 64, 64, 3), dtype=np.uint8), str(control), fps=8)
+    encode_mp4(np.full((9, 64, 64, 3), 255, dtype=np.uint8), str(mask), fps=8)
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(png)
+    args = [a.format(mask=mask, png=png) for a in extra]
+    out = tmp_path / "out.mp4"
+    result = CliRunner().invoke(
+        app, ["generate", "-m", model, "-p", "a dancer", "--video", str(control), "--steps", "2", *args, "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    info = probe_video(out)
+    assert (info.num_frames, info.width, info.height) == (9, 64, 64)

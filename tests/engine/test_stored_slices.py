@@ -57,6 +57,8 @@ CASES: dict[str, tuple[str, dict]] = {
     "ti2v-image": ("tiny-ti2v", {"task": "ti2v", "image": "png"}),
     "v2v": ("tiny-t2v", {"video": "video", "strength": 0.6, "num_inference_steps": 4}),
     "vace": ("tiny-vace", {"video": "video", "mask": "mask", "reference_images": ["png2"]}),
+    "vace-two-expert": ("tiny-vace-moe", {**MOE, "video": "video", "mask": "mask", "reference_images": ["png2"]}),
+    "fun-control": ("tiny-fun-control", {"video": "video", "guidance_scale": 6.0, "solver": "euler"}),
     "animate-animate": ("tiny-animate", {**ANIMATE, "animate_mode": "animate"}),
     "animate-replace": (
         "tiny-animate",
@@ -80,6 +82,8 @@ EXPECTED: dict[str, list[int]] = {
     "ti2v-image": [100, 141, 105, 106, 143, 119, 123, 101, 124, 107, 126, 118, 63, 148, 35, 140, 105, 152, 128, 114, 149, 149, 123, 13],
     "v2v": [139, 118, 126, 135, 121, 126, 142, 117, 133, 139, 119, 129, 81, 31, 51, 59, 84, 64, 38, 123, 95, 72, 125, 48],
     "vace": [125, 123, 135, 127, 124, 134, 127, 120, 131, 129, 120, 130, 86, 67, 81, 110, 96, 109, 97, 101, 126, 89, 100, 83],
+    "vace-two-expert": [125, 123, 136, 127, 125, 134, 128, 120, 133, 129, 120, 130, 96, 79, 124, 91, 108, 114, 122, 70, 112, 64, 102, 92],
+    "fun-control": [93, 144, 108, 117, 153, 94, 122, 92, 117, 98, 122, 99, 88, 162, 120, 163, 154, 133, 97, 111, 161, 156, 129, 18],
     "animate-animate": [117, 123, 141, 118, 125, 140, 118, 122, 133, 122, 120, 133, 115, 83, 111, 123, 113, 122, 129, 85, 104, 94, 126, 62],
     "animate-replace": [120, 119, 131, 115, 127, 140, 120, 125, 128, 117, 125, 132, 133, 62, 96, 129, 63, 85, 85, 65, 131, 96, 87, 69],
     "t2v-fast": [136, 118, 130, 136, 119, 128, 137, 116, 132, 139, 116, 130, 44, 44, 81, 42, 108, 65, 22, 137, 120, 64, 126, 80],
@@ -172,6 +176,8 @@ PARAMETER_CASES = {
         "step_cache_threshold",
         0.5,
     ),
+    "conditioning_scale": ("tiny-vace", CASES["vace"][1], "conditioning_scale", 0.3),
+    "boundary_ratio (vace)": ("tiny-vace-moe", CASES["vace-two-expert"][1], "boundary_ratio", 0.3),
 }
 
 

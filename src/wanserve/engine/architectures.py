@@ -133,6 +133,8 @@ ARCHITECTURES: dict[str, Architecture] = {
     "wan2.2-t2v-a14b": Architecture("dit-14b", experts=2),
     "wan2.2-i2v-a14b": Architecture("dit-a14b-i2v", experts=2),
     "wan2.2-ti2v-5b": Architecture("dit-5b", vae="wan2.2-vae"),
+    # The control input channels (patch embedding) add ~0.03% to the 5B DiT; the estimate ignores them.
+    "wan2.2-fun-5b-control": Architecture("dit-5b", vae="wan2.2-vae"),
     "wan2.2-animate-14b": Architecture("dit-animate-14b", **_I2V_CLIP),
     "wan2.1-vace-1.3b": Architecture("dit-vace-1.3b"),
     "wan2.1-vace-14b": Architecture("dit-vace-14b"),

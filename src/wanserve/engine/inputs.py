@@ -168,6 +168,8 @@ def pipeline_inputs(spec: ModelSpec, request: GenerationRequest) -> dict[str, An
         if "reference_images" in media:
             kwargs["reference_images"] = media["reference_images"]
         kwargs["conditioning_scale"] = request.conditioning_scale
+    elif task == TaskKind.CONTROL:
+        kwargs["control_video"] = media["video"]
     elif task == TaskKind.ANIMATE:
         kwargs.update(
             # The reference is letterboxed onto black at the pose video's size, as the official code pads it

@@ -37,7 +37,9 @@ _NON_MODEL_COMPONENTS = {
     "feature_extractor": "preprocessor_config.json",
 }
 _TOKENIZER_FILES = ("tokenizer.json", "spiece.model")
-_ORIGINAL_PIPELINES = ("WanPipeline", "WanImageToVideoPipeline", "WanVACEPipeline")
+_ORIGINAL_PIPELINES = ("WanPipeline", "WanImageToVideoPipeline", "WanVACEPipeline", "WanFunControlPipeline")
+FUN_CONTROL_UNUSED = ("ref_conv.", "control_adapter.")
+"""VideoX-Fun Fun-Control weights wanserve does not run: the reference-image and camera branches (not offered)."""
 
 
 def original_supported(spec: ModelSpec) -> bool:

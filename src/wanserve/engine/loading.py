@@ -194,6 +194,9 @@ def _holds_model_kind(spec: ModelSpec, path: Path) -> bool:
         config = json.loads((path / folder / "config.json").read_text())
     except (OSError, ValueError, CheckpointError, WeightsNotFoundError):
         return False
+    if spec.pipeline == "WanFunControlPipeline":
+        # VideoX-Fun's config: a `WanModel` whose input takes more channels than it outputs (the control latents)
+        return int(config.get("in_dim", 0)) >= 2 * int(config.get("out_dim", 1))
     if spec.pipeline == "WanVACEPipeline":
         from wanserve.models.wan_transformer import is_vace
 

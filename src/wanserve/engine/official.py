@@ -160,6 +160,20 @@ FUN_VACE_A14B: Mapping[str, str] = {
     "conditioning_scale": f"{_FUN_PREDICT}:126 (`vace_context_scale`)",
 }
 
+# -- VideoX-Fun Wan2.2-Fun-5B-Control ----------------------------------------------------------------------------
+_FUN_CONTROL_5B = f"{FUN} examples/wan2.2_fun/predict_v2v_control_5b.py"
+FUN_CONTROL_5B: Mapping[str, str] = {
+    "num_inference_steps": f"{_FUN_CONTROL_5B}:139",
+    "guidance_scale": f"{_FUN_CONTROL_5B}:137",
+    "flow_shift": f"{_FUN_CONTROL_5B}:100; config/wan2.2/wan_civitai_5b.yaml:33",
+    "solver": f"{_FUN_CONTROL_5B}:97, 225-231 ('Flow': FlowMatchEulerDiscreteScheduler)",
+    "fps": f"{_FUN_CONTROL_5B}:117",
+    "num_frames": f"{_FUN_CONTROL_5B}:116",
+    "sizes": f"{_FUN_CONTROL_5B}:115 (any `sample_size`; the predict scripts check none)",
+    "default_size": f"{_FUN_CONTROL_5B}:115, 350-351 (`sample_size` [1280, 704] is height, width)",
+    "negative_prompt": f"{_FUN_CONTROL_5B}:131",
+}
+
 # -- Tiny models --------------------------------------------------------------------------------------------------
 _FV = "FlashVSR@ccac0ac examples/WanVSR/infer_flashvsr_tiny.py"
 FLASHVSR = {

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from wanserve.engine.layouts import (
+    FUN_CONTROL_UNUSED,
     ORIGINAL_CLIP,
     ORIGINAL_T5,
     ORIGINAL_TOKENIZER_DIR,
@@ -43,16 +44,17 @@ def load_original(spec: ModelSpec, path: Path, dtypes: Mapping[str, torch.dtype]
         "vae": load_vae(path / ORIGINAL_VAE[spec.vae], dtypes["vae"]),
     }
     for name, folder in transformer_folders(spec).items():
-        components[name] = load_transformer(path / folder if folder else path, dtypes["transformer"])
+        unused = FUN_CONTROL_UNUSED if spec.pipeline == "WanFunControlPipeline" else ()
+        components[name] = load_transformer(path / folder if folder else path, dtypes["transformer"], unused)
     if spec.image_encoder:
         clip = load_clip(path / ORIGINAL_CLIP, dtypes["image_encoder"])
         components["image_encoder"], components["image_processor"] = clip
     return components
 
 
-def load_transformer(folder: Path, dtype: torch.dtype):
+def load_transformer(folder: Path, dtype: torch.dtype, unused: tuple[str, ...] = ()):
     """A `WanModel` folder (`config.json` + `diffusion_pytorch_model*.safetensors`) as a diffusers
-    transformer."""
+    transformer. Keys containing one of `unused` are left out (VideoX-Fun's branches wanserve does not run)."""
     import diffusers
     from safetensors import safe_open
     from safetensors.torch import load_file
@@ -71,7 +73,7 @@ def load_transformer(folder: Path, dtype: torch.dtype):
     cls = getattr(diffusers, wan_transformer.transformer_class_name(original_config))
     model = _empty(lambda: cls.from_config(config))
     keep_fp32 = tuple(getattr(model, "_keep_in_fp32_modules", None) or ())
-    ignored = tuple(getattr(model, "_keys_to_ignore_on_load_unexpected", None) or ())
+    ignored = tuple(getattr(model, "_keys_to_ignore_on_load_unexpected", None) or ()) + tuple(unused)
     _assign(
         model,
         (wan_transformer.convert_transformer_state_dict(load_file(str(s))) for s in shards),

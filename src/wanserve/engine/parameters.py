@@ -129,9 +129,12 @@ PARAMETERS: tuple[Parameter, ...] = (
               "`pipe(image=...)`", tasks=_IMAGE_TASKS, cli="--image"),
     Parameter("last_image", "media", f"Last frame (flf2v). {_MEDIA}", "`pipe(last_image=...)`",
               tasks=frozenset({T.FLF2V}), cli="--last-image"),
-    Parameter("video", "media", f"Input video (v2v, upscale) or control video (vace). {_MEDIA}",
-              "`pipe(video=...)`; upscale: streamed through FlashVSR", tasks=frozenset({T.V2V, T.VACE, T.UPSCALE}),
-              cli="--video"),
+    Parameter("video", "media",
+              f"Input video (v2v, upscale) or control video (vace; control: edges, depth or pose, as prepared). "
+              f"{_MEDIA}",
+              "`pipe(video=...)`; upscale: streamed through FlashVSR; control: "
+              "`WanFunControlPipeline(control_video=...)`",
+              tasks=frozenset({T.V2V, T.VACE, T.UPSCALE, T.CONTROL}), cli="--video"),
     Parameter("mask", "media",
               f"vace: mask video (white = generate); animate replace mode: the person mask video. {_MEDIA}",
               "`WanVACEPipeline(mask=...)`, `WanAnimatePipeline(mask_video=...)`",

@@ -22,6 +22,10 @@ def pipeline_class(spec: ModelSpec, request: GenerationRequest) -> type:
     task = request.task
     if task == TaskKind.ANIMATE:
         return diffusers.WanAnimatePipeline
+    if spec.pipeline == "WanFunControlPipeline":
+        from wanserve.engine.fun_control import WanFunControlPipeline
+
+        return WanFunControlPipeline
     if task == TaskKind.VACE or spec.pipeline == "WanVACEPipeline":
         return diffusers.WanVACEPipeline
     if task == TaskKind.V2V:

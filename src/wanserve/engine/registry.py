@@ -202,6 +202,12 @@ _REAL: tuple[ModelSpec, ...] = (
           num_inference_steps=50, guidance_scale=5.0, guidance_scale_2=5.0, boundary_ratio=0.875, flow_shift=12.0,
           solver="euler", sizes=((480, 832), (832, 480)) + _720, any_size=True, experts=2,
           sources=src.FUN_VACE_A14B),
+    # VideoX-Fun publishes it in the original layout only (a `WanModel` folder with control input channels).
+    _real("wan2.2-fun-5b-control", (T.CONTROL,), "WanFunControlPipeline",
+          _hub(None, "alibaba-pai/Wan2.2-Fun-5B-Control", None, "PAI/Wan2.2-Fun-5B-Control"),
+          num_inference_steps=40, guidance_scale=6.0, flow_shift=5.0, solver="euler", fps=24, num_frames=121,
+          sizes=((704, 1280), (1280, 704)), any_size=True, spatial_factor=32, max_frames=241, vae="wan2.2",
+          sources=src.FUN_CONTROL_5B),
 )
 # fmt: on
 
@@ -257,6 +263,12 @@ _TINY: tuple[ModelSpec, ...] = (
           fps=12, image_sizing="best_output_size", sources=src.tiny_sources(src.W22_TI2V_5B, "wan2.2-ti2v-5b")),
     _tiny("tiny-vace", "wan2.1-vace-1.3b", (T.VACE, T.T2V), "WanVACEPipeline", flow_shift=16.0,
           sources=src.tiny_sources(src.W21_VACE, "wan2.1-vace-1.3b")),
+    _tiny("tiny-vace-moe", "wan2.2-vace-fun-a14b", (T.VACE, T.T2V), "WanVACEPipeline", guidance_scale=5.0,
+          guidance_scale_2=5.0, boundary_ratio=0.875, flow_shift=12.0, solver="euler", experts=2,
+          sources=src.tiny_sources(src.FUN_VACE_A14B, "wan2.2-vace-fun-a14b")),
+    _tiny("tiny-fun-control", "wan2.2-fun-5b-control", (T.CONTROL,), "WanFunControlPipeline", guidance_scale=6.0,
+          solver="euler", vae="wan2.2", spatial_factor=32, sources=src.tiny_sources(src.FUN_CONTROL_5B,
+          "wan2.2-fun-5b-control")),
     _tiny("tiny-animate", "wan2.2-animate-14b", (T.ANIMATE,), "WanAnimatePipeline", image_encoder=True,
           guidance_scale=1.0, default_prompt=ANIMATE_PROMPT,
           sources=src.tiny_sources(src.W22_ANIMATE, "wan2.2-animate-14b",

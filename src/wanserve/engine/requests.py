@@ -24,6 +24,7 @@ class TaskKind(str, enum.Enum):
     VACE = "vace"  # control video, mask and reference images
     ANIMATE = "animate"  # Wan2.2-Animate: reference image + pose/face videos
     UPSCALE = "upscale"  # FlashVSR video super-resolution of an input video
+    CONTROL = "control"  # Wan2.2-Fun-Control: a control video (edges, depth, pose) guides the video
 
 
 class Stage(str, enum.Enum):

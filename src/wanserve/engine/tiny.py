@@ -135,6 +135,9 @@ def tiny_transformer_config(spec: ModelSpec) -> dict:
         config.update(in_channels=2 * z + 4)
     if spec.pipeline == "WanVACEPipeline":
         config.update(vace_layers=[0], vace_in_channels=2 * z + 64)
+    if spec.pipeline == "WanFunControlPipeline":
+        # VideoX-Fun's input: latents, control latents, then mask (4) and masked-video latents (engine/fun_control.py)
+        config.update(in_channels=3 * z + 4)
     if spec.pipeline == "WanAnimatePipeline":
         config.update(
             in_channels=2 * z + 4,

@@ -46,6 +46,7 @@ _REQUIRED_INPUTS: dict[TaskKind, frozenset[str]] = {
     TaskKind.V2V: frozenset({"video"}),
     TaskKind.ANIMATE: frozenset({"image", "pose_video", "face_video"}),
     TaskKind.UPSCALE: frozenset({"video"}),
+    TaskKind.CONTROL: frozenset({"video"}),
 }
 
 
@@ -61,6 +62,8 @@ def infer_task(spec: ModelSpec, given: Mapping[str, Any]) -> TaskKind:
     candidates: list[TaskKind] = []
     if spec.pipeline == "WanAnimatePipeline":
         candidates.append(TaskKind.ANIMATE)
+    if spec.pipeline == "WanFunControlPipeline":
+        candidates.append(TaskKind.CONTROL)
     if "last_image" in has:
         candidates.append(TaskKind.FLF2V)
     if has & {"mask", "reference_images"} or ("video" in has and TaskKind.VACE in spec.tasks):
@@ -195,7 +198,7 @@ def resolve_request(model: str, params: Mapping[str, Any], probe_inputs: bool = 
         raise InvalidRequestError("prompt", f"`prompt` must be a string, got {type(prompt).__name__}")
     if not prompt.strip() and spec.default_prompt:
         prompt = spec.default_prompt  # Animate's official default prompt
-    if not prompt.strip() and task in (TaskKind.T2V, TaskKind.T2I, TaskKind.V2V, TaskKind.VACE):
+    if not prompt.strip() and task in (TaskKind.T2V, TaskKind.T2I, TaskKind.V2V, TaskKind.VACE, TaskKind.CONTROL):
         raise InvalidRequestError("prompt", f"`prompt` must not be empty for task {task.value!r}")
     negative = given.get("negative_prompt", spec.default_negative_prompt)
     if not isinstance(negative, str):
