@@ -12,6 +12,8 @@ import numpy as np
 import torch
 
 from wanserve.engine import inputs as engine_inputs
+from wanserve.engine.fast import fast_modes
+from wanserve.engine.fast import options_for as fast_options_for
 from wanserve.engine.lora import LoraAdapters, resolve_loras
 from wanserve.engine.memory import apply_memory_options
 from wanserve.engine.pipelines import build_pipeline, make_scheduler, pipeline_class
@@ -26,8 +28,6 @@ from wanserve.engine.requests import (
     StopCallback,
     TaskKind,
 )
-from wanserve.engine.fast import fast_modes
-from wanserve.engine.fast import options_for as fast_options_for
 from wanserve.engine.speed import apply_speed_options
 from wanserve.engine.tiny import build_tiny_components
 from wanserve.errors import GenerationCancelled, OutOfMemoryError
@@ -412,9 +412,8 @@ class _Run:
             common["num_frames"] = request.num_frames
         self._set_cfg_branches(loaded, do_cfg, negative_embeds)
         options = fast_options_for(loaded.spec, request)
-        with fast_modes(loaded.components, options, steps=self.steps) as fast_record:
-            with torch.inference_mode():
-                frames = pipe(**common, **kwargs).frames[0]
+        with fast_modes(loaded.components, options, steps=self.steps) as fast_record, torch.inference_mode():
+            frames = pipe(**common, **kwargs).frames[0]
         if self._stage != Stage.DECODING:
             self._enter(Stage.DECODING)
 
