@@ -119,3 +119,10 @@ def test_cancelled_upscale_leaves_a_downloadable_partial_mp4(start_compat_server
     partial = httpx.get(f"{held.url}{final['partial_url']}")
     assert partial.status_code == 200 and f"{job['id']}_partial.mp4" in partial.headers["content-disposition"]
     assert read_video(partial.content) == (256, 128, 21, ["video", "audio"])  # chunk 1: 21 frames
+
+
+def test_models_route_lists_the_upscale_task_without_generation_fields(server):
+    models = {m["id"]: m for m in httpx.get(f"{server.url}/v1/models").json()["data"]}
+    (task,) = models["tiny-flashvsr"]["tasks"]
+    assert task["task"] == "upscale" and task["required_inputs"] == ["video"]
+    assert [p["name"] for p in task["parameters"]] == ["seed", "scale", "quality"]

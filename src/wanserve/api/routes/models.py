@@ -21,7 +21,14 @@ from wanserve.errors import InvalidRequestError
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
-_TYPES = {"int": "integer", "float": "number", "bool": "boolean", "text": "string", "choice": "string", "object": "object"}
+_TYPES = {
+    "int": "integer",
+    "float": "number",
+    "bool": "boolean",
+    "text": "string",
+    "choice": "string",
+    "object": "object",
+}
 _NOT_PARAMETERS = {"model", "task", "loras", *MEDIA_FIELDS}
 """Not form parameters: media are inputs, `loras` a list of objects (docs/lora.md), not one value with a default."""
 _IMAGE_TASKS = {"t2i"}
@@ -79,7 +86,9 @@ def _resolve_minimal(spec: ModelSpec, task: TaskKind, inputs: set[str]) -> Gener
     """Resolves a request with only `task`, a prompt, a seed and placeholder media: every default gets filled in.
     A media field the validation still asks for (such as one of a pair) is added and the request tried again."""
     for _ in range(len(MEDIA_FIELDS) + 1):
-        params: dict[str, Any] = {"task": task.value, "prompt": "-", "seed": 0}
+        params: dict[str, Any] = {"task": task.value, "seed": 0}
+        if BY_NAME["prompt"].applies_to(task, spec.experts):  # upscale takes no prompt
+            params["prompt"] = "-"
         params.update({name: ["-"] if name == "reference_images" else "-" for name in inputs})
         try:
             return resolve_request(spec.name, params, probe_inputs=False)  # placeholders: no size to fit
