@@ -127,6 +127,9 @@ class Settings(BaseSettings):
     """Further directories (comma-separated) a job's LoRA `path` may point into; no other path is read."""
     lora_max_loaded: int = Field(4, ge=1, le=64, validation_alias=_env("LORA_MAX_LOADED"))
     """LoRA adapters kept loaded on a model between jobs (least recently used dropped first)."""
+    lora_hotswap_rank: int = Field(128, ge=0, le=4096, validation_alias=_env("LORA_HOTSWAP_RANK"))
+    """With compiled blocks (CUDA's default): the rank of the one LoRA slot jobs' LoRAs are swapped into without
+    recompiling (a job's LoRA ranks added up must fit); 0: plain adapters (each new set recompiles)."""
     flashvsr_model_path: Path | None = Field(None, validation_alias=_env("FLASHVSR_MODEL_PATH", "FLASHVSR_MODEL_PATH"))
     """The FlashVSR v1.1 directory (the FlashVSR service's variable): weights of every `flashvsr-v1.1-*` model."""
     flashvsr_streaming_lq_max_bytes: int = Field(
@@ -380,6 +383,7 @@ class Settings(BaseSettings):
             lora_dir=str(self.lora_dir) if self.lora_dir else None,
             allowed_dirs=allowed,
             max_loaded=self.lora_max_loaded,
+            hotswap_rank=self.lora_hotswap_rank,
         )
 
     @property

@@ -211,3 +211,42 @@ def test_distilled_preset_samples_as_the_distillation_loras_are_published(lora_e
     assert (given.num_inference_steps, given.guidance_scale, given.guidance_scale_2) == (6, 1.0, 1.0)
     with pytest.raises(InvalidRequestError, match="needs classifier-free guidance"):
         resolve_request("tiny-t2v", {"prompt": "a", "speed": "distilled", "negative_prompt": "blurry"})
+
+
+@pytest.fixture(scope="module")
+def compiled_engine(lora_dir):
+    from wanserve.engine.config import SpeedConfig
+
+    speed = SpeedConfig(compile="blocks", compile_backend="eager")  # traces as Inductor would, without codegen
+    return Engine(EngineConfig(device="cpu", speed=speed, lora=LoraConfig(lora_dir=str(lora_dir), hotswap_rank=16)))
+
+
+def test_compiled_blocks_swap_loras_through_one_slot_without_recompiling(compiled_engine, lora_engine):
+    from torch._dynamo.utils import counters
+
+    plain = run(compiled_engine)  # compiles the blocks, with the empty slot in them
+    graphs = counters["stats"]["unique_graphs"]
+    style = run(compiled_engine, [{"name": "style-wan"}])
+    other = run(compiled_engine, [{"name": "other", "strength": 0.5}])
+    both = run(compiled_engine, [{"name": "style-kohya", "strength": 0.5}, {"name": "other", "strength": 0.5}])
+    zero = run(compiled_engine, [{"name": "other", "strength": 0.0}])
+    plain_again = run(compiled_engine)
+
+    assert counters["stats"]["unique_graphs"] == graphs  # five LoRA changes, no new graph
+    assert compiled_engine._models["tiny-t2v"].loras.loads == 3
+    # The same frames as the adapters of an engine without compile (within float reordering).
+    for frames, loras in (
+        (plain, []),
+        (style, [{"name": "style-wan"}]),
+        (other, [{"name": "other", "strength": 0.5}]),
+        (both, [{"name": "style-kohya", "strength": 0.5}, {"name": "other", "strength": 0.5}]),
+    ):
+        assert np.abs(frames.astype(int) - run(lora_engine, loras).astype(int)).max() <= 1
+    np.testing.assert_array_equal(zero, plain)
+    np.testing.assert_array_equal(plain_again, plain)
+
+
+def test_loras_whose_ranks_overflow_the_slot_are_refused(compiled_engine):
+    five = [{"name": n} for n in ("style-diffusers", "style-wan", "style-kohya", "other", "style-diffusers")]
+    with pytest.raises(InvalidRequestError, match="ranks add up to 20, more than the hot-swap slot's 16"):
+        run(compiled_engine, five)

@@ -194,6 +194,9 @@ class LoraConfig:
     """Further directories a LoRA given by `path` may lie in (besides `lora_dir`); nothing else is readable."""
     max_loaded: int = 4
     """Adapters kept loaded on a model between jobs; the least recently used is dropped beyond this."""
+    hotswap_rank: int = 128
+    """With compiled blocks: the rank of the one LoRA slot each job's LoRAs are swapped into (their ranks added up
+    must fit), so switching LoRAs never recompiles; 0 turns the slot off (adapters as without compile)."""
 
     def __post_init__(self) -> None:
         if self.lora_dir is not None:
@@ -204,6 +207,13 @@ class LoraConfig:
                 raise ConfigError(name, f"`{name}` holds an empty path; leave it unset instead")
         if isinstance(self.max_loaded, bool) or not isinstance(self.max_loaded, int) or self.max_loaded < 1:
             raise ConfigError("max_loaded", f"`max_loaded` must be an integer of at least 1, got {self.max_loaded!r}")
+        if isinstance(self.hotswap_rank, bool) or not isinstance(self.hotswap_rank, int) or self.hotswap_rank < 0:
+            raise ConfigError("hotswap_rank", f"`hotswap_rank` must be an integer >= 0, got {self.hotswap_rank!r}")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether jobs may name LoRAs at all (a directory is configured)."""
+        return bool(self.search_dirs)
 
     @property
     def search_dirs(self) -> tuple[str, ...]:

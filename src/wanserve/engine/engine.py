@@ -14,7 +14,7 @@ import torch
 from wanserve.engine import inputs as engine_inputs
 from wanserve.engine.fast import fast_modes
 from wanserve.engine.fast import options_for as fast_options_for
-from wanserve.engine.lora import LoraAdapters, resolve_loras
+from wanserve.engine.lora import LoraAdapters, LoraSlot, resolve_loras
 from wanserve.engine.memory import apply_memory_options
 from wanserve.engine.pipelines import build_pipeline, make_scheduler, pipeline_class
 from wanserve.engine.registry import ModelSpec, get_spec
@@ -51,13 +51,17 @@ class LoadedModel:
     """Placement and offload hooks live on the shared modules, so they are applied once per model."""
     speed: dict[str, str] | None = None
     """The speed options applied to the model's transformers (attention kernel, compile), once per model."""
-    loras: LoraAdapters | None = None
-    """The LoRA adapters loaded on its transformer(s), made at the first job with LoRAs."""
+    loras: LoraAdapters | LoraSlot | None = None
+    """The LoRA adapters loaded on its transformer(s): made at the first job with LoRAs, or with compiled blocks a
+    hot-swap slot made before they first run."""
 
-    def lora_adapters(self, max_loaded: int) -> LoraAdapters:
+    @property
+    def transformers(self) -> list[Any]:
+        return [self.components[n] for n in ("transformer", "transformer_2") if n in self.components]
+
+    def lora_adapters(self, max_loaded: int) -> LoraAdapters | LoraSlot:
         if self.loras is None:
-            names = ("transformer", "transformer_2")
-            self.loras = LoraAdapters([self.components[n] for n in names if n in self.components], max_loaded)
+            self.loras = LoraAdapters(self.transformers, max_loaded)
         return self.loras
 
     relighting_lora: str | None = None
@@ -193,6 +197,12 @@ class Engine:
                 if path is not None:
                     load_relighting_lora(pipe, path)
                 loaded.relighting_lora = str(path) if path is not None else ""
+            lora = self.config.lora
+            compiled = self.config.speed.compile_mode(loaded.device.type) == "blocks"
+            if compiled and lora.enabled and lora.hotswap_rank and loaded.loras is None and not loaded.relighting_lora:
+                # Before the blocks are compiled (and offload hooks wrap them), so their code includes the slot
+                # (engine/lora.py). A model with Animate's relighting adapter keeps plain adapters.
+                loaded.loras = LoraSlot(loaded.transformers, lora.hotswap_rank, lora.max_loaded)
             parallel = self.config.parallel
             if parallel is not None and parallel.world_size > 1 and not loaded.parallel_applied:
                 from wanserve.engine.parallel import apply_parallel_plans, build_rank_mesh
@@ -205,6 +215,8 @@ class Engine:
                 loaded.memory_applied = True
             if loaded.speed is None:
                 loaded.speed = apply_speed_options(loaded.components, self.config.speed, loaded.device)
+                if isinstance(loaded.loras, LoraSlot):
+                    loaded.speed["lora"] = f"hot-swap slot of rank {loaded.loras.rank}"
             pipe.set_progress_bar_config(disable=True)
             loaded.pipelines[cls] = pipe
         return loaded.pipelines[cls]

@@ -244,3 +244,124 @@ def _load_adapter(transformers: Sequence[Any], path: Path, adapter_name: str) ->
                 "loras", f"`loras`: {path.name} does not fit this model's transformer: {exc}"
             ) from exc
     logger.info("loaded LoRA %s as adapter %s", path, adapter_name)
+
+
+SLOT = "wanserve_slot"
+SLOT_TARGETS = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "attn2.to_q", "attn2.to_k", "attn2.to_v",
+                "attn2.to_out.0", "attn2.add_k_proj", "attn2.add_v_proj", "ffn.net.0.proj", "ffn.net.2")  # fmt: skip
+"""The block layers a hot-swap slot covers (Wan LoRAs train these; the image key/value projections exist on I2V)."""
+
+
+class LoraSlot:
+    """LoRA for compiled blocks: one adapter (`SLOT`) of rank `rank` on every block layer of `SLOT_TARGETS`, made
+    with diffusers' `enable_lora_hotswap` before the blocks first run, whose weights each job overwrites in place
+    (`load_lora_adapter(..., hotswap=True)`). The compiled code sees the same modules, shapes and scaling tensors
+    every time, so switching LoRAs, strengths or none never recompiles. A job's LoRAs are summed into the slot:
+    their down-projections stacked, their up-projections side by side with the strength folded in (so the ranks
+    add up, at most `rank`). No LoRA is an all-zero slot: the base model's output."""
+
+    def __init__(self, transformers: Sequence[Any], rank: int, max_cached: int):
+        import torch
+
+        self.transformers, self.rank = list(transformers), rank
+        self._files: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
+        self._max_cached = max_cached
+        self._current: tuple = ("empty",)
+        self.loads = 0
+        for transformer in self.transformers:
+            targets = {}
+            for name, module in transformer.named_modules():
+                parts = name.split(".", 2)
+                if parts[0] == "blocks" and len(parts) == 3 and parts[2] in SLOT_TARGETS:
+                    targets[f"transformer.{name}"] = module
+            zeros = {}
+            for key, module in targets.items():
+                zeros[f"{key}.lora_A.weight"] = torch.zeros(1, module.in_features, dtype=module.weight.dtype)
+                zeros[f"{key}.lora_B.weight"] = torch.zeros(module.out_features, 1, dtype=module.weight.dtype)
+            transformer.enable_lora_hotswap(target_rank=rank)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+                transformer.load_lora_adapter(zeros, adapter_name=SLOT, prefix="transformer")
+
+    def _state(self, path: Path) -> dict[str, Any]:
+        stat = path.stat()
+        key = (str(path), stat.st_mtime_ns, stat.st_size)
+        if key not in self._files:
+            from diffusers.loaders.lora_pipeline import WanLoraLoaderMixin
+
+            try:
+                state = WanLoraLoaderMixin.lora_state_dict(str(path))
+            except Exception as exc:
+                raise InvalidRequestError("loras", f"`loras`: {path.name} could not be read as a LoRA: {exc}") from exc
+            self._files[key] = state
+            self.loads += 1
+            while len(self._files) > self._max_cached:
+                self._files.popitem(last=False)
+        self._files.move_to_end(key)
+        return self._files[key]
+
+    def activate(self, refs: Sequence[LoraRef], files: Sequence[Path], fixed: Sequence = ()) -> list[dict[str, Any]]:
+        """Writes the sum of `refs` (at their strengths) into the slot; no refs empties it. Returns what ran."""
+        import torch
+
+        if fixed:  # the engine gives a model with fixed adapters (Animate's relighting) plain adapters instead
+            raise RuntimeError("a LoRA hot-swap slot cannot run fixed adapters besides it")
+
+        wanted = tuple((str(path), ref.strength) for ref, path in zip(refs, files, strict=True) if ref.strength != 0)
+        if wanted != self._current:
+            states = [(self._state(path), ref.strength) for ref, path in zip(refs, files, strict=True)]
+            downs: dict[str, list] = {}
+            ups: dict[str, list] = {}
+            for state, strength in states:
+                if strength == 0:
+                    continue
+                for key, value in state.items():
+                    if key.endswith(".lora_A.weight"):
+                        module = key[: -len(".lora_A.weight")]
+                        downs.setdefault(module, []).append(value)
+                        ups.setdefault(module, []).append(state[f"{module}.lora_B.weight"] * strength)
+            rank = max((sum(a.shape[0] for a in parts) for parts in downs.values()), default=0)
+            if rank > self.rank:
+                raise InvalidRequestError(
+                    "loras", f"`loras`: their ranks add up to {rank}, more than the hot-swap slot's {self.rank} "
+                    "(WANSERVE_LORA_HOTSWAP_RANK)",
+                )  # fmt: skip
+            combined = {}
+            for module, parts in downs.items():
+                down, up = torch.cat(parts, 0), torch.cat(ups[module], 1)
+                pad = rank - down.shape[0]  # modules some LoRAs leave out: zero rows and columns
+                combined[f"{module}.lora_A.weight"] = torch.nn.functional.pad(down, (0, 0, 0, pad))
+                combined[f"{module}.lora_B.weight"] = torch.nn.functional.pad(up, (0, pad))
+            self._swap(combined)
+            self._current = wanted
+        return [{**ref.as_dict(), "file": str(path)} for ref, path in zip(refs, files, strict=True)]
+
+    def _swap(self, combined: dict[str, Any]) -> None:
+        import torch
+
+        if not combined:  # nothing to add: every slot weight zero
+            with torch.no_grad():
+                for transformer in self.transformers:
+                    for name, param in transformer.named_parameters():
+                        if f".{SLOT}" in name and "lora_" in name:
+                            param.zero_()
+            return
+        for transformer in self.transformers:
+            state = _expand_for_i2v(transformer, combined)
+            try:
+                transformer.load_lora_adapter(state, adapter_name=SLOT, prefix="transformer", hotswap=True)
+            except (RuntimeError, ValueError) as exc:
+                raise InvalidRequestError(
+                    "loras", f"`loras`: cannot be hot-swapped into the compiled model's LoRA slot: {exc}"
+                ) from exc
+
+    @property
+    def loaded(self) -> list[str]:
+        return [SLOT]
+
+
+def _expand_for_i2v(transformer: Any, state: dict[str, Any]) -> dict[str, Any]:
+    """diffusers' zero image key/value adapters for a text-to-video LoRA on an image-to-video model."""
+    from diffusers.loaders.lora_pipeline import WanLoraLoaderMixin
+
+    return WanLoraLoaderMixin._maybe_expand_t2v_lora_for_i2v(transformer, dict(state))
