@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from wanserve.engine.requests import GenerationRequest, GenerationResult, ProgressEvent
+from wanserve.engine.requests import GenerationRequest, GenerationResult, ProgressEvent, TaskKind
 from wanserve.errors import GroupBroken, RankFailed
 
 logger = logging.getLogger(__name__)
@@ -149,7 +149,13 @@ class GroupEngine:
     def is_random(self, model: str) -> bool:
         return self.engine.is_random(model)
 
-    def generate(self, request: GenerationRequest, on_progress=None, should_stop=None) -> GenerationResult:
+    def generate(
+        self, request: GenerationRequest, on_progress=None, should_stop=None, sink=None, frames=None
+    ) -> GenerationResult:
+        if request.task == TaskKind.UPSCALE:
+            # FlashVSR has no parallel plan: rank 0 runs it alone (nothing is posted, so the other ranks keep
+            # waiting for the next job). `sink` and `frames` are the upscale's (engine.Engine.generate).
+            return self.engine.generate(request, on_progress, should_stop, sink=sink, frames=frames)
         channel = self.channel
         self._jobs += 1
         n = self._jobs
@@ -379,7 +385,11 @@ class RankGroup:
 
         return get_spec(model).random_weights
 
-    def generate(self, request: GenerationRequest, on_progress=None, should_stop=None) -> GenerationResult:
+    def generate(
+        self, request: GenerationRequest, on_progress=None, should_stop=None, sink=None, frames=None
+    ) -> GenerationResult:
+        if request.task == TaskKind.UPSCALE:
+            return self._started().generate(request, on_progress, should_stop, sink=sink, frames=frames)
         return self._started().generate(request, on_progress, should_stop)
 
     @property
