@@ -138,3 +138,33 @@ def test_bad_dfloat11_settings_are_refused(monkeypatch, env, message):
         monkeypatch.setenv(key, value)
     with pytest.raises(ValidationError, match=message):
         Settings(_env_file=None)
+
+
+def test_a_lora_on_a_transformer_served_compressed_gives_the_bf16_output(tiny_bf16, tmp_path):
+    from tests.engine.test_lora import lora_factors, write_lora
+    from wanserve.engine.dfloat11 import compress_state_dict
+    from wanserve.engine.lora import LoraAdapters, LoraRef
+
+    spec, model, _ = tiny_bf16
+    write_lora(tmp_path / "style.safetensors", lora_factors(1), "kohya")
+    served = _transformer_class(spec)(**tiny_transformer_config(spec)).eval().to(torch.bfloat16)
+    attach_df11(served, compress_state_dict(model.state_dict()), "cpu")
+    reference = _transformer_class(spec)(**tiny_transformer_config(spec)).eval().to(torch.bfloat16)
+    reference.load_state_dict(model.state_dict())
+    for transformer in (served, reference):
+        LoraAdapters([transformer], 2).activate([LoraRef(name="style")], [tmp_path / "style.safetensors"])
+
+    out = _forward(served)
+    assert torch.equal(_bits(out), _bits(_forward(reference)))
+    assert not torch.equal(_bits(out), _bits(_forward(model)))  # the LoRA is in both
+
+
+def test_dfloat11_memory_options_are_checked():
+    from wanserve.engine.config import ConfigError, MemoryConfig
+
+    with pytest.raises(ConfigError, match="needs `offload`='none'"):
+        MemoryConfig(dfloat11_dir="/df11", offload="model")
+    with pytest.raises(ConfigError, match="needs `dfloat11_dir`"):
+        MemoryConfig(dfloat11_cpu_offload=True)
+    with pytest.raises(ConfigError, match="transformer_dtype"):
+        MemoryConfig(dfloat11_dir="/df11", transformer_dtype="float16")

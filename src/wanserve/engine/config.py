@@ -101,6 +101,12 @@ class MemoryConfig:
     def __post_init__(self) -> None:
         if self.dfloat11_dir is not None:
             object.__setattr__(self, "dfloat11_dir", str(self.dfloat11_dir))
+            if self.transformer_dtype != "bfloat16":
+                raise ConfigError(
+                    "dfloat11_dir",
+                    f"`dfloat11_dir` holds bfloat16 weights; it needs `transformer_dtype`='bfloat16', got "
+                    f"{self.transformer_dtype!r}",
+                )
             if self.offload != "none":
                 raise ConfigError(
                     "dfloat11_dir",

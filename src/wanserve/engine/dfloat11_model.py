@@ -122,7 +122,11 @@ class _CompressedBlock:
 
     def _owner(self, name: str) -> tuple[torch.nn.Module, str]:
         path, _, attr = name.rpartition(".")
-        return self.block.get_submodule(path) if path else self.block, attr
+        owner = self.block.get_submodule(path) if path else self.block
+        # A LoRA adapter loaded later wraps the Linear (peft's `base_layer` holds the weight).
+        while hasattr(owner, "base_layer"):
+            owner = owner.base_layer
+        return owner, attr
 
     def before(self, module, args):
         weights = [w.to(self.device, non_blocking=True) for w in self.weights] if self.cpu_offload else self.weights
@@ -179,6 +183,10 @@ def apply_df11_dir(components: dict[str, Any], directory: str | Path, device, cp
             continue
         path = df11_file(directory, folder)
         if path is None:
-            raise FileNotFoundError(f"no DF11 weights for `{folder}` in {directory} (expected {folder}/{FILE_NAME})")
+            from wanserve.engine.config import ConfigError
+
+            raise ConfigError(
+                "dfloat11_dir", f"`dfloat11_dir` has no DF11 weights for `{folder}` (expected {folder}/{FILE_NAME})"
+            )
         done[folder] = attach_df11(components[folder], load_df11(path), device, cpu_offload)
     return done
