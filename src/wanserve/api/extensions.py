@@ -35,10 +35,10 @@ _MODEL_CACHE_SIZE = 1024
 
 def install_compat_routes(app: FastAPI, runtime: Runtime) -> None:
     """OpenAI's `/v1/videos` and `/v1/images/generations`, and the replaced services' routes."""
-    # One rank per worker, no CFG parallelism or attention cache yet: the Wan2.1 services' multi-GPU knobs that
-    # need more are refused by name, or reported as not honoured in hint mode.
+    # The Wan2.1 services' multi-GPU knobs are checked against the worker group's plan (no attention cache): what
+    # does not fit is refused by name, or reported as not honoured in hint mode.
     hint = runtime.settings.parallel_fields == "hint"
-    app.state.parallel_capabilities = ParallelCapabilities(world_size=1, hint=hint)
+    app.state.parallel_capabilities = ParallelCapabilities.of_plan(runtime.settings.parallel_config(), hint=hint)
     app.include_router(openai.router)
     app.include_router(openai_images.router)
     app.include_router(legacy_wan21_i2v.router)

@@ -123,6 +123,7 @@ class Runtime:
         loaded = {m: any(w.ready and m in w.models for w in workers) for m in self.models}
         errors = [w.load_error for w in workers if w.load_error]
         errors += [f"{m}: {e}" for w in workers for m, e in w.model_errors.items()]
+        plan = self.settings.parallel_config().describe()
         legacy_status = {"ready": "healthy", "degraded": "healthy", "starting": "starting"}
         ready, phase, detail = state.ready, state.phase, state.detail
         storage = self.storage_problem()
@@ -146,10 +147,12 @@ class Runtime:
                 for m in self.models
             ],
             "devices": self.devices,
+            # This process is rank 0 of its group: it serves the API, claims the jobs and writes the results.
             "rank": 0,
-            "world_size": 1,
+            "world_size": plan["world_size"],
             "pipeline_rank": 0,
-            "pipeline_world_size": 1,
+            "pipeline_world_size": plan["world_size"],
+            "plan": plan,
             "total_tasks": sum(counts.values()),
             "queue_depth": counts.get("queued", 0),
             "running_jobs": counts.get("running", 0),

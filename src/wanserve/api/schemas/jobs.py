@@ -198,6 +198,11 @@ class HealthPublic(BaseModel):
     world_size: int
     pipeline_rank: int
     pipeline_world_size: int = Field(description="Ranks in one worker group.")
+    plan: dict[str, Any] = Field(
+        default_factory=dict,
+        description="How one job spreads over the group's ranks: `world_size`, `ulysses_size`, `ring_size`, "
+        "`cfg_size`, `dit_fsdp`, `t5_fsdp`, `vae_parallel`.",
+    )
     total_tasks: int = Field(description="Jobs in the store, any status.")
     queue_depth: int
     running_jobs: int

@@ -206,6 +206,20 @@ class ParallelCapabilities:
     hint: bool = False
     """`WANSERVE_PARALLEL_FIELDS=hint`: run with what the workers have and report each field not honoured, instead
     of refusing the request (for clients such as the Wan2.1 I2V service's, which always send `ulysses_size: 8`)."""
+    plan: dict[str, Any] | None = None
+    """The group's plan (`ParallelConfig.describe()`): a request's sizes must be 1 or the plan's, its switches
+    false or the plan's. None: only `world_size` and `cfg_parallel` are known."""
+
+    @classmethod
+    def of_plan(cls, config: Any, hint: bool = False) -> ParallelCapabilities:
+        """What a group running `config` (a `ParallelConfig`) offers."""
+        return cls(config.world_size, config.cfg_degree == 2, False, hint, config.describe())
+
+    def offers(self) -> str:
+        if self.plan is None:
+            return f"{self.world_size} rank(s)"
+        sizes = ", ".join(f"`{k}` {v}" for k, v in self.plan.items() if k != "world_size")
+        return f"{self.world_size} rank(s) with {sizes}"
 
 
 def parse_body(model: type[BaseModel], data: Any) -> Any:
@@ -246,23 +260,35 @@ def unhonoured_parallel_options(options: ParallelOptions, capabilities: Parallel
     def add(field: str, used: Any, reason: str) -> None:
         found.append({"field": field, "requested": getattr(options, field), "used": used, "reason": reason})
 
-    if options.ulysses_size is not None and options.ulysses_size > world:
-        add(
-            "ulysses_size",
-            world,
-            f"`ulysses_size` {options.ulysses_size} is more than the {world} rank(s) of this server's worker group",
-        )
-    cfg_size = options.cfg_size or 1
-    if cfg_size > 1 and (not capabilities.cfg_parallel or cfg_size > world):
-        add(
-            "cfg_size",
-            1,
-            f"`cfg_size` {cfg_size} needs CFG parallelism over {cfg_size} ranks; this server's worker group has "
-            f"{world} rank(s) and {'supports' if capabilities.cfg_parallel else 'no'} CFG parallelism",
-        )
-    for field in ("dit_fsdp", "t5_fsdp", "vae_parallel"):
-        if getattr(options, field) and world < 2:
-            add(field, False, f"`{field}` true needs a worker group of 2 or more ranks; this server runs {world}")
+    plan = capabilities.plan
+    if plan is not None:
+        for field in ("ulysses_size", "cfg_size"):
+            value = getattr(options, field)
+            if value is not None and value not in (1, plan[field]):
+                add(field, plan[field], f"`{field}` {value} does not fit this server's worker group, which offers "
+                                        f"{capabilities.offers()}")  # fmt: skip
+        for field in ("dit_fsdp", "t5_fsdp", "vae_parallel"):
+            if getattr(options, field) and not plan[field]:
+                add(field, False, f"`{field}` true does not fit this server's worker group, which offers "
+                                  f"{capabilities.offers()}")  # fmt: skip
+    else:
+        if options.ulysses_size is not None and options.ulysses_size > world:
+            add(
+                "ulysses_size",
+                world,
+                f"`ulysses_size` {options.ulysses_size} is more than the {world} rank(s) of this server's worker group",
+            )
+        cfg_size = options.cfg_size or 1
+        if cfg_size > 1 and (not capabilities.cfg_parallel or cfg_size > world):
+            add(
+                "cfg_size",
+                1,
+                f"`cfg_size` {cfg_size} needs CFG parallelism over {cfg_size} ranks; this server's worker group has "
+                f"{world} rank(s) and {'supports' if capabilities.cfg_parallel else 'no'} CFG parallelism",
+            )
+        for field in ("dit_fsdp", "t5_fsdp", "vae_parallel"):
+            if getattr(options, field) and world < 2:
+                add(field, False, f"`{field}` true needs a worker group of 2 or more ranks; this server runs {world}")
     if options.use_attentioncache and not capabilities.attention_cache:
         add("use_attentioncache", False, "`use_attentioncache` true: no attention cache is available on this server")
         for field in _CACHE_FIELDS:
@@ -288,7 +314,13 @@ def parallel_plan(options: ParallelOptions, capabilities: ParallelCapabilities) 
     if not given:
         return None
     world = capabilities.world_size
-    plan: dict[str, Any] = {
+    if capabilities.plan is not None:
+        # The group runs its plan for every job; the fields the request gave fit it (or are reported in hint mode).
+        plan: dict[str, Any] = {**capabilities.plan}
+        plan["use_attentioncache"] = bool(options.use_attentioncache) and capabilities.attention_cache
+        plan["not_honoured"] = unhonoured
+        return plan
+    plan = {
         "world_size": world,
         "ulysses_size": min(options.ulysses_size or 1, world),
         "cfg_size": 1 if any(u["field"] == "cfg_size" for u in unhonoured) else options.cfg_size or 1,
