@@ -190,10 +190,11 @@ def build_worker_group(
 
 
 def group_devices(settings: Settings, devices: Sequence[str]) -> list[str]:
-    """The device of each rank of one group: `world_size` accelerators, or the CPU once per rank."""
+    """The device of each rank of one group: the first `world_size` accelerators, or the CPU once per rank."""
     world = settings.world_size
-    if list(devices) == ["cpu"] or all(d == "cpu" for d in devices):
+    if settings.device == "cpu" or all(d == "cpu" for d in devices):
         return ["cpu"] * world
+    devices = list(devices)[:world]
     if len(devices) != world:
         raise ValueError(
             f"a worker group of `WANSERVE_WORLD_SIZE`={world} ranks needs {world} devices, got {len(devices)} "
@@ -205,10 +206,17 @@ def group_devices(settings: Settings, devices: Sequence[str]) -> list[str]:
 def _build_rank_group(settings, service, dispatcher, models, devices, factory, registry) -> WorkerPool:
     """One worker whose engine is a rank group over `devices`: this process is rank 0 (it claims, heartbeats and
     writes results); ranks 1..N-1 are spawned processes, restarted together when the group breaks."""
-    from wanserve.worker.group import GroupSpec, RankGroup
+    from wanserve.worker.group import GroupSpec, RankGroup, torchrun_spec
 
-    ranks = group_devices(settings, devices)
-    group = RankGroup(GroupSpec(ranks, settings, factory))
+    launched = torchrun_spec(settings, factory)
+    if launched is not None:
+        spec, rank = launched
+        if rank != 0:
+            raise ValueError(f"rank {rank} of a torchrun group follows rank 0; it builds no workers")
+    else:
+        spec = GroupSpec(group_devices(settings, devices), settings, factory)
+    ranks = spec.devices
+    group = RankGroup(spec)
     config = WorkerConfig(
         worker_id=owner_id(0),
         task_timeout_s=settings.task_timeout_s,
@@ -250,7 +258,7 @@ def build_runtime(
     if devices is None:
         from wanserve.worker.devices import detect_devices
 
-        devices = detect_devices() if start_workers else ["cpu"]
+        devices = ([settings.device] if settings.device else detect_devices()) if start_workers else ["cpu"]
     concurrency = 1 if settings.world_size > 1 else settings.concurrency or len(devices)
     service = build_job_service(settings, store, storage, dispatcher, models, concurrency, hub, push is not None)
     runtime = Runtime(settings, db, service, storage, dispatcher, models, tiny_fallback, devices)

@@ -142,6 +142,8 @@ class Settings(BaseSettings):
     """Keep FlashVSR's KV cache on the CPU between chunks (small GPUs)."""
 
     # One job on many ranks (docs/parallel.md). The product ulysses x ring x cfg is the group's size.
+    device: str | None = Field(None, validation_alias=_env("DEVICE"))
+    """One device type for the workers instead of the accelerators found (`cpu` runs a group on CPU with gloo)."""
     world_size: int = Field(1, ge=1, le=64, validation_alias=_env("WORLD_SIZE"))
     """Ranks (devices) one job runs on: `--world-size` / `--gpus-per-job`; torchrun's `WORLD_SIZE` under torchrun."""
     ulysses_size: int | None = Field(None, ge=1, validation_alias=_env("ULYSSES_SIZE", "ULYSSES_SIZE"))

@@ -49,6 +49,14 @@ def register(app: typer.Typer) -> None:
             help="Jobs run at once (env WANSERVE_CONCURRENCY or MAX_CONCURRENT_TASKS).",
             show_default="one per device",
         ),
+        world_size: int = typer.Option(
+            None,
+            "--world-size",
+            help="Ranks one job runs on (env WANSERVE_WORLD_SIZE); with --device cpu a gloo group on the CPU.",
+            show_default="1, or torchrun's WORLD_SIZE",
+        ),
+        gpus: int = typer.Option(None, "--gpus", help="Run each job on this many GPUs (the first N): a rank group."),
+        device: str = typer.Option(None, "--device", help="cpu: run the workers (or the group) on the CPU."),
         workers: bool = typer.Option(
             True,
             "--workers/--no-workers",
@@ -88,7 +96,20 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"error: {settings_error(exc)}", err=True)
             raise typer.Exit(code=2) from None
 
-        # 2. Build the app (workers load and warm their models once it starts) and listen.
+        # 2. Under torchrun, ranks 1..N-1 follow rank 0, which serves the API.
+        from wanserve.bootstrap import build_engine
+        from wanserve.worker.group import run_torchrun_follower, torchrun_spec
+
+        launched = torchrun_spec(settings, build_engine)
+        if launched is not None:
+            spec, rank = launched
+            settings = spec.settings
+            if rank != 0:
+                logger.info("rank %d of %d: following rank 0", rank, spec.world_size)
+                run_torchrun_follower(spec, rank)
+                return
+
+        # 3. Build the app (workers load and warm their models once it starts) and listen.
         import uvicorn
 
         from wanserve.api.app import create_app

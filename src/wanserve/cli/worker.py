@@ -39,6 +39,9 @@ def register(app: typer.Typer) -> None:
         device: str | None = typer.Option(
             None, "--device", help="One device instead of GPUs: cpu, cuda:1, npu:0, mps (tests, small machines)."
         ),
+        world_size: int = typer.Option(
+            None, "--world-size", help="With --device cpu: a rank group of this many CPU processes (gloo)."
+        ),
     ) -> None:
         """Run workers that take jobs from the shared database (start the API with `wanserve serve --no-workers`)."""
         logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -51,8 +54,13 @@ def register(app: typer.Typer) -> None:
         try:
             if gpus is not None and device is not None:
                 raise ValueError(f"`--device` {device!r} and `--gpus` {gpus!r}: give one of them")
+            if world_size is not None and device != "cpu":
+                raise ValueError(f"`--world-size` {world_size} is for a CPU group (`--device cpu`); GPUs take "
+                                 "`--gpus ... --gpus-per-job N`")  # fmt: skip
             settings = Settings(**({"models": model} if model else {}))
             devices = worker_devices(parse_gpus(gpus), device)
+            if world_size is not None:
+                devices, gpus_per_job = ["cpu"] * world_size, world_size
             process = build_worker_process(settings, devices, gpus_per_job)
         except (ValidationError, ValueError) as exc:
             typer.echo(f"error: {settings_error(exc)}", err=True)

@@ -306,6 +306,11 @@ class GroupSpec:
     port: int = 0
     generation: int = 0
     env: dict[str, str] = field(default_factory=dict)
+    start_method: str = "spawn"
+    """How followers start (`spawn`; tests use `forkserver` to import torch once)."""
+    torchrun: bool = False
+    """The ranks were launched by torchrun (`MASTER_ADDR`, `RANK`, ...): nothing is spawned, and a broken group
+    ends this process so that torchrun (`--max-restarts`) restarts every rank."""
 
     @property
     def world_size(self) -> int:
@@ -320,6 +325,14 @@ def init_rank(spec: GroupSpec, rank: int):
     """Joins rank `rank` to the group's process group and returns its control channel."""
     import torch
     import torch.distributed as dist
+
+    if spec.torchrun:
+        device = spec.devices[rank]
+        if device.startswith("cuda"):
+            torch.cuda.set_device(torch.device(device))
+        dist.init_process_group(backend_for(device), timeout=timedelta(seconds=spec.timeout_s))
+        store = dist.distributed_c10d._get_default_store()
+        return RankChannel(dist.PrefixStore("wanserve-ctl", store), rank, spec.world_size, spec.timeout_s)
 
     is_master = rank == 0
     store = dist.TCPStore(
@@ -344,6 +357,35 @@ def follower_main(spec: GroupSpec, rank: int) -> None:
 
     os.environ.update(spec.env)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank{rank} %(levelname)s %(name)s: %(message)s")
+    channel = init_rank(spec, rank)
+    engine = spec.engine_factory(spec.devices[rank], spec.settings)
+    try:
+        follow(engine, channel)
+    finally:
+        with contextlib.suppress(Exception):
+            dist.destroy_process_group()
+
+
+def torchrun_spec(settings: Any, engine_factory: Callable[[str, Any], Any]) -> tuple[GroupSpec, int] | None:
+    """(the group, this process's rank) when torchrun started this process (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`),
+    else None. Each rank uses the accelerator numbered by its `LOCAL_RANK` (the CPU when there is none)."""
+    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        return None
+    from wanserve.worker.devices import detect_devices
+
+    world = int(os.environ["WORLD_SIZE"])
+    found = detect_devices()
+    kind = found[0].split(":")[0] if found != ["cpu"] else "cpu"
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    devices = ["cpu"] * world if kind == "cpu" else [f"{kind}:{r % local_world}" for r in range(world)]
+    settings = settings.model_copy(update={"world_size": world})
+    return GroupSpec(devices, settings, engine_factory, torchrun=True), int(os.environ["RANK"])
+
+
+def run_torchrun_follower(spec: GroupSpec, rank: int) -> None:
+    """Ranks 1..N-1 under torchrun: follow rank 0 (which serves the API) until it shuts the group down."""
+    import torch.distributed as dist
+
     channel = init_rank(spec, rank)
     engine = spec.engine_factory(spec.devices[rank], spec.settings)
     try:
@@ -405,10 +447,11 @@ class RankGroup:
         self.generation += 1
         self.spec.generation = self.generation
         self.spec.port = free_port()
-        ctx = mp.get_context("spawn")
+        ctx = mp.get_context(self.spec.start_method)
         self._processes = [
             ctx.Process(target=follower_main, args=(self.spec, rank), name=f"wanserve-rank{rank}", daemon=True)
             for rank in range(1, self.spec.world_size)
+            if not self.spec.torchrun
         ]
         for process in self._processes:
             process.start()
@@ -426,6 +469,9 @@ class RankGroup:
         return self.engine
 
     def restart(self) -> None:
+        if self.spec.torchrun:
+            logger.critical("the rank group is broken; exiting so that torchrun restarts every rank")
+            os._exit(70)
         self._stop_processes()
         self.start()
 
