@@ -59,8 +59,11 @@ def test_worker_refuses_bad_gpus_and_multi_gpu_jobs_naming_them(tmp_path):
     env = {"WANSERVE_DATA_DIR": str(tmp_path)}
     bad = runner.invoke(app, ["worker", "--gpus", "0,x"], env=env)
     assert bad.exit_code == 2 and "`--gpus` must be GPU numbers like 0,1,2,3, got '0,x'" in bad.output
-    group = runner.invoke(app, ["worker", "--gpus", "0,1", "--gpus-per-job", "2"], env=env)
-    assert group.exit_code == 2 and "`--gpus-per-job` 2" in group.output
+    two_groups = runner.invoke(app, ["worker", "--gpus", "0,1,2,3", "--gpus-per-job", "2"], env=env)
+    assert two_groups.exit_code == 2 and "`--gpus-per-job` 2 with 4 GPUs" in two_groups.output
+    assert "one `wanserve worker` per group" in two_groups.output
+    world = runner.invoke(app, ["worker", "--world-size", "2"], env=env)
+    assert world.exit_code == 2 and "`--world-size` 2 is for a CPU group (`--device cpu`)" in world.output
     odd = runner.invoke(app, ["worker", "--gpus", "0,1,2", "--gpus-per-job", "2"], env=env)
     assert odd.exit_code == 2 and "`--gpus-per-job` 2 must divide the 3 devices" in odd.output
     assert not (tmp_path / "wanserve.db").exists()  # refused before anything was built
