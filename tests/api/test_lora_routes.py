@@ -4,6 +4,7 @@ a LoRA the configuration does not allow, at submission, naming the field."""
 from __future__ import annotations
 
 import json
+import uuid
 
 import httpx
 import openai
@@ -68,3 +69,17 @@ def test_a_lora_the_configuration_does_not_allow_is_a_422_naming_it(server, lora
     error = response.json()["error"]
     assert error["param"] == param and fragment in error["message"]
     assert httpx.get(f"{server.url}/v1/jobs").json()["count"] == before
+
+
+@pytest.mark.parametrize("route", ["/video/submit", "/submit"])
+def test_the_wan21_services_routes_take_loras(server, png_data_url, route):
+    body = {"prompt": "a cat", "image_url": png_data_url, "image_size": "64*64", "num_frames": 9,
+            "infer_steps": 2, "loras": [{"name": "style", "strength": 0.5}]}  # fmt: skip
+    if route == "/video/submit":
+        body["model"] = "tiny-i2v"
+    response = httpx.post(f"{server.url}{route}", json=body)
+    assert response.status_code in (200, 202), response.text
+    job_id = str(uuid.UUID(response.json()["requestId"]))
+    assert httpx.get(f"{server.url}/v1/jobs/{job_id}").json()["params"]["loras"] == [{"name": "style", "strength": 0.5}]
+    refused = httpx.post(f"{server.url}{route}", json={**body, "loras": [{"name": "nope"}]})
+    assert refused.status_code == 422 and "loras[0].name" in refused.text
