@@ -195,7 +195,7 @@ class Engine:
                 # Before the memory options: LoRA layers must exist when offload hooks wrap the modules.
                 path = find_relighting_lora(self.config.relighting_lora, loaded.path)
                 if path is not None:
-                    load_relighting_lora(pipe, path)
+                    load_relighting_lora(pipe.transformer, path)
                 loaded.relighting_lora = str(path) if path is not None else ""
             lora = self.config.lora
             compiled = self.config.speed.compile_mode(loaded.device.type) == "blocks"

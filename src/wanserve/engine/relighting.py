@@ -72,11 +72,15 @@ def read_relighting_lora(path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def load_relighting_lora(pipe, path: Path) -> None:
-    """Loads the LoRA into `pipe`'s transformer as adapter `relighting`, disabled until a replace-mode run selects
-    it (with the job's own LoRAs, engine/lora.py `LoraAdapters.activate`)."""
-    pipe.load_lora_weights(read_relighting_lora(path), adapter_name=ADAPTER)
-    pipe.disable_lora()
+def load_relighting_lora(transformer, path: Path) -> None:
+    """Loads the LoRA into `transformer` (Animate's) as adapter `relighting` through diffusers' Wan LoRA loader,
+    as engine/lora.py loads a job's LoRAs; disabled until a replace-mode run selects it (with the job's own LoRAs,
+    `LoraAdapters.activate`)."""
+    from diffusers.loaders.lora_pipeline import WanLoraLoaderMixin
+
+    state_dict = WanLoraLoaderMixin.lora_state_dict(read_relighting_lora(path))
+    WanLoraLoaderMixin.load_lora_into_transformer(state_dict, transformer=transformer, adapter_name=ADAPTER)
+    transformer.disable_lora()
     logger.info("relighting LoRA loaded from %s (applied in replace mode)", path)
 
 
