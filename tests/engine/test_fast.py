@@ -106,3 +106,22 @@ def test_fast_fields_are_refused_with_the_field_named(model, params, field, mess
     with pytest.raises(InvalidRequestError) as info:
         resolve_request(model, {**COMMON, **params})
     assert info.value.field == field and message in str(info.value)
+
+
+def test_fp8_matmuls_add_one_compiled_graph_for_all_blocks():
+    """With regional compile every block shares one graph; a job with FP8 matmuls adds one more for all blocks (a
+    per-block variant would recompile once per block and hit Dynamo's recompile limit on a 40-block model)."""
+    from torch._dynamo.utils import counters
+
+    from wanserve.engine.config import EngineConfig, SpeedConfig
+    from wanserve.engine.engine import Engine
+
+    engine = Engine(EngineConfig(device="cpu", speed=SpeedConfig(compile="blocks", compile_backend="eager")))
+    torch._dynamo.reset()
+    counters.clear()
+    _run(engine)
+    exact_graphs = counters["stats"]["unique_graphs"]
+    _run(engine, fp8_gemm=True)
+    assert counters["stats"]["unique_graphs"] == exact_graphs + 1
+    _run(engine)  # back to exact: the first graph is reused
+    assert counters["stats"]["unique_graphs"] == exact_graphs + 1

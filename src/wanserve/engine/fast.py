@@ -21,7 +21,6 @@ and the benchmark reports each mode's deviation from exact mode on the same seed
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -113,20 +112,24 @@ def _block_linears(transformer: torch.nn.Module) -> list[torch.nn.Linear]:
     ]  # fmt: skip
 
 
-def _fp8_linear_forward(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    shape = x.shape
-    x2 = x.reshape(-1, shape[-1])
-    xq, xs = _quantize_rows(x2)
-    if layer._wanserve_fp8_native:
-        out = torch._scaled_mm(
-            xq, layer._wanserve_w8.t(), scale_a=xs, scale_b=layer._wanserve_w8_scale.t(),
-            bias=layer.bias, out_dtype=layer.weight.dtype, use_fast_accum=True,
-        )  # fmt: skip
-    else:  # the same rounding, computed in the layer's dtype
-        dtype = layer.weight.dtype
-        w = (layer._wanserve_w8.float() * layer._wanserve_w8_scale).to(dtype)
-        out = torch.nn.functional.linear((xq.float() * xs).to(dtype), w, layer.bias)
-    return out.reshape(*shape[:-1], out.shape[-1])
+class Fp8Linear(torch.nn.Linear):
+    """A block Linear while a job runs with FP8 matmuls (the class of the layer is swapped for the job, so every block
+    keeps one compiled graph: Dynamo guards on the class, not on a per-layer function)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1])
+        xq, xs = _quantize_rows(x2)
+        if self._wanserve_fp8_native:
+            out = torch._scaled_mm(
+                xq, self._wanserve_w8.t(), scale_a=xs, scale_b=self._wanserve_w8_scale.t(),
+                bias=self.bias, out_dtype=self.weight.dtype, use_fast_accum=True,
+            )  # fmt: skip
+        else:  # the same rounding, computed in the layer's dtype
+            dtype = self.weight.dtype
+            w = (self._wanserve_w8.float() * self._wanserve_w8_scale).to(dtype)
+            out = torch.nn.functional.linear((xq.float() * xs).to(dtype), w, self.bias)
+        return out.reshape(*shape[:-1], out.shape[-1])
 
 
 def fp8_gemm_native(device: torch.device) -> bool:
@@ -142,18 +145,22 @@ def enable_fp8_gemm(transformer: torch.nn.Module) -> str:
         if not hasattr(layer, "_wanserve_w8"):
             with torch.no_grad():
                 w8, scale = _quantize_rows(layer.weight.detach())
-            layer._wanserve_w8, layer._wanserve_w8_scale = w8, scale
+            # Buffers (not plain attributes): compiled code takes them as inputs, so all blocks share one graph.
+            # Not persistent: they never reach a state dict.
+            layer.register_buffer("_wanserve_w8", w8, persistent=False)
+            layer.register_buffer("_wanserve_w8_scale", scale, persistent=False)
         # `_scaled_mm` needs both matrix sides in multiples of 16; other layers emulate.
         out_features, in_features = layer.weight.shape
         layer._wanserve_fp8_native = native and in_features % 16 == 0 and out_features % 16 == 0
-        layer.forward = functools.partial(_fp8_linear_forward, layer)
+        layer.__class__ = Fp8Linear
     return "native" if native else "emulated"
 
 
 def disable_fp8_gemm(transformer: torch.nn.Module) -> None:
     """Back to the bf16 Linears (the FP8 copies stay for the next fast job)."""
     for layer in _block_linears(transformer):
-        layer.__dict__.pop("forward", None)
+        if type(layer) is Fp8Linear:
+            layer.__class__ = torch.nn.Linear
 
 
 # -- FP8 attention ----------------------------------------------------------------------------------------------
