@@ -20,7 +20,7 @@ import heapq
 import json
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -49,6 +49,15 @@ class DF11Tensor:
     sign_mantissa: torch.Tensor
     offsets: torch.Tensor
     lengths: torch.Tensor
+    tables: dict = field(default_factory=dict, repr=False, compare=False)
+    """Decode tables already built, by device (built once: a table is 256 KiB and takes a Python loop to make)."""
+
+    def table_on(self, device: torch.device) -> torch.Tensor:
+        """The decode table (`decode_table`) on `device`, built at the first call."""
+        key = str(device)
+        if key not in self.tables:
+            self.tables[key] = decode_table(self.lengths).to(device)
+        return self.tables[key]
 
     @property
     def numel(self) -> int:
@@ -60,11 +69,14 @@ class DF11Tensor:
 
     def to(self, device, non_blocking: bool = False) -> DF11Tensor:
         move = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
-        return DF11Tensor(self.shape, move(self.bits), move(self.sign_mantissa), move(self.offsets), self.lengths)
+        moved = move(self.bits), move(self.sign_mantissa), move(self.offsets)
+        return DF11Tensor(self.shape, *moved, self.lengths, self.tables)
 
     def pin_memory(self) -> DF11Tensor:
         pin = lambda t: t.pin_memory()  # noqa: E731
-        return DF11Tensor(self.shape, pin(self.bits), pin(self.sign_mantissa), pin(self.offsets), self.lengths)
+        return DF11Tensor(
+            self.shape, pin(self.bits), pin(self.sign_mantissa), pin(self.offsets), self.lengths, self.tables
+        )
 
 
 # 1. Codes ---------------------------------------------------------------------------------------------------------
@@ -184,7 +196,7 @@ def decompress(tensors: list[DF11Tensor], device=None) -> list[torch.Tensor]:
         bits.append(t.bits.to(device))
         offsets.append(t.offsets.to(device) + 8 * byte_base)
         lane_table.append(torch.full((t.offsets.numel(),), i << MAX_CODE_BITS, dtype=torch.int32, device=device))
-        tables.append(decode_table(t.lengths).to(device))
+        tables.append(t.table_on(device))
         byte_base += t.bits.numel()
     bits.append(torch.zeros(_PAD_BYTES, dtype=torch.uint8, device=device))
     all_bits, all_offsets = torch.cat(bits), torch.cat(offsets)
