@@ -140,6 +140,10 @@ def rank_main(rank: int, world_size: int, port: int, cases, queue) -> None:
         decoded = vae_case(rank, world_size)
         if rank == 0:
             queue.put(("vae", decoded))
+        if world_size == 2:
+            frames = engine_frames(world_size)
+            if rank == 0:
+                queue.put(("engine", frames))
     finally:
         dist.destroy_process_group()
 
@@ -167,3 +171,26 @@ def vae_case(rank: int, world_size: int):
     attach_split_decode(vae, build_rank_mesh(config, torch.device("cpu")))
     with torch.inference_mode():
         return vae.decode(vae_latents(), return_dict=False)[0].numpy()
+
+
+ENGINE_REQUEST = dict(prompt="a cat", negative_prompt="blurry", num_inference_steps=2, seed=3)
+
+
+def engine_frames(world_size: int = 1):
+    """A whole tiny text-to-video generation through `Engine` (CFG parallel over 2 ranks when `world_size` is 2)."""
+    from wanserve.engine.config import EngineConfig
+    from wanserve.engine.engine import Engine
+    from wanserve.engine.parallel import ParallelConfig
+    from wanserve.engine.validation import resolve_request
+
+    parallel = None
+    if world_size > 1:
+        parallel = ParallelConfig(world_size=world_size, ulysses_degree=1, cfg_degree=2, vae_parallel=True)
+    engine = Engine(EngineConfig(device="cpu", parallel=parallel))
+    frames = engine.generate(resolve_request("tiny-t2v", ENGINE_REQUEST)).frames
+    if parallel is not None:
+        from wanserve.engine.parallel import CfgParallelHook
+
+        hook = CfgParallelHook.of(engine.load("tiny-t2v").components["transformer"])
+        assert hook is not None and hook.uncond_inputs is not None, "CFG parallel was not engaged"
+    return frames

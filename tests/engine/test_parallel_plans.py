@@ -29,6 +29,7 @@ PRELOAD = [
     "diffusers.models.transformers.transformer_wan_animate",
     "diffusers.models.autoencoders.autoencoder_kl_wan",
     "torch.distributed.fsdp",
+    "wanserve.engine.engine",
 ]
 
 
@@ -46,7 +47,8 @@ def run_group(world_size: int, todo) -> dict:
     for process in processes:
         process.start()
     try:
-        results = dict(queue.get(timeout=240) for _ in range(len(todo) + 1))
+        expected = len(todo) + 1 + (world_size == 2)
+        results = dict(queue.get(timeout=240) for _ in range(expected))
     finally:
         for process in processes:
             process.join(30)
@@ -73,6 +75,10 @@ def test_plans_on_2_ranks_equal_one_process():
     check(results, cases.CASES_2)
     # FSDP: each of 2 ranks holds about half the transformer's weights.
     assert 0.45 < results["fsdp_ulysses"][2] < 0.55
+    # A whole generation through the engine with CFG parallel: the frames of one process (uint8 rounding aside).
+    single = cases.engine_frames()
+    assert results["engine"].shape == single.shape
+    assert np.abs(results["engine"].astype(int) - single.astype(int)).max() <= 1
 
 
 def test_plans_on_4_ranks_equal_one_process():
