@@ -108,6 +108,18 @@ def test_chained_upscale_needs_21_frames(server):
 
 def test_cancelled_upscale_leaves_a_downloadable_partial_mp4(start_compat_server, tmp_path):
     held = start_compat_server(models=MODELS, hold_dir=tmp_path, hold_step=1)
+    # A chained job cancelled in its first part (held after denoising step 1) stops there: no upscale, no partial.
+    body = {"model": "tiny-t2v", "prompt": "a cat", "num_frames": 21, "upscale": {"scale": 2}}
+    chained = httpx.post(f"{held.url}/v1/jobs", json=body).json()
+    held.wait_event(chained["id"], lambda kind, data: kind == "step" and data["step"] == 1)
+    httpx.post(f"{held.url}/v1/jobs/{chained['id']}/cancel")
+    (tmp_path / chained["id"]).touch()
+    stages: list[str] = []
+    held.wait_event(chained["id"], lambda kind, data: kind == "stage" and stages.append(data["stage"]) and False)
+    final = httpx.get(f"{held.url}/v1/jobs/{chained['id']}").json()
+    assert (final["status"], final["partial_url"]) == ("cancelled", None)
+    assert "denoising" in stages and "upscaling" not in stages
+    # An upscale cancelled after its first chunk keeps that chunk's frames as a partial MP4.
     job = _submit_upscale(held, make_video(37), scale=4).json()
     assert job["steps"] == 3
     held.wait_event(job["id"], lambda kind, data: kind == "step" and data["step"] == 1)  # held after chunk 1

@@ -158,3 +158,17 @@ def test_compiled_flex_attention_equals_dense_on_cuda():
     flex = BlockSparseKernel("flex")(q, k, v, mask)
     assert torch.allclose(dense, flex, atol=1e-3)
     assert flex[0, 0, :128].abs().max() == 0
+
+
+def test_weights_status_reads_the_official_directory(tmp_path):
+    from wanserve.engine.config import WeightsConfig
+    from wanserve.engine.loading import weights_status
+    from wanserve.engine.registry import get_spec
+
+    for name in (loading.DIT_FILE, loading.LQ_PROJ_FILE, loading.TCDECODER_FILE, loading.PROMPT_FILE):
+        (tmp_path / name).write_bytes(b"")
+    weights = WeightsConfig.of(str(tmp_path / "models"), {"flashvsr-v1.1-tiny-long": str(tmp_path)}, None)
+    status = weights_status(get_spec("flashvsr-v1.1-tiny-long"), weights)
+    assert (status.layout, status.complete, status.missing) == ("flashvsr", True, ())
+    full = weights_status(get_spec("flashvsr-v1.1-full"), weights, path=tmp_path)
+    assert (full.present, full.complete, full.missing) == (True, False, (loading.VAE_FILE,))

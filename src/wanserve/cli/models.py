@@ -78,7 +78,7 @@ def _memory(spec) -> dict | None:
 def _memory_text(row: dict) -> str:
     memory = row["memory"]
     if memory is None:
-        return "tiny"
+        return "tiny" if row["random_weights"] else "no estimate"
     return f"{memory['weights_gib']:.1f} / {memory['peak_gib']:.1f} / {memory['peak_model_offload_gib']:.1f}"
 
 

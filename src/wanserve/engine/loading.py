@@ -86,6 +86,16 @@ def weights_status(spec: ModelSpec, weights: WeightsConfig, path: str | Path | N
     """What is on disk for `spec` at `path` (default: where `resolve_model_dir` finds it). Tiny models with no
     directory are complete: they are built in (random weights)."""
     resolved = Path(path).expanduser() if path is not None else resolve_model_dir(spec, weights)
+    if spec.pipeline == "FlashVSR" and not spec.tiny:
+        # One FlashVSR v1.1 directory of the official files (models/flashvsr/loading.py), not a Wan layout.
+        from wanserve.models.flashvsr.loading import missing_files as flashvsr_missing
+        from wanserve.models.flashvsr.loading import required_files
+
+        if resolved is None or not resolved.is_dir():
+            where = None if resolved is None else str(resolved)
+            return WeightsStatus(spec.name, where, None, False, False, required_files(spec.variant))
+        missing = tuple(flashvsr_missing(resolved, spec.variant))
+        return WeightsStatus(spec.name, str(resolved), "flashvsr", True, not missing, missing)
     if resolved is None:
         if spec.tiny:
             return WeightsStatus(spec.name, None, None, True, True, ())
