@@ -68,6 +68,7 @@ def test_animate_create_poll_media(compat_server, make_png, clip_bytes, monkeypa
     assert job["status"] == "succeeded" and job["params"]["num_frames"] == 11  # as long as the pose video
     # 11 frames in segments of 9 carrying 1 frame: 2 segments of 2 steps each
     assert job["params"]["clip_len"] == 9 and (job["step"], job["steps"]) == (4, 4)
+    assert (job["segment"], job["segments"]) == (2, 2)
     assert job["params"]["animate_mode"] == "animate" and job["params"]["num_inference_steps"] == 2
 
     status = httpx.get(f"{compat_server.url}/animate/jobs/demo-1").json()
@@ -152,9 +153,12 @@ def test_animate_replace_mode_with_clip_len(compat_server, make_png, clip_bytes,
     response = httpx.post(f"{compat_server.url}/animate/jobs", json=body)
     assert response.status_code == 202, response.text
     native = httpx.get(f"{compat_server.url}/v1/jobs", params={"model": "tiny-animate"}).json()["data"][0]
+    created = native
     job = compat_server.wait_final(native["id"])
     assert job["status"] == "succeeded", job
     assert job["params"]["animate_mode"] == "replace" and job["params"]["clip_len"] == 5 and job["steps"] == 3
+    assert (job["segment"], job["segments"]) == (3, 3)
+    assert created["steps"] == 3  # known at submission, from the pose video
     media = httpx.get(f"{compat_server.url}/animate/jobs/{response.json()['job_id']}/media")
     with av.open(io.BytesIO(media.content)) as container:
         assert len(list(container.decode(video=0))) == 11

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wanserve.engine.config import LoraConfig, MemoryConfig
-from wanserve.engine.inputs import probe_media
+from wanserve.engine.inputs import effective_steps, probe_media
 from wanserve.engine.lora import resolve_loras
 from wanserve.engine.memory_estimate import fit_advice
 from wanserve.engine.registry import get_spec
@@ -225,7 +225,10 @@ class JobService:
                 model=model,
                 params=public,
                 inputs=paths,
-                steps=request.num_inference_steps,
+                # Animate denoises its segments one after the other: all their steps, known from the pose video.
+                steps=effective_steps(get_spec(model), request)
+                if request.task.value == "animate"
+                else request.num_inference_steps,
                 random_weights=get_spec(model).random_weights,
                 max_attempts=self.config.max_attempts,
                 webhook_url=webhook_url,

@@ -60,6 +60,10 @@ class JobView:
     owner_key: str
     parallel_plan: dict[str, Any] | None = None
     """The plan used and the multi-GPU fields not honoured (see `Job.parallel_plan`)."""
+    segment: int = 0
+    """Animate: the segment (1-based) the last finished step belongs to; 0 before the first step."""
+    segments: int = 1
+    """Animate: the segments the pose video is denoised in, one after the other (1 for every other job)."""
 
 
 @dataclass(frozen=True)
@@ -160,4 +164,14 @@ def make_view(
         idempotency_key=job.idempotency_key,
         owner_key=job.owner_key,
         parallel_plan=job.parallel_plan,
+        **segment_progress(job),
     )
+
+
+def segment_progress(job: Job) -> dict[str, int]:
+    """Animate's segment of `job.step` and its segment count, from its steps per segment (`num_inference_steps`)
+    and its steps over all segments."""
+    per = (job.params or {}).get("num_inference_steps")
+    if job.kind != "animate" or not isinstance(per, int) or per < 1 or job.steps < per:
+        return {}
+    return {"segment": -(-job.step // per), "segments": max(1, job.steps // per)}

@@ -97,6 +97,8 @@ class JobPublic(BaseModel):
     step: int
     steps: int
     progress: float = Field(description="0..1")
+    segment: int = Field(0, description="Animate: the segment of the last step (1-based); 0 before the first.")
+    segments: int = Field(1, description="Animate: segments the pose video is denoised in, one after the other.")
     queue_position: int | None = Field(description="1 = next to run; null unless queued.")
     eta_s: float | None = Field(description="Estimated seconds to finish, from measured step times.")
     params: dict[str, Any] = Field(description="Parameters as resolved, defaults filled in.")
@@ -131,6 +133,8 @@ class JobPublic(BaseModel):
             step=view.step,
             steps=view.steps,
             progress=view.progress,
+            segment=view.segment,
+            segments=view.segments,
             queue_position=view.queue_position,
             eta_s=view.eta_s,
             params=view.params,
