@@ -35,6 +35,16 @@ def test_settings_seed_aliases_read(monkeypatch):
     assert settings.checkpoint_dir == Path("/ckpt/wan") and settings.t5_cpu and settings.weights_configured
 
 
+def test_flashvsr_service_variables_reach_the_engine(monkeypatch):
+    monkeypatch.setenv("FLASHVSR_MODEL_PATH", "/models/FlashVSR-v1.1")
+    monkeypatch.setenv("FLASHVSR_STREAMING_LQ_MAX_BYTES", str(64 << 20))
+    monkeypatch.setenv("FLASHVSR_CACHE_OFFLOAD", "1")
+    config = Settings().engine_config("cpu")
+    assert config.upscale.streaming_lq_max_bytes == 64 << 20 and config.upscale.cache_offload is True
+    for name in ("flashvsr-v1.1-tiny", "flashvsr-v1.1-tiny-long", "flashvsr-v1.1-full"):
+        assert config.weights.model_path(name) == "/models/FlashVSR-v1.1"
+
+
 def test_settings_prefixed_name_wins_over_alias(monkeypatch):
     monkeypatch.setenv("SERVER_PORT", "9001")
     monkeypatch.setenv("WANSERVE_PORT", "9002")

@@ -172,3 +172,20 @@ def test_weights_status_reads_the_official_directory(tmp_path):
     assert (status.layout, status.complete, status.missing) == ("flashvsr", True, ())
     full = weights_status(get_spec("flashvsr-v1.1-full"), weights, path=tmp_path)
     assert (full.present, full.complete, full.missing) == (True, False, (loading.VAE_FILE,))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (the cache moves to the CPU between chunks)")
+def test_kv_cache_offload_keeps_the_cache_on_the_cpu_and_the_output():
+    model = build_random_flashvsr("tiny-long")
+    for module in model.modules().values():
+        module.to("cuda")
+    model.context = model.context.cuda()
+    frames = list(_clip(29))
+    outs = []
+    for offload in (False, True):
+        chunks: list[np.ndarray] = []
+        run = FlashVSRRun(model, UpscaleOptions(cache_offload=offload), torch.device("cuda"), torch.float32)
+        run.run(frames, chunks.append)
+        outs.append(np.concatenate(chunks).astype(int))
+        assert run.cache_devices == {"cpu" if offload else "cuda"}
+    assert np.abs(outs[0] - outs[1]).max() <= 1

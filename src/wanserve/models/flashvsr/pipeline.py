@@ -179,6 +179,8 @@ class FlashVSRRun:
         self.frames_out = 0
         self.peak_cache_bytes = 0
         self.buffer: FrameBuffer | None = None
+        self.cache_devices: set[str] = set()
+        """Where the KV caches were kept between chunks (`cpu` with `cache_offload`)."""
         self.out_size: tuple[int, int] = (0, 0)
         """(height, width) of the output frames, known once the first input frame was read."""
 
@@ -251,6 +253,7 @@ class FlashVSRRun:
                 velocity = stream.forward_chunk(noise, tokens, offset, (th, tw))
                 latents = noise - velocity.to(noise.dtype)
                 self.peak_cache_bytes = max(self.peak_cache_bytes, stream.state.cache_bytes())
+                self.cache_devices = {t.device.type for t in stream.state.cache_k.values()}
                 # 4. Decode this chunk now (tiny-long) or keep its latents for the end
                 cond_start = 0 if chunk == 0 else 8 * chunk + 13
                 cond_stop = 8 * chunk + 21
