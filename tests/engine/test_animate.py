@@ -152,3 +152,20 @@ def test_relighting_lora_wrong_layout_names_the_file(tmp_path, videos, png_bytes
     missing = Engine(EngineConfig(device="cpu", relighting_lora=str(tmp_path / "nope.ckpt")))
     with pytest.raises(ConfigError, match="nope.ckpt' is not a file"):
         missing.generate(resolve_request("tiny-animate", params(videos, png_bytes)))
+
+
+def test_refert_num_5_runs_with_a_long_enough_clip_len_and_is_refused_otherwise(engine, videos, png_bytes):
+    """`refert_num` 5 carries 5 frames into each next segment. With tiny-animate's 9-frame segments diffusers' run
+    fails (shown here by bypassing the check: its segment arithmetic assumes a segment makes more new frames than it
+    carries), so validation refuses it; with
+    `clip_len` 13 the 17-frame pose video runs in 2 segments and the output is as long as it."""
+    given = params(videos, png_bytes, pose_video=videos["pose17"], face_video=videos["face17"], refert_num=5)
+    with pytest.raises(InvalidRequestError) as info:
+        resolve_request("tiny-animate", given)
+    assert info.value.field == "refert_num"
+    request = resolve_request("tiny-animate", {**given, "clip_len": 13, "num_inference_steps": 1})
+    events = []
+    result = engine.generate(request, on_progress=events.append)
+    assert result.frames.shape == (17, 64, 64, 3) and {e.segments for e in events} == {2}
+    with pytest.raises((AssertionError, RuntimeError)):  # what diffusers does, had the request not been refused
+        engine.generate(request.replace(clip_len=9))

@@ -149,8 +149,9 @@ def animate_frames(spec: ModelSpec, pose_frames: int, refert_num: int, clip_len:
             f"(with `refert_num` {refert_num})",
         )
     # Every segment after the first starts from the last `refert_num` frames the previous one made. diffusers
-    # counts its segments as (padded length) // (clip_len - refert_num), which is the official count only when a
-    # segment makes more new frames than it takes (77 - 5 for the real model); with fewer its run would fail.
+    # counts its segments as (padded length) // (clip_len - refert_num), the official count only when a segment
+    # makes more new frames than it carries (77 - 5 for the real model); with fewer its run fails
+    # (tests/engine/test_animate.py shows it for 9-frame segments carrying 5).
     if clip_len - refert_num <= refert_num:
         raise InvalidRequestError(
             "refert_num",
