@@ -10,12 +10,14 @@ import time
 
 from sqlalchemy import select
 
+from wanserve.jobs.media_inputs import MediaLimits
 from wanserve.jobs.model import WebhookOutboxRow
 from wanserve.jobs.outbox import WebhookOutbox
 from wanserve.jobs.service import JobSubmission
 from wanserve.jobs.webhooks import DELIVERY_HEADER, EVENT_HEADER, WebhookConfig, WebhookPoster
 
 T2V = {"prompt": "a cat", "num_inference_steps": 2, "seed": 1}
+PRIVATE_URLS = MediaLimits(allow_private_urls=True)  # the receiver listens on 127.0.0.1
 
 
 def outbox(service, owner: str = "host:1:tok:webhooks", owner_is_dead=None, **config) -> WebhookOutbox:
@@ -40,7 +42,7 @@ def rows(service) -> list[WebhookOutboxRow]:
 
 
 def test_outbox_row_written_with_final_status_only_when_webhook_set(db_url, make_service, receiver):
-    service = make_service(db_url)
+    service = make_service(db_url, media=PRIVATE_URLS)
     failed_job(service, None)
     assert rows(service) == []
     job_id = failed_job(service, receiver.url)
@@ -52,7 +54,7 @@ def test_outbox_row_written_with_final_status_only_when_webhook_set(db_url, make
 
 
 def test_outbox_retries_with_one_delivery_id_then_delivers(db_url, make_service, receiver):
-    service = make_service(db_url)
+    service = make_service(db_url, media=PRIVATE_URLS)
     job_id = failed_job(service, receiver.url)
     receiver.statuses = [500, 503]
     box = outbox(service)
@@ -67,7 +69,7 @@ def test_outbox_retries_with_one_delivery_id_then_delivers(db_url, make_service,
 
 
 def test_outbox_gives_up_after_max_attempts(db_url, make_service, receiver):
-    service = make_service(db_url)
+    service = make_service(db_url, media=PRIVATE_URLS)
     failed_job(service, receiver.url)
     receiver.statuses = [500] * 10
     box = outbox(service, max_attempts=3)
@@ -79,7 +81,7 @@ def test_outbox_gives_up_after_max_attempts(db_url, make_service, receiver):
 
 
 def test_outbox_client_error_not_retried(db_url, make_service, receiver):
-    service = make_service(db_url)
+    service = make_service(db_url, media=PRIVATE_URLS)
     failed_job(service, receiver.url)
     receiver.statuses = [400]
     box = outbox(service)
@@ -90,7 +92,7 @@ def test_outbox_client_error_not_retried(db_url, make_service, receiver):
 
 
 def test_outbox_backoff_makes_a_failed_delivery_wait(db_url, make_service, receiver):
-    service = make_service(db_url)
+    service = make_service(db_url, media=PRIVATE_URLS)
     failed_job(service, receiver.url)
     receiver.statuses = [503]
     box = outbox(service, initial_backoff_s=30, max_backoff_s=60)
@@ -102,7 +104,7 @@ def test_outbox_backoff_makes_a_failed_delivery_wait(db_url, make_service, recei
 def test_outbox_lease_keeps_a_delivery_in_flight_in_one_process(db_url, make_service, receiver):
     """While one process's attempt hangs on the receiver, another finds nothing due; once the first process is
     known dead its lease is freed and the other takes over (the cut-short attempt counts)."""
-    service = make_service(db_url)
+    service = make_service(db_url, media=PRIVATE_URLS)
     failed_job(service, receiver.url)
     receiver.gate.clear()
     first = outbox(service, owner="host:1:a:webhooks")
@@ -128,7 +130,7 @@ def test_outbox_lease_keeps_a_delivery_in_flight_in_one_process(db_url, make_ser
 
 
 def test_outbox_job_deleted_before_first_attempt_fails_the_delivery(db_url, make_service, receiver):
-    service = make_service(db_url)
+    service = make_service(db_url, media=PRIVATE_URLS)
     job_id = failed_job(service, receiver.url)
     service.delete_job(job_id)
     assert outbox(service).deliver_one()
@@ -138,7 +140,7 @@ def test_outbox_job_deleted_before_first_attempt_fails_the_delivery(db_url, make
 
 
 def test_outbox_threads_deliver_each_once(db_url, make_service, receiver):
-    service = make_service(db_url)
+    service = make_service(db_url, media=PRIVATE_URLS)
     ids = {failed_job(service, receiver.url) for _ in range(6)}
     box = outbox(service, max_workers=2, poll_s=0.05)
     box.start()

@@ -17,6 +17,7 @@ import math
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from wanserve.api.errors import error_response
@@ -110,17 +111,21 @@ class AuthMiddleware:
         await self.app(scope, receive, send)
 
     async def _caller(self, token: str | None) -> Caller | None:
-        from starlette.concurrency import run_in_threadpool
-
-        # Both reads are cached by the key ring; the thread pool keeps a cache miss off the event loop.
-        if not await run_in_threadpool(self.keys.keys_required):
+        # Both reads are cached by the key ring; only a cache miss goes to the thread pool (off the event loop).
+        required = self.keys.keys_required_cached()
+        if required is None:
+            required = await run_in_threadpool(self.keys.keys_required)
+        if not required:
             return OPEN_CALLER
         if not token:
             return None
-        return await run_in_threadpool(self.keys.caller, token)
+        caller = self.keys.caller_cached(token)
+        if caller is False:
+            caller = await run_in_threadpool(self.keys.caller, token)
+        return caller
 
 
-def get_caller(request: Request) -> Caller:
+async def get_caller(request: Request) -> Caller:
     """The caller `AuthMiddleware` found (the open caller where no middleware runs, as in bare unit apps)."""
     return getattr(request.state, "caller", OPEN_CALLER)
 
@@ -128,7 +133,7 @@ def get_caller(request: Request) -> Caller:
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
-def get_owner(caller: CallerDep) -> str | None:
+async def get_owner(caller: CallerDep) -> str | None:
     """The owner filter of the caller's reads: its key id, or None for an admin (every job)."""
     return caller.owner_filter
 
@@ -136,13 +141,13 @@ def get_owner(caller: CallerDep) -> str | None:
 OwnerDep = Annotated[str | None, Depends(get_owner)]
 
 
-def check_submission(request: Request, caller: CallerDep) -> str:
+async def check_submission(request: Request, caller: CallerDep) -> str:
     """The owner of a job the caller submits (its key id), after its rate limit and quota. 429 with
     `Retry-After` when either is used up."""
     if caller.rate_per_min is None and caller.max_running is None:
         return caller.key_id
     keys: KeyRing = request.app.state.keys
-    recent, unfinished, oldest = keys.store.usage(caller.key_id)
+    recent, unfinished, oldest = await run_in_threadpool(keys.store.usage, caller.key_id)
     if caller.max_running is not None and unfinished >= caller.max_running:
         raise QuotaExceededError(
             f"API key {caller.key_id!r} has {unfinished} jobs queued or running, its limit (`max_running`) is "
@@ -163,7 +168,7 @@ SubmitterDep = Annotated[str, Depends(check_submission)]
 """The owner key of a new job (rate limit and quota checked)."""
 
 
-def require_admin(caller: CallerDep) -> Caller:
+async def require_admin(caller: CallerDep) -> Caller:
     """403 unless the caller is an admin (or the service is open)."""
     if not caller.admin:
         from fastapi import HTTPException

@@ -33,9 +33,23 @@ def get_settings(request: Request) -> Settings:
     return request.app.state.runtime.settings
 
 
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-JobServiceDep = Annotated[JobService, Depends(get_job_service)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+# The dependencies are coroutines: FastAPI runs a plain-function dependency in the thread pool, and a thread hop
+# per dependency costs more than a status poll's database read.
+async def _runtime(request: Request) -> Runtime:
+    return get_runtime(request)
+
+
+async def _job_service(request: Request) -> JobService:
+    return get_job_service(request)
+
+
+async def _settings(request: Request) -> Settings:
+    return get_settings(request)
+
+
+RuntimeDep = Annotated[Runtime, Depends(_runtime)]
+JobServiceDep = Annotated[JobService, Depends(_job_service)]
+SettingsDep = Annotated[Settings, Depends(_settings)]
 
 
 def _raise_validation(exc: ValidationError) -> None:

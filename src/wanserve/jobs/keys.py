@@ -164,6 +164,23 @@ class KeyRing:
         self._any: tuple[float, bool] | None = None
         self._keys: dict[str, tuple[float, ApiKey | None]] = {}
 
+    def keys_required_cached(self) -> bool | None:
+        """`keys_required` when it is known without reading the database (None when it is not)."""
+        if self._static:
+            return True
+        cached = self._any
+        return cached[1] if cached is not None and time.monotonic() - cached[0] <= self.cache_s else None
+
+    def caller_cached(self, token: str) -> Caller | None | bool:
+        """`caller(token)` when it is known without reading the database; False when it is not."""
+        match = _TOKEN_RE.match(token)
+        if match is None:
+            return self.caller(token)  # no database read for a token of another shape
+        cached = self._keys.get(match.group(1))
+        if cached is None or time.monotonic() - cached[0] > self.cache_s:
+            return False
+        return self.caller(token)
+
     def keys_required(self) -> bool:
         """Whether callers need a key: some key exists (or `WANSERVE_API_KEY` is set)."""
         if self._static:

@@ -63,6 +63,8 @@ from wanserve.storage.base import Storage, StorageKeyNotFound
 logger = logging.getLogger(__name__)
 
 STATS_TTL_S = 2.0
+ETA_TTL_S = 0.5
+"""Queued jobs' ETAs may be this old when other processes changed the queue (this process's changes show at once)."""
 
 FinalListener = Callable[[JobView], None]
 CreatedListener = Callable[[JobView], None]
@@ -155,6 +157,7 @@ class JobService:
         self.hub = hub or EventHub()
         self._notify_waiting = notify_waiting or (lambda job_id, model: None)
         self._stats_cache: tuple[float, Mapping[str, ModelStats]] | None = None
+        self._eta_cache: tuple[float, int, Mapping[int, float | None]] | None = None
         self._final_listeners: list[FinalListener] = []
         self._created_listeners: list[CreatedListener] = []
         self._step_listeners: list[StepListener] = []
@@ -257,7 +260,7 @@ class JobService:
             return self._same_request(row, fingerprint), False
         logger.info("job %s queued (%s, %s, %d steps)", job_id, model, request.task.value, request.num_inference_steps)
         self._notify_waiting(job_id, model)
-        self.hub.notify(job_id)
+        self._changed(job_id)
         view = self._view(row)
         self._call(self._created_listeners, view)
         return view, True
@@ -339,15 +342,30 @@ class JobService:
         positions = self.store.queue_positions(unknown)
         positions.update({j.seq: j.queue_position for j in queued if getattr(j, "queue_position", None) is not None})
         stats = self._model_stats() if queued or running else {}
-        etas: dict[int, float | None] = {}
+        etas: Mapping[int, float | None] = {}
         if queued and stats:
-            queue = self.store.queued_up_to(max(j.seq for j in queued))
-            etas = queued_etas(queue, self.store.running(), stats, self.config.concurrency)
+            etas = self._queued_etas(max(j.seq for j in queued), stats)
         views = []
         for job in jobs:
             eta = running_eta_s(job, stats) if job.status == JobStatus.RUNNING.value else etas.get(job.seq)
             views.append(make_view(job, positions.get(job.seq), eta))
         return views
+
+    def _queued_etas(self, up_to_seq: int, stats: Mapping[str, ModelStats]) -> Mapping[int, float | None]:
+        """ETAs of the whole queue, computed at most every `ETA_TTL_S` seconds (and again after any change this
+        process makes): polls of queued jobs share one read of the queue instead of reading it each."""
+        now = time.monotonic()
+        cached = self._eta_cache
+        if cached is None or now - cached[0] > ETA_TTL_S or up_to_seq > cached[1]:
+            queue = self.store.queued_up_to(None)
+            etas = queued_etas(queue, self.store.running(), stats, self.config.concurrency)
+            cached = self._eta_cache = (now, max((seq for seq, _, _ in queue), default=0), etas)
+        return cached[2]
+
+    def _changed(self, job_id: str) -> None:
+        """After this process changed job `job_id`: ETAs are recomputed, event readers woken."""
+        self._eta_cache = None
+        self.hub.notify(job_id)
 
     def _model_stats(self) -> Mapping[str, ModelStats]:
         """Per-model timings, re-read at most every `STATS_TTL_S` seconds."""
@@ -415,7 +433,7 @@ class JobService:
         """Queued: cancelled at once. Running: stops at the next step boundary. Finished: `JobStateError` (409)."""
         self._get(job_id, owner_key)
         job = self.store.request_cancel(job_id, self.config.retention_s)
-        self.hub.notify(job_id)
+        self._changed(job_id)
         view = self._view(job)
         if job.status == JobStatus.CANCELLED.value:
             self.files.delete_inputs(job_id)
@@ -428,7 +446,7 @@ class JobService:
         self._get(job_id, owner_key)
         self.store.delete(job_id)
         self.files.delete_all(job_id)
-        self.hub.notify(job_id)
+        self._changed(job_id)
 
     def add_final_listener(self, callback: FinalListener) -> None:
         """Calls `callback(JobView)` whenever a job of this process reaches a final status."""
@@ -459,7 +477,7 @@ class JobService:
         lease; None when there is none."""
         job = self.store.claim_next(owner, models, self.config.lease_s, job_id)
         if job is not None:
-            self.hub.notify(job.id)
+            self._changed(job.id)
         return job
 
     def heartbeat(self, job_id: str, owner: str) -> LeaseState:
@@ -474,7 +492,7 @@ class JobService:
     ) -> LeaseState:
         """Persists stage/step changes (one event each) and wakes event readers."""
         state = self.store.record_progress(job_id, owner, changes, step_times_s)
-        self.hub.notify(job_id)
+        self._changed(job_id)
         if step_times_s and state.held:
             self._call(self._step_listeners, job_id, tuple(step_times_s))
         return state
@@ -540,7 +558,7 @@ class JobService:
             )
             return None
         self.files.delete_inputs(job_id)
-        self.hub.notify(job_id)
+        self._changed(job_id)
         view = self._view(job)
         self._final(view)
         return view
@@ -551,7 +569,7 @@ class JobService:
         changed = self.store.release_lost(self.config.retention_s, owner_is_dead=owner_is_dead)
         views = []
         for job in changed:
-            self.hub.notify(job.id)
+            self._changed(job.id)
             view = self._view(job)
             views.append(view)
             if job.status == JobStatus.QUEUED.value:
@@ -566,7 +584,7 @@ class JobService:
         expired = self.store.expire_finished()
         for job in expired:
             self.files.delete_all(job.id)
-            self.hub.notify(job.id)
+            self._changed(job.id)
         if expired:
             logger.info("expired %d finished jobs past retention", len(expired))
         return [job.id for job in expired]

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, or_, select, update
+from sqlalchemy import Engine, bindparam, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -71,6 +71,12 @@ def _select_jobs():
     a page are one consistent snapshot even while workers claim jobs."""
     ranked = select(Job.seq, func.row_number().over(order_by=Job.seq).label("pos")).where(Job.status == Q).subquery()
     return select(Job, ranked.c.pos).outerjoin(ranked, ranked.c.seq == Job.seq)
+
+
+_JOB_BY_ID = select(Job).where(Job.id == bindparam("job_id"))
+"""Built once: a status poll is the hottest read, and building a statement costs more than running it."""
+_POSITION_OF = select(func.count()).select_from(Job).where(Job.status == Q, Job.seq <= bindparam("seq"))
+"""1-based position of a queued job: an index range scan of `ix_jobs_status_seq`."""
 
 
 def _with_positions(rows) -> list[Job]:
@@ -152,12 +158,14 @@ class JobStore:
             return session.scalar(select(Job).where(Job.owner_key == owner_key, Job.idempotency_key == key))
 
     def get(self, job_id: str) -> Job:
-        """The job; raises `JobNotFoundError`."""
+        """The job (with its queue position while queued, read in the same transaction); raises
+        `JobNotFoundError`."""
         with self._reads() as session:
-            rows = _with_positions(session.execute(_select_jobs().where(Job.id == job_id)))
-        if not rows:
-            raise JobNotFoundError(f"job {job_id!r} not found")
-        return rows[0]
+            job = session.scalars(_JOB_BY_ID, {"job_id": job_id}).first()
+            if job is None:
+                raise JobNotFoundError(f"job {job_id!r} not found")
+            job.queue_position = session.scalar(_POSITION_OF, {"seq": job.seq}) if job.status == Q else None
+        return job
 
     def list(
         self,
@@ -208,12 +216,11 @@ class JobStore:
             rows = session.execute(select(ranked.c.seq, ranked.c.pos).where(ranked.c.seq.in_(wanted)))
             return {seq: pos for seq, pos in rows}
 
-    def queued_up_to(self, seq: int) -> list[tuple[int, str, int]]:
-        """(seq, model, steps) of the queued jobs up to and including `seq`, in queue order."""
+    def queued_up_to(self, seq: int | None) -> list[tuple[int, str, int]]:
+        """(seq, model, steps) of the queued jobs up to and including `seq` (None: all), in queue order."""
+        conditions = [Job.status == Q] if seq is None else [Job.status == Q, Job.seq <= seq]
         with self._reads() as session:
-            rows = session.execute(
-                select(Job.seq, Job.model, Job.steps).where(Job.status == Q, Job.seq <= seq).order_by(Job.seq)
-            )
+            rows = session.execute(select(Job.seq, Job.model, Job.steps).where(*conditions).order_by(Job.seq))
             return [(q, m, s) for q, m, s in rows]
 
     def running(self) -> list[Job]:

@@ -43,7 +43,7 @@ def create_job(submission: SubmissionDep, service: JobServiceDep, response: Resp
 
 
 @router.get("", response_model=JobsPublic)
-def list_jobs(
+async def list_jobs(
     service: JobServiceDep,
     owner: OwnerDep,
     status: str | None = None,
@@ -52,20 +52,21 @@ def list_jobs(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> JobsPublic:
     """Jobs newest first, optionally filtered by status and model."""
-    page = service.list_jobs(status=status, model=model, limit=limit, offset=offset, owner_key=owner)
+    page = await run_in_threadpool(service.list_jobs, status, model, limit, offset, owner)
     return JobsPublic(data=[JobPublic.from_view(v) for v in page.data], count=page.count)
 
 
 @router.get("/{job_id}", response_model=JobPublic)
-def get_job(job_id: str, service: JobServiceDep, owner: OwnerDep) -> JobPublic:
+async def get_job(job_id: str, service: JobServiceDep, owner: OwnerDep) -> JobPublic:
     """A job: status, stage, step, progress, queue position, ETA, parameters, error."""
-    return JobPublic.from_view(service.get_job(job_id, owner))
+    # A coroutine with one hop to the thread pool: a plain function would cost FastAPI two (call and serialize).
+    return JobPublic.from_view(await run_in_threadpool(service.get_job, job_id, owner))
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)
-def cancel_job(job_id: str, service: JobServiceDep, owner: OwnerDep) -> JobPublic:
+async def cancel_job(job_id: str, service: JobServiceDep, owner: OwnerDep) -> JobPublic:
     """Queued: cancelled at once. Running: stops at the next denoising step. Finished: 409."""
-    return JobPublic.from_view(service.cancel_job(job_id, owner))
+    return JobPublic.from_view(await run_in_threadpool(service.cancel_job, job_id, owner))
 
 
 @router.delete("/{job_id}", response_model=JobDeleted)
@@ -108,7 +109,7 @@ MAX_EVENT_ID = 2**31 - 1
 """Event numbers fit a signed 32-bit column; a larger `Last-Event-ID` is no event this server wrote."""
 
 
-def _last_event_id(last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None) -> int:
+async def _last_event_id(last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None) -> int:
     """The event number to resume after: 0 without the header; 422 for anything but an ASCII number in range."""
     if last_event_id is None or last_event_id.strip() == "":
         return 0
