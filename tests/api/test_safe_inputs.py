@@ -127,6 +127,25 @@ def test_database_full_is_507_json_and_the_next_request_works(client, monkeypatc
     assert client.post("/v1/jobs", json=JOB).status_code == 201
 
 
+def test_unexpected_error_json_500_and_storage_full_507_on_any_route(client, monkeypatch):
+    service = client.app.state.runtime.service
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom at /srv/secret/path.db")
+
+    monkeypatch.setattr(service, "list_jobs", broken)
+    response = TestClient(client.app, raise_server_exceptions=False).get("/v1/jobs")
+    assert response.status_code == 500 and response.json()["error"]["type"] == "internal_error"
+    assert "/srv/secret" not in response.text
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(service, "list_jobs", full)
+    response = TestClient(client.app, raise_server_exceptions=False).get("/v1/jobs")
+    assert response.status_code == 507 and response.json()["error"]["type"] == "storage_full"
+
+
 def test_health_says_storage_full_when_the_disk_is_nearly_full(client, monkeypatch):
     import wanserve.worker.runtime as runtime_module
 

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from wanserve.errors import InvalidRequestError, WanserveError, redact_paths
+from wanserve.errors import InvalidRequestError, WanserveError, is_storage_full, redact_paths
 
 logger = logging.getLogger(__name__)
 
@@ -100,8 +100,18 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     )
 
 
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    """Any other exception: the JSON shape (507 when the disk is full), never a plain-text 500."""
+    if is_storage_full(exc):
+        logger.error("%s %s: storage full: %s", request.method, request.url.path, exc)
+        return error_response(507, "storage_full", "the server's storage is full; retry later or ask the operator")
+    logger.exception("%s %s failed", request.method, request.url.path)
+    return error_response(500, "internal_error", "an unexpected error happened; the server log has the details")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Registers the handlers on `app`."""
+    app.add_exception_handler(Exception, _unexpected_error)
     app.add_exception_handler(WanserveError, _wanserve_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
