@@ -15,8 +15,15 @@ pytestmark = pytest.mark.integration
 PRELOAD = [
     "wanserve.engine.engine",
     "wanserve.engine.parallel",
+    "wanserve.engine.tiny",
     "wanserve.worker.group",
+    "wanserve.bootstrap",
     "diffusers.hooks.context_parallel",
+    "diffusers.models.transformers.transformer_wan",
+    "diffusers.models.autoencoders.autoencoder_kl_wan",
+    "diffusers.pipelines.wan.pipeline_wan_i2v",
+    "transformers.models.umt5.modeling_umt5",
+    "transformers.models.clip.modeling_clip",
 ]
 
 

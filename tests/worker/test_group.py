@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import torch.multiprocessing as mp
 from tests.worker.group_engines import scripted_engine
 
 from wanserve.config import Settings
@@ -23,7 +24,9 @@ LEASE_S = 1.0
 def group(tmp_path_factory):
     data = tmp_path_factory.mktemp("group")
     settings = Settings(data_dir=data, world_size=2, collective_timeout_s=TIMEOUT_S, lease_s=LEASE_S)
-    group = RankGroup(GroupSpec(["cpu", "cpu"], settings, scripted_engine))
+    # Followers fork from a server that imported torch once (a fresh interpreter per rank imports it again).
+    mp.get_context("forkserver").set_forkserver_preload(["tests.worker.group_engines", "wanserve.worker.group"])
+    group = RankGroup(GroupSpec(["cpu", "cpu"], settings, scripted_engine, start_method="forkserver"))
     group.load("tiny-t2v")
     yield group
     group.stop()
