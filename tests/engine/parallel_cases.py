@@ -144,6 +144,9 @@ def rank_main(rank: int, world_size: int, port: int, cases, queue) -> None:
             frames = engine_frames(world_size)
             if rank == 0:
                 queue.put(("engine", frames))
+            outputs = first_block_cache_outputs(world_size)
+            if rank == 0:
+                queue.put(("first_block_cache", outputs))
     finally:
         dist.destroy_process_group()
 
@@ -194,3 +197,32 @@ def engine_frames(world_size: int = 1):
         hook = CfgParallelHook.of(engine.load("tiny-t2v").components["transformer"])
         assert hook is not None and hook.uncond_inputs is not None, "CFG parallel was not engaged"
     return frames
+
+
+FBC_TIMESTEPS = (500, 499, 300)
+"""With threshold 0.05 the tiny model skips at 499 (change 0.017) and computes at 300 (change 0.094)."""
+
+
+def first_block_cache_outputs(world_size: int = 1) -> list:
+    """Three forwards with FirstBlockCache, under Ulysses over `world_size` ranks with the group's vote."""
+    from diffusers.hooks import FirstBlockCacheConfig
+
+    from wanserve.engine.parallel import (
+        ParallelConfig,
+        apply_parallel_plans,
+        build_rank_mesh,
+        coordinate_step_cache,
+    )  # fmt: skip
+
+    model = t2v_transformer()
+    model.enable_cache(FirstBlockCacheConfig(threshold=0.05))
+    if world_size > 1:
+        config = ParallelConfig(world_size=world_size, ulysses_degree=world_size)
+        apply_parallel_plans({"transformer": model}, config, build_rank_mesh(config, torch.device("cpu")))
+        assert coordinate_step_cache(model)
+    args = inputs("t2v", 2, (4, 4))
+    outputs = []
+    with torch.inference_mode(), model.cache_context("cond"):
+        for t in FBC_TIMESTEPS:
+            outputs.append(model(**{**args, "timestep": torch.tensor([t])})[0].numpy())
+    return outputs

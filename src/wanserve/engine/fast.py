@@ -337,8 +337,11 @@ def fast_modes(components: dict[str, Any], options: FastOptions, steps: int) -> 
         elif options.step_cache == "firstblock":
             from diffusers.hooks import FirstBlockCacheConfig
 
+            from wanserve.engine.parallel import coordinate_step_cache
+
             for module in transformers:
                 module.enable_cache(FirstBlockCacheConfig(threshold=options.step_cache_threshold))
+                coordinate_step_cache(module)  # in a rank group, one decision for all ranks
             record["step_cache"] = f"firstblock (threshold {options.step_cache_threshold:g})"
         yield record
         if managers:

@@ -427,3 +427,40 @@ def vae_split_decode(vae, z: torch.Tensor, ranks: RankMesh, return_dict: bool = 
         dec = unpatchify(dec, patch_size=patch)
     dec = torch.clamp(dec, min=-1.0, max=1.0)
     return DecoderOutput(sample=dec) if return_dict else (dec,)
+
+
+# -- step caches under parallelism ------------------------------------------------------------------------------------
+def coordinate_step_cache(transformer: torch.nn.Module) -> bool:
+    """Makes diffusers' FirstBlockCache decide once for the whole group: the residual change is summed over every
+    rank's shard (an all-reduce), so all ranks skip or compute the same forwards and never wait for each other in a
+    collective a skipping rank does not reach. Under sequence parallel the decision is the one process's; under CFG
+    parallel cond and uncond decide together. No-op outside a process group. Returns whether it was applied.
+
+    TeaCache needs no vote: it decides from the timestep modulation, which every rank computes whole."""
+    import torch.distributed as dist
+    from diffusers.hooks.first_block_cache import _FBC_LEADER_BLOCK_HOOK
+    from diffusers.hooks.hooks import HookRegistry
+
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return False
+    hook = HookRegistry.check_if_exists_or_initialize(transformer.blocks[0]).get_hook(_FBC_LEADER_BLOCK_HOOK)
+    if hook is None:
+        return False
+
+    def should_compute_remaining_blocks(residual: torch.Tensor) -> bool:
+        state = hook.state_manager.get_state()
+        # Every rank takes part in the all-reduce at every forward, even the first, so none waits alone.
+        previous = state.head_block_residual
+        sums = torch.zeros(3, dtype=torch.float64, device=residual.device)
+        if previous is not None:
+            sums[0] = (residual - previous).abs().sum()
+            sums[1] = previous.abs().sum()
+        else:
+            sums[2] = 1.0
+        dist.all_reduce(sums)
+        if sums[2] > 0:
+            return True
+        return bool((sums[0] / sums[1]).item() > hook.threshold)
+
+    hook._should_compute_remaining_blocks = should_compute_remaining_blocks
+    return True
