@@ -245,6 +245,9 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=None, help="timed steps (after one warm-up)")
     parser.add_argument("--quick", action="store_true", help="480p, Wan2.1-14B, 2 steps, VAE on 17 frames")
     parser.add_argument("--no-stock", action="store_true", help="skip stock diffusers' context parallelism")
+    parser.add_argument(
+        "--stock-script", default=None, help="path of diffusers_context_parallel.py (default: looked for)"
+    )
     args = parser.parse_args()
 
     import torch
