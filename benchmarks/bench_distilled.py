@@ -31,8 +31,12 @@ def write_random_lora(path: Path, transformer, rank: int, seed: int) -> None:
         for target in TARGETS:
             layer = block.get_submodule(target)
             prefix = f"transformer.blocks.{index}.{target}"
-            tensors[f"{prefix}.lora_A.weight"] = (torch.randn(rank, layer.in_features, generator=generator) * 0.01).to(torch.bfloat16)
-            tensors[f"{prefix}.lora_B.weight"] = (torch.randn(layer.out_features, rank, generator=generator) * 0.01).to(torch.bfloat16)
+            tensors[f"{prefix}.lora_A.weight"] = (torch.randn(rank, layer.in_features, generator=generator) * 0.01).to(
+                torch.bfloat16
+            )
+            tensors[f"{prefix}.lora_B.weight"] = (torch.randn(layer.out_features, rank, generator=generator) * 0.01).to(
+                torch.bfloat16
+            )
     save_file(tensors, str(path))
 
 
@@ -68,7 +72,9 @@ def main() -> None:
     paths = [tmp / f"distill_{i}.safetensors" for i in range(2)]
     for i, path in enumerate(paths):
         write_random_lora(path, transformer, args.rank, seed=i)
-    engine = Engine(EngineConfig(device="cuda", speed=SpeedConfig(compile="blocks"), lora=LoraConfig(lora_dir=str(tmp))))
+    engine = Engine(
+        EngineConfig(device="cuda", speed=SpeedConfig(compile="blocks"), lora=LoraConfig(lora_dir=str(tmp)))
+    )
     engine.adopt(args.model, components, random_weights=True)
 
     def job(lora: str, label: str) -> dict:

@@ -209,14 +209,16 @@ class Engine:
 
                 apply_parallel_plans(loaded.components, parallel, build_rank_mesh(parallel, loaded.device))
                 loaded.parallel_applied = True
+            if loaded.speed is None:
+                # Before the memory options: their hooks (group offload) then wrap each compiled block, instead of
+                # being compiled into it (their device copies cannot be traced).
+                loaded.speed = apply_speed_options(loaded.components, self.config.speed, loaded.device)
+                if isinstance(loaded.loras, LoraSlot):
+                    loaded.speed["lora"] = f"hot-swap slot of rank {loaded.loras.rank}"
             if not loaded.memory_applied:
                 # Tiny models too, so every memory option is exercised by the tiny-model tests.
                 apply_memory_options(pipe, self.config.memory, loaded.device)
                 loaded.memory_applied = True
-            if loaded.speed is None:
-                loaded.speed = apply_speed_options(loaded.components, self.config.speed, loaded.device)
-                if isinstance(loaded.loras, LoraSlot):
-                    loaded.speed["lora"] = f"hot-swap slot of rank {loaded.loras.rank}"
             pipe.set_progress_bar_config(disable=True)
             loaded.pipelines[cls] = pipe
         return loaded.pipelines[cls]
