@@ -147,6 +147,9 @@ def rank_main(rank: int, world_size: int, port: int, cases, queue) -> None:
             outputs = first_block_cache_outputs(world_size)
             if rank == 0:
                 queue.put(("first_block_cache", outputs))
+            encoded = text_encoder_outputs(world_size)
+            if rank == 0:
+                queue.put(("t5_fsdp", encoded))
     finally:
         dist.destroy_process_group()
 
@@ -226,3 +229,21 @@ def first_block_cache_outputs(world_size: int = 1) -> list:
         for t in FBC_TIMESTEPS:
             outputs.append(model(**{**args, "timestep": torch.tensor([t])})[0].numpy())
     return outputs
+
+
+def text_encoder_outputs(world_size: int = 1):
+    """The tiny UMT5 encoder's output for a prompt, with `t5_fsdp` over `world_size` ranks; and the share of its
+    weights this rank holds."""
+    from wanserve.engine.parallel import ParallelConfig, apply_parallel_plans, build_rank_mesh, local_parameter_bytes
+    from wanserve.engine.tiny import build_tiny_text_encoder, build_tiny_tokenizer
+
+    tokenizer = build_tiny_tokenizer()
+    torch.manual_seed(0)
+    encoder = build_tiny_text_encoder(len(tokenizer))
+    full = local_parameter_bytes(encoder)
+    if world_size > 1:
+        config = ParallelConfig(world_size=world_size, ulysses_degree=world_size, t5_fsdp=True)
+        apply_parallel_plans({"text_encoder": encoder}, config, build_rank_mesh(config, torch.device("cpu")))
+    ids = tokenizer("a cat in the video", return_tensors="pt").input_ids
+    with torch.inference_mode():
+        return encoder(ids).last_hidden_state.numpy(), local_parameter_bytes(encoder) / full

@@ -47,7 +47,7 @@ def run_group(world_size: int, todo) -> dict:
     for process in processes:
         process.start()
     try:
-        expected = len(todo) + 1 + 2 * (world_size == 2)
+        expected = len(todo) + 1 + 3 * (world_size == 2)
         results = dict(queue.get(timeout=240) for _ in range(expected))
     finally:
         for process in processes:
@@ -83,6 +83,10 @@ def test_plans_on_2_ranks_equal_one_process():
     # including the skipped forward.
     for got, want in zip(results["first_block_cache"], cases.first_block_cache_outputs(), strict=True):
         assert np.abs(got - want).max() <= TOLERANCE
+    # T5 FSDP: the encoder's output of one process, with about half its weights on each rank.
+    encoded, share = results["t5_fsdp"]
+    assert np.abs(encoded - cases.text_encoder_outputs()[0]).max() <= TOLERANCE
+    assert 0.4 < share < 0.6
 
 
 def test_plans_on_4_ranks_equal_one_process():
