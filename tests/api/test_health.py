@@ -80,8 +80,10 @@ def test_health_503_when_no_worker_can_serve(tmp_path):
     engine.gate.set()
     app = _app(tmp_path, engine)
     with TestClient(app) as client:
-        for thread in app.state.runtime.pool._threads[:1]:  # the worker thread ends when it can load nothing
+        workers = [t for t in app.state.runtime.pool._threads if t.name != "worker-registry"]
+        for thread in workers:  # the worker thread ends when it can load nothing (the heartbeat thread never does)
             thread.join(30)
+            assert not thread.is_alive()
         health = client.get("/health")
         assert health.status_code == 503
         assert (health.json()["status"], health.json()["phase"]) == ("unhealthy", "unavailable")
