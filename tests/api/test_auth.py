@@ -128,6 +128,17 @@ def test_animate_routes_show_each_key_only_its_own_jobs(keyed):
     assert client.get(f"/animate/jobs/{job}", headers=headers["alice"]).status_code == 200
 
 
+def test_health_and_workers_hide_running_job_ids_from_keys_that_are_no_admin(keyed, monkeypatch):
+    client, headers, _ = keyed
+    runtime = client.app.state.runtime
+    real_health = runtime.health
+    monkeypatch.setattr(
+        runtime, "health", lambda: {**real_health(), "workers": [{"worker_id": "w", "current_job": "j1"}]}
+    )
+    assert client.get("/health", headers=headers["alice"]).json()["workers"][0]["current_job"] is None
+    assert client.get("/health", headers=headers["admin"]).json()["workers"][0]["current_job"] == "j1"
+
+
 def test_admin_routes_and_metrics_need_an_admin_key(keyed):
     client, headers, _ = keyed
     assert client.post("/admin/cleanup", headers=headers["alice"]).status_code == 403

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from wanserve.api.deps import RuntimeDep
+from wanserve.api.deps import OwnerDep, RuntimeDep
 from wanserve.api.schemas.jobs import HealthPublic
 
 router = APIRouter(tags=["health"])
@@ -17,9 +17,12 @@ _NOT_READY = {503: {"model": HealthPublic, "description": "Starting, or no worke
 
 
 @router.get("/health", response_model=HealthPublic, responses=_NOT_READY)
-async def health(runtime: RuntimeDep) -> JSONResponse:
+async def health(runtime: RuntimeDep, owner: OwnerDep) -> JSONResponse:
     """Whether the service can run jobs, what it serves, and why not when it cannot."""
-    body = HealthPublic.model_validate(await run_in_threadpool(runtime.health))
+    state = await run_in_threadpool(runtime.health)
+    if owner is not None:  # a key that is no admin does not learn other keys' job ids
+        state["workers"] = [{**worker, "current_job": None} for worker in state["workers"]]
+    body = HealthPublic.model_validate(state)
     return JSONResponse(body.model_dump(mode="json"), status_code=200 if body.ready else 503)
 
 

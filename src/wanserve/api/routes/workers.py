@@ -46,4 +46,6 @@ async def list_workers(runtime: RuntimeDep, owner: OwnerDep) -> WorkersPublic:
     """Every registered worker, newest first; workers gone for a day are forgotten."""
     views = await run_in_threadpool(runtime.registry.list) if runtime.registry is not None else []
     data = [WorkerPublic(**view.__dict__) for view in views]
+    if owner is not None:  # a key that is no admin does not learn other keys' job ids
+        data = [worker.model_copy(update={"current_job": None}) for worker in data]
     return WorkersPublic(data=data, count=len(data))
