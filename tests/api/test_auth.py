@@ -126,6 +126,12 @@ def test_animate_routes_show_each_key_only_its_own_jobs(keyed):
     assert client.get(f"/animate/jobs/{job}", headers=headers["bob"]).status_code == 404
     assert client.get(f"/animate/jobs/{job}/media", headers=headers["bob"]).status_code == 404
     assert client.get(f"/animate/jobs/{job}", headers=headers["alice"]).status_code == 200
+    # A job found by the client's own `job_id` (its idempotency key): the owner and an admin see it, others not.
+    keyed_job = client.post("/v1/jobs", json=JOB, headers={**headers["alice"], "Idempotency-Key": "clip-7"}).json()
+    assert client.get("/animate/jobs/clip-7", headers=headers["bob"]).status_code == 404
+    assert client.get("/animate/jobs/clip-7", headers=headers["alice"]).status_code == 200
+    assert client.get("/animate/jobs/clip-7", headers=headers["admin"]).status_code == 200
+    assert keyed_job["id"]
 
 
 def test_health_and_workers_hide_running_job_ids_from_keys_that_are_no_admin(keyed, monkeypatch):

@@ -289,8 +289,9 @@ class JobService:
         return self._view(self._get(job_id, owner_key))
 
     def find_by_idempotency_key(self, key: str, owner_key: str | None = None) -> JobView:
-        """The job made with `Idempotency-Key` `key` (by `owner_key`); `JobNotFoundError` when there is none."""
-        job = self.store.by_idempotency_key(owner_key or "", key)
+        """The job made with `Idempotency-Key` `key` (by `owner_key`; None: by anyone, for an admin or an open
+        service); `JobNotFoundError` when there is none."""
+        job = self.store.by_idempotency_key(owner_key, key)
         if job is None:
             raise JobNotFoundError(f"job {key!r} not found")
         return self._view(job)

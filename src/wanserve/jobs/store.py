@@ -153,9 +153,11 @@ class JobStore:
             return existing, False
         return job, True
 
-    def by_idempotency_key(self, owner_key: str, key: str) -> Job | None:
+    def by_idempotency_key(self, owner_key: str | None, key: str) -> Job | None:
+        """The job `owner_key` made with `key` (None: any owner's, the newest)."""
+        conditions = [Job.idempotency_key == key] + ([] if owner_key is None else [Job.owner_key == owner_key])
         with self._reads() as session:
-            return session.scalar(select(Job).where(Job.owner_key == owner_key, Job.idempotency_key == key))
+            return session.scalar(select(Job).where(*conditions).order_by(Job.seq.desc()).limit(1))
 
     def get(self, job_id: str) -> Job:
         """The job (with its queue position while queued, read in the same transaction); raises
