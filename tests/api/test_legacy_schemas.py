@@ -8,6 +8,7 @@ from wanserve.api.schemas.legacy import (
     ParallelCapabilities,
     ParallelOptions,
     Wan21SubmitRequest,
+    attention_cache_params,
     parallel_plan,
     parse_body,
     parse_star_size,
@@ -55,7 +56,6 @@ def test_parse_star_size() -> None:
         ({"dit_fsdp": True}, "dit_fsdp"),
         ({"t5_fsdp": True}, "t5_fsdp"),
         ({"vae_parallel": True}, "vae_parallel"),
-        ({"use_attentioncache": True}, "use_attentioncache"),
     ],
 )
 def test_parallel_option_refused_on_one_rank(options: dict, field: str) -> None:
@@ -79,7 +79,7 @@ def test_parallel_options_that_fit_pass_with_their_plan() -> None:
 
 
 def test_parallel_options_hint_mode_runs_and_reports_each_field() -> None:
-    hint = ParallelCapabilities(world_size=1, hint=True)
+    hint = ParallelCapabilities(world_size=1, hint=True, attention_cache=False)
     options = ParallelOptions(
         vae_parallel=True, ulysses_size=8, use_attentioncache=True, start_step=12, end_step=37, t5_fsdp=False
     )
@@ -98,6 +98,12 @@ def test_parallel_options_hint_mode_runs_and_reports_each_field() -> None:
         ("start_step", 12, None),
         ("end_step", 37, None),
     ]
+    # The engine's `interval` step cache serves the attention cache: by default it is honoured, on one rank too.
+    honoured = parallel_plan(options, ParallelCapabilities(world_size=1, hint=True))
+    assert honoured["use_attentioncache"] is True
+    assert [u["field"] for u in honoured["not_honoured"]] == ["ulysses_size", "vae_parallel"]
+    assert attention_cache_params(options) == {"step_cache": "interval", "step_cache_start": 12, "step_cache_end": 37}
+    assert attention_cache_params(ParallelOptions(start_step=3)) == {}
     assert all(f"`{u['field']}`" in u["reason"] for u in plan["not_honoured"])
 
 

@@ -83,6 +83,21 @@ def test_teacache_runs_the_blocks_once_the_rescaled_change_adds_up_to_the_thresh
     assert set(TEACACHE_COEFFICIENTS) == {"t2v-1.3b", "t2v-14b", "i2v-480p", "i2v-720p"}
 
 
+def test_interval_cache_skips_on_its_schedule(engine):
+    exact = generate(engine, "tiny-t2v", num_inference_steps=8)
+
+    cached = _run(engine, num_inference_steps=8, step_cache="interval", step_cache_start=1, step_cache_end=7,
+                  step_cache_interval=3)  # fmt: skip
+
+    # Steps 1..6 are the window; 1 and 4 run, 2, 3, 5 and 6 reuse the residual: 4 steps x 2 guidance branches.
+    assert cached.speed["step_cache_skipped_forwards"] == "8"
+    assert cached.speed["step_cache"] == "interval (every 3 steps from step 1 to 7)"
+    assert _moves(exact, cached.frames) > 0
+    other = _run(engine, num_inference_steps=8, step_cache="interval", step_cache_start=2, step_cache_end=7,
+                 step_cache_interval=2)  # fmt: skip
+    assert other.speed["step_cache_skipped_forwards"] == "4"  # 3 and 5 skipped; 2, 4 and 6 run
+
+
 def test_firstblock_threshold_decides_how_much_is_skipped(engine):
     low = _run(engine, num_inference_steps=8, step_cache="firstblock", step_cache_threshold=0.1)
     high = _run(engine, num_inference_steps=8, step_cache="firstblock", step_cache_threshold=0.5)
@@ -98,8 +113,27 @@ def test_firstblock_threshold_decides_how_much_is_skipped(engine):
         ("tiny-vace", {"task": "t2v", "step_cache": "firstblock"}, "step_cache", "cannot skip tiny-vace's blocks"),
         ("tiny-t2v", {"step_cache_threshold": 0.2}, "step_cache_threshold", "needs a `step_cache`"),
         ("tiny-t2v", {"step_cache": "firstblock", "step_cache_threshold": 0}, "step_cache_threshold", "(0, 1]"),
-        ("tiny-t2v", {"step_cache": "magic"}, "step_cache", "must be one of none, teacache, firstblock"),
+        ("tiny-t2v", {"step_cache": "magic"}, "step_cache", "must be one of none, teacache, firstblock, interval"),
         ("tiny-t2v", {"fp8_gemm": "maybe"}, "fp8_gemm", "fp8_gemm"),
+        (
+            "tiny-t2v",
+            {"num_inference_steps": 8, "step_cache": "interval", "step_cache_interval": 1},
+            "step_cache_interval",
+            "at least 2",
+        ),
+        (
+            "tiny-t2v",
+            {"num_inference_steps": 8, "step_cache": "interval", "step_cache_start": 5, "step_cache_end": 3},
+            "step_cache_end",
+            "after",
+        ),
+        ("tiny-t2v", {"step_cache": "teacache", "step_cache_start": 3}, "step_cache_start", "'interval'"),
+        (
+            "tiny-t2v",
+            {"num_inference_steps": 8, "step_cache": "interval", "step_cache_threshold": 0.2},
+            "step_cache_threshold",
+            "teacache",
+        ),
     ],
 )
 def test_fast_fields_are_refused_with_the_field_named(model, params, field, message):

@@ -116,10 +116,10 @@ def test_wan21_i2v_readme_python_loop_hint_mode(seed_server, image_url):
         1,
         1,
         False,
-        False,
+        True,  # the engine's `interval` step cache serves it
     )
     not_honoured = {u["field"]: u for u in plan["not_honoured"]}
-    assert set(not_honoured) == {"ulysses_size", "vae_parallel", "use_attentioncache"}
+    assert set(not_honoured) == {"ulysses_size", "vae_parallel"}
     assert not_honoured["ulysses_size"]["requested"] == 8 and not_honoured["ulysses_size"]["used"] == 1
     job = requests.get(f"{base}/v1/jobs/{uuid.UUID(task_id)}").json()
     assert job["parallel_plan"] == plan and job["stage"] is None  # on the job too; finished: no stage
@@ -161,18 +161,12 @@ def test_wan21_i2v_readme_requests_and_health(seed_server, image_url):
     status = requests.post(f"{base}/video/status", json={"requestId": request_id}).json()
     assert status["status"] in ("InQueue", "InProgress", "Succeed")
     not_honoured = [u["field"] for u in status["parallel_plan"]["not_honoured"]]
-    assert not_honoured == [
-        "ulysses_size",
-        "dit_fsdp",
-        "t5_fsdp",
-        "vae_parallel",
-        "use_attentioncache",
-        "start_step",
-        "attentioncache_interval",
-        "end_step",
-    ]
+    assert not_honoured == ["ulysses_size", "dit_fsdp", "t5_fsdp", "vae_parallel"]
     job = requests.get(f"{base}/v1/jobs/{uuid.UUID(request_id)}").json()
     assert job["params"]["num_inference_steps"] == 30 and job["params"]["seed"] == 42
+    # The attention cache runs as the engine's `interval` step cache over the README's window.
+    cache = {k: job["params"][k] for k in ("step_cache", "step_cache_start", "step_cache_end", "step_cache_interval")}
+    assert cache == {"step_cache": "interval", "step_cache_start": 12, "step_cache_end": 37, "step_cache_interval": 4}
 
     # The basic curl example.
     basic = {

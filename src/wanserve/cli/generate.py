@@ -128,6 +128,9 @@ def generate(
     step_cache_threshold: float | None = typer.Option(
         None, "--step-cache-threshold", help=_help("step_cache_threshold")
     ),
+    step_cache_start: int | None = typer.Option(None, "--step-cache-start", help=_help("step_cache_start")),
+    step_cache_end: int | None = typer.Option(None, "--step-cache-end", help=_help("step_cache_end")),
+    step_cache_interval: int | None = typer.Option(None, "--step-cache-interval", help=_help("step_cache_interval")),
     seed: int | None = typer.Option(None, "--seed", help=_help("seed")),
     fps: int | None = typer.Option(None, "--fps", help=_help("fps")),
     crf: int | None = typer.Option(None, "--crf", help=_help("crf")),

@@ -11,7 +11,8 @@ and the benchmark reports each mode's deviation from exact mode on the same seed
   matmul in the layer's dtype): the numbers match FP8, the speed does not, and the job records `emulated`.
 - **FP8 attention** (`fp8_attention`): FlashAttention-3's FP8 forward with a scale per (sample, head) for q, k and v.
   Without FlashAttention-3 the same rounding is emulated around PyTorch's attention (recorded as `emulated`).
-- **Step caches** (`step_cache`): `teacache` (TeaCache4Wan2.1: skip all blocks while the accumulated, polynomially
+- **Step caches** (`step_cache`): `interval` (a fixed schedule: inside a window of steps the blocks run every n-th
+  step, the others reuse the last residual; the Wan2.1 NPU service's attention cache maps onto it), `teacache` (TeaCache4Wan2.1: skip all blocks while the accumulated, polynomially
   rescaled change of the timestep modulation stays under the threshold, reusing the last residual; the published
   coefficients per model) and `firstblock` (diffusers' FirstBlockCache). Both are diffusers hooks on the blocks, kept
   per guidance branch (the pipeline's `cache_context("cond")` / `("uncond")`), so the two CFG branches never mix.
@@ -68,6 +69,8 @@ class FastOptions:
     step_cache: str = "none"
     step_cache_threshold: float = 0.0
     teacache_coefficients: tuple[float, ...] = ()
+    schedule: tuple[int, int, int] | None = None
+    """The `interval` cache's (start, end, interval)."""
 
     @property
     def exact(self) -> bool:
@@ -90,6 +93,11 @@ def options_for(spec, request) -> FastOptions:
         step_cache=request.step_cache,
         step_cache_threshold=request.step_cache_threshold,
         teacache_coefficients=coefficients,
+        schedule=(
+            (request.step_cache_start, request.step_cache_end, request.step_cache_interval)
+            if request.step_cache == "interval"
+            else None
+        ),
     )
 
 
@@ -211,10 +219,10 @@ def _teacache_classes():
 
         _is_stateful = True
 
-        def __init__(self, state_manager, threshold: float, coefficients: tuple[float, ...], steps: int):
+        def __init__(self, state_manager, threshold: float, coefficients: tuple[float, ...], steps: int, schedule):
             super().__init__()
             self.state_manager, self.threshold, self.steps = state_manager, threshold, steps
-            self.coefficients = coefficients
+            self.coefficients, self.schedule = coefficients, schedule
             self.skipped = 0
             """Forwards whose blocks were skipped (over both guidance branches): the pipeline resets the states."""
 
@@ -222,6 +230,9 @@ def _teacache_classes():
         def _decide(self, state, modulation: torch.Tensor) -> bool:
             step = state.calls
             state.calls += 1
+            if self.schedule is not None:  # the `interval` cache: a fixed schedule, no indicator
+                start, end, interval = self.schedule
+                return state.residual is None or not start <= step < end or (step - start) % interval == 0
             previous, state.previous_modulation = state.previous_modulation, modulation.detach().clone()
             if step < TEACACHE_RET_STEPS or step >= self.steps - 1 or previous is None or state.residual is None:
                 state.accumulated = 0.0
@@ -270,14 +281,17 @@ def _teacache_classes():
 TEACACHE_HEAD, TEACACHE_BLOCK = "wanserve_teacache_head", "wanserve_teacache_block"
 
 
-def apply_teacache(transformer: torch.nn.Module, threshold: float, coefficients: tuple[float, ...], steps: int):
-    """TeaCache hooks on `transformer.blocks`; returns the head hook (its `skipped` counts skipped forwards)."""
+def apply_teacache(
+    transformer: torch.nn.Module, threshold: float, coefficients: tuple[float, ...], steps: int, schedule=None
+):
+    """TeaCache hooks on `transformer.blocks` (with `schedule` (start, end, interval): the `interval` cache, which
+    skips on a fixed schedule instead); returns the head hook (its `skipped` counts skipped forwards)."""
     from diffusers.hooks.hooks import HookRegistry, StateManager
 
     state_cls, head_cls, pass_cls = _teacache_classes()
     manager = StateManager(state_cls, (), {})
     blocks = list(transformer.blocks)
-    head = head_cls(manager, threshold, coefficients, steps)
+    head = head_cls(manager, threshold, coefficients, steps, schedule)
     HookRegistry.check_if_exists_or_initialize(blocks[0]).register_hook(head, TEACACHE_HEAD)
     for index, block in enumerate(blocks[1:], start=1):
         HookRegistry.check_if_exists_or_initialize(block).register_hook(
@@ -328,12 +342,18 @@ def fast_modes(components: dict[str, Any], options: FastOptions, steps: int) -> 
             record["fp8_attention"] = (
                 "native" if fa3_available() and transformers[0].device.type == "cuda" else "emulated"
             )
-        if options.step_cache == "teacache":
+        if options.step_cache in ("teacache", "interval"):
             for module in transformers:
                 managers.append(
-                    apply_teacache(module, options.step_cache_threshold, options.teacache_coefficients, steps)
+                    apply_teacache(
+                        module, options.step_cache_threshold, options.teacache_coefficients, steps, options.schedule
+                    )
                 )
-            record["step_cache"] = f"teacache (threshold {options.step_cache_threshold:g})"
+            if options.step_cache == "teacache":
+                record["step_cache"] = f"teacache (threshold {options.step_cache_threshold:g})"
+            else:
+                start, end, interval = options.schedule
+                record["step_cache"] = f"interval (every {interval} steps from step {start} to {end})"
         elif options.step_cache == "firstblock":
             from diffusers.hooks import FirstBlockCacheConfig
 
@@ -354,7 +374,7 @@ def fast_modes(components: dict[str, Any], options: FastOptions, steps: int) -> 
         for module in transformers:
             if options.fp8_gemm:
                 disable_fp8_gemm(module)
-            if options.step_cache == "teacache":
+            if options.step_cache in ("teacache", "interval"):
                 remove_teacache(module)
             elif options.step_cache == "firstblock" and module.is_cache_enabled:
                 module.disable_cache()

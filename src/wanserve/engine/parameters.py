@@ -69,7 +69,7 @@ DISTILLED_DEFAULTS = {"num_inference_steps": 4, "guidance_scale": 1.0, "guidance
 """The `distilled` preset's sampling defaults: LightX2V's published configuration for its Wan2.1 4-step
 distillation LoRAs (configs/distill/wan21/wan_t2v_distill_lora_4step_cfg.json: `infer_steps` 4, `enable_cfg`
 false, `sample_shift` 5, flow-matching Euler steps). Fields given in the request win."""
-STEP_CACHES = ("none", "teacache", "firstblock")
+STEP_CACHES = ("none", "teacache", "firstblock", "interval")
 _CACHE_TASKS = frozenset({T.T2V, T.T2I, T.V2V, T.I2V, T.FLF2V, T.TI2V})
 """Tasks whose transformer is a plain stack of blocks a step cache can skip (not VACE's control hints nor Animate's
 face features, which the model adds between blocks)."""
@@ -174,14 +174,24 @@ PARAMETERS: tuple[Parameter, ...] = (
               "engine/speed.py `wanserve_attention`", tasks=_G, cli="--fp8-attention"),
     Parameter("step_cache", "choice",
               "Skip the transformer blocks on steps whose input barely changed, reusing the last residual: "
-              "`teacache` (Wan2.1 models, TeaCache's published coefficients), `firstblock` (any model) or `none` "
-              "(overrides the `speed` preset).",
+              "`teacache` (Wan2.1 models, TeaCache's published coefficients), `firstblock` (any model), `interval` "
+              "(a fixed schedule: run the blocks every `step_cache_interval` steps between `step_cache_start` and "
+              "`step_cache_end`, as the Wan2.1 NPU service's attention cache) or `none` (overrides the `speed` preset).",
               "engine/fast.py step-cache hooks on the blocks", tasks=_CACHE_TASKS, cli="--step-cache",
               choices=STEP_CACHES),
     Parameter("step_cache_threshold", "float",
               "Step-cache threshold, (0, 1]: higher skips more steps. Default: TeaCache's published fastest value for "
               "the model, 0.1 for `firstblock`.",
               "the cache hooks' threshold (engine/fast.py)", tasks=_CACHE_TASKS, cli="--step-cache-threshold"),
+    Parameter("step_cache_start", "int",
+              "`interval` cache: the first step that may be skipped (default 5; earlier steps always run).",
+              "the interval cache's schedule (engine/fast.py)", tasks=_CACHE_TASKS, cli="--step-cache-start"),
+    Parameter("step_cache_end", "int",
+              "`interval` cache: steps from this one on always run (default: none, the window runs to the end).",
+              "the interval cache's schedule (engine/fast.py)", tasks=_CACHE_TASKS, cli="--step-cache-end"),
+    Parameter("step_cache_interval", "int",
+              "`interval` cache: inside the window the blocks run every this many steps, >= 2 (default 2).",
+              "the interval cache's schedule (engine/fast.py)", tasks=_CACHE_TASKS, cli="--step-cache-interval"),
     Parameter("max_sequence_length", "int", "Prompt tokens kept by the text encoder, 1..512.",
               "`pipe.encode_prompt(max_sequence_length=...)`", tasks=_G, cli="--max-sequence-length"),
     Parameter("loras", "lora_list",

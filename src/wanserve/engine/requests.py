@@ -98,6 +98,10 @@ class GenerationRequest:
     fp8_attention: bool = False
     step_cache: str = "none"
     step_cache_threshold: float = 0.0
+    step_cache_start: int = 0
+    step_cache_end: int = 0
+    step_cache_interval: int = 0
+    """The `interval` step cache's window [start, end) and period (0 for other caches)."""
     scale: int = 4
     """upscale only: 2 or 4 (FlashVSR was trained for 4)."""
     input_width: int | None = None

@@ -298,7 +298,7 @@ def resolve_request(model: str, params: Mapping[str, Any], probe_inputs: bool = 
     # 6. LoRAs (their shape here; their files are found by the job service and the engine: engine/lora.py)
     loras = parse_loras(given.get("loras"))
     # 7. Speed modes (engine/fast.py): the preset, then any field given on its own
-    speed = _resolve_speed(spec, task, given)
+    speed = _resolve_speed(spec, task, given, steps)
     from wanserve.engine.upscale import check_chained_upscale
 
     chained = check_chained_upscale(spec, given.get("upscale"), num_frames)
@@ -349,8 +349,8 @@ def resolve_request(model: str, params: Mapping[str, Any], probe_inputs: bool = 
     return request
 
 
-def _resolve_speed(spec: ModelSpec, task: TaskKind, given: Mapping[str, Any]) -> dict[str, Any]:
-    """The `speed` preset and the fields that override it, as the five request fields (engine/fast.py)."""
+def _resolve_speed(spec: ModelSpec, task: TaskKind, given: Mapping[str, Any], steps: int) -> dict[str, Any]:
+    """The `speed` preset and the fields that override it, as the request's speed fields (engine/fast.py)."""
     from wanserve.engine.fast import FIRSTBLOCK_THRESHOLD, TEACACHE_MODELS, TEACACHE_THRESHOLDS, teacache_key
 
     preset = given.get("speed", "exact")
@@ -377,10 +377,15 @@ def _resolve_speed(spec: ModelSpec, task: TaskKind, given: Mapping[str, Any]) ->
             f"{with_coefficients}; not for {spec.name}: use 'firstblock'",
         )  # fmt: skip
     threshold = 0.0
-    if cache == "none":
+    schedule = _interval_schedule(given, steps) if cache == "interval" else (0, 0, 0)
+    for field in ("step_cache_start", "step_cache_end", "step_cache_interval"):
+        if cache != "interval" and given.get(field) is not None:
+            raise InvalidRequestError(field, f"`{field}` sets the schedule of `step_cache` 'interval', got {cache!r}")
+    if cache in ("none", "interval"):
         if given.get("step_cache_threshold") is not None:
             raise InvalidRequestError(
-                "step_cache_threshold", "`step_cache_threshold` needs a `step_cache` (or `speed` 'fastest')"
+                "step_cache_threshold",
+                "`step_cache_threshold` needs a `step_cache` of teacache or firstblock (or `speed` 'fastest')",
             )
     else:
         default = TEACACHE_THRESHOLDS[tea] if cache == "teacache" else FIRSTBLOCK_THRESHOLD
@@ -389,9 +394,30 @@ def _resolve_speed(spec: ModelSpec, task: TaskKind, given: Mapping[str, Any]) ->
             raise InvalidRequestError(
                 "step_cache_threshold", f"`step_cache_threshold` must be in (0, 1], got {threshold:g}"
             )
+    start, end, interval = schedule
     return dict(
-        speed=preset, fp8_gemm=fp8_gemm, fp8_attention=fp8_attention, step_cache=cache, step_cache_threshold=threshold
-    )
+        speed=preset, fp8_gemm=fp8_gemm, fp8_attention=fp8_attention, step_cache=cache, step_cache_threshold=threshold,
+        step_cache_start=start, step_cache_end=end, step_cache_interval=interval,
+    )  # fmt: skip
+
+
+def _interval_schedule(given: Mapping[str, Any], steps: int) -> tuple[int, int, int]:
+    """(start, end, interval) of the `interval` step cache: inside [start, end) the blocks run every `interval` steps
+    (from `start` on), outside it always."""
+    from wanserve.engine.fast import TEACACHE_RET_STEPS
+
+    start = _int("step_cache_start", given.get("step_cache_start", min(TEACACHE_RET_STEPS, steps - 1)))
+    end = _int("step_cache_end", given.get("step_cache_end", steps))
+    interval = _int("step_cache_interval", given.get("step_cache_interval", 2))
+    _in_range("step_cache_start", start, 0, steps - 1)
+    _in_range("step_cache_end", end, 1, MAX_STEPS)  # past the last step: the window runs to the end
+    if end <= start:
+        raise InvalidRequestError("step_cache_end", f"`step_cache_end` {end} must be after `step_cache_start` {start}")
+    if interval < 2:
+        raise InvalidRequestError(
+            "step_cache_interval", f"`step_cache_interval` must be at least 2 (1 skips nothing), got {interval}"
+        )
+    return start, end, interval
 
 
 def field_applies_cache(spec: ModelSpec, task: TaskKind) -> bool:

@@ -38,6 +38,7 @@ from wanserve.api.schemas.legacy import (
     Wan21Results,
     Wan21StatusResponse,
     Wan21SubmitRequest,
+    attention_cache_params,
     parallel_plan,
     parse_body,
     parse_star_size,
@@ -95,6 +96,9 @@ WAN21_NAMES = {
     "solver": "sample_solver",
     "width": "image_size",
     "height": "image_size",
+    "step_cache_start": "start_step",
+    "step_cache_end": "end_step",
+    "step_cache_interval": "attentioncache_interval",
 }
 
 
@@ -107,6 +111,7 @@ async def submit_video(request: Request, service: JobServiceDep, owner: Submitte
     params = i2v_params(body)
     if body.infer_steps is not None:
         params["num_inference_steps"] = body.infer_steps
+    params.update(attention_cache_params(body))
     submission = JobSubmission(
         params=params, model=model, inputs={"image": body.image_url}, owner_key=owner or "", parallel_plan=plan
     )

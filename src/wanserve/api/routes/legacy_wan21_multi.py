@@ -36,6 +36,7 @@ from wanserve.api.schemas.legacy import (
     MultiDeviceStatusResponse,
     MultiDeviceSubmitRequest,
     MultiDeviceSubmitResponse,
+    attention_cache_params,
     parallel_plan,
     parse_body,
 )
@@ -88,6 +89,7 @@ async def submit(request: Request, service: JobServiceDep, owner: SubmitterDep) 
     steps = body.sample_steps if body.sample_steps is not None else body.infer_steps
     if steps is not None:
         params["num_inference_steps"] = steps
+    params.update(attention_cache_params(body))
     inputs = await run_in_threadpool(_submission_inputs, request, body)
     submission = JobSubmission(params=params, model=model, inputs=inputs, owner_key=owner or "", parallel_plan=plan)
     names = {**WAN21_NAMES, "num_inference_steps": "sample_steps" if body.sample_steps is not None else "infer_steps"}

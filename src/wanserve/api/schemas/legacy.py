@@ -202,7 +202,8 @@ class ParallelCapabilities:
     world_size: int = 1
     """Ranks in one worker group."""
     cfg_parallel: bool = False
-    attention_cache: bool = False
+    attention_cache: bool = True
+    """The engine's `interval` step cache (engine/fast.py) serves the NPU service's attention cache."""
     hint: bool = False
     """`WANSERVE_PARALLEL_FIELDS=hint`: run with what the workers have and report each field not honoured, instead
     of refusing the request (for clients such as the Wan2.1 I2V service's, which always send `ulysses_size: 8`)."""
@@ -213,7 +214,7 @@ class ParallelCapabilities:
     @classmethod
     def of_plan(cls, config: Any, hint: bool = False) -> ParallelCapabilities:
         """What a group running `config` (a `ParallelConfig`) offers."""
-        return cls(config.world_size, config.cfg_degree == 2, False, hint, config.describe())
+        return cls(config.world_size, config.cfg_degree == 2, True, hint, config.describe())
 
     def offers(self) -> str:
         if self.plan is None:
@@ -330,6 +331,20 @@ def parallel_plan(options: ParallelOptions, capabilities: ParallelCapabilities) 
         plan[field] = bool(getattr(options, field)) and world >= 2
     plan["not_honoured"] = unhonoured
     return plan
+
+
+def attention_cache_params(options: ParallelOptions) -> dict[str, Any]:
+    """The Wan2.1 NPU service's attention cache (`use_attentioncache`, `start_step`, `attentioncache_interval`,
+    `end_step`) as the engine's `interval` step cache: inside [start_step, end_step) the blocks run every
+    `attentioncache_interval` steps and reuse the last residual in between. Empty when it is not asked for."""
+    if not options.use_attentioncache:
+        return {}
+    params: dict[str, Any] = {"step_cache": "interval"}
+    for name, field in (("start_step", "step_cache_start"), ("end_step", "step_cache_end"),
+                        ("attentioncache_interval", "step_cache_interval")):  # fmt: skip
+        if getattr(options, name) is not None:
+            params[field] = getattr(options, name)
+    return params
 
 
 def solver_name(value: str | None, field: str = "sample_solver") -> str | None:
