@@ -63,9 +63,8 @@ def _serve(app) -> tuple[uvicorn.Server, threading.Thread, str]:
     return server, thread, f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
-@pytest.fixture(scope="session")
-def start_compat_server(tmp_path_factory) -> Iterator:
-    """`start_compat_server(**settings)` -> a `CompatServer` with the tiny models; all stopped at the end."""
+def _server_starter(tmp_path_factory):
+    """(`start(**settings)` -> a `CompatServer` with the tiny models, `stop_all()`)."""
     running: list[tuple[uvicorn.Server, threading.Thread]] = []
 
     def start(**overrides) -> CompatServer:
@@ -92,10 +91,29 @@ def start_compat_server(tmp_path_factory) -> Iterator:
         running.append((server, thread))
         return CompatServer(url, settings, app)
 
+    def stop_all() -> None:
+        for server, thread in running:
+            server.should_exit = True
+            thread.join(60)
+
+    return start, stop_all
+
+
+@pytest.fixture(scope="session")
+def start_compat_server(tmp_path_factory) -> Iterator:
+    """`start_compat_server(**settings)` -> a `CompatServer` with the tiny models; all stopped at the end."""
+    start, stop_all = _server_starter(tmp_path_factory)
     yield start
-    for server, thread in running:
-        server.should_exit = True
-        thread.join(60)
+    stop_all()
+
+
+@pytest.fixture
+def start_own_server(tmp_path_factory) -> Iterator:
+    """As `start_compat_server`, but stopped when the test ends: for servers that hold process-wide state (a rank
+    group's default process group), which later tests must not inherit."""
+    start, stop_all = _server_starter(tmp_path_factory)
+    yield start
+    stop_all()
 
 
 @pytest.fixture(scope="session")

@@ -57,8 +57,8 @@ def forkserver_ranks(monkeypatch):
     monkeypatch.setattr(mp, "get_context", get_context)
 
 
-def test_documented_parallel_request_runs_on_4_rank_cpu_group(start_compat_server, png_data_url, forkserver_ranks):
-    server = start_compat_server(models=["tiny-i2v"], world_size=4, device="cpu", cfg_size=2, collective_timeout_s=120)
+def test_documented_parallel_request_runs_on_4_rank_cpu_group(start_own_server, png_data_url, forkserver_ranks):
+    server = start_own_server(models=["tiny-i2v"], world_size=4, device="cpu", cfg_size=2, collective_timeout_s=120)
     health = httpx.get(f"{server.url}/health").json()
     assert (health["rank"], health["world_size"], health["pipeline_world_size"]) == (0, 4, 4)
     assert (health["plan"]["ulysses_size"], health["plan"]["cfg_size"]) == (2, 2)

@@ -426,7 +426,12 @@ class _Run:
             common["num_frames"] = request.num_frames
         self._set_cfg_branches(loaded, do_cfg, negative_embeds)
         options = fast_options_for(loaded.spec, request)
-        with fast_modes(loaded.components, options, steps=self.steps) as fast_record, torch.inference_mode():
+        parallel = self.engine.config.parallel
+        in_group = parallel is not None and parallel.world_size > 1
+        with (
+            fast_modes(loaded.components, options, steps=self.steps, in_group=in_group) as fast_record,
+            torch.inference_mode(),
+        ):
             frames = pipe(**common, **kwargs).frames[0]
         if self._stage != Stage.DECODING:
             self._enter(Stage.DECODING)

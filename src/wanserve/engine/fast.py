@@ -319,7 +319,9 @@ def _transformers(components: dict[str, Any]) -> list[torch.nn.Module]:
 
 
 @contextlib.contextmanager
-def fast_modes(components: dict[str, Any], options: FastOptions, steps: int) -> Iterator[dict[str, str]]:
+def fast_modes(
+    components: dict[str, Any], options: FastOptions, steps: int, in_group: bool = False
+) -> Iterator[dict[str, str]]:
     """Applies `options` to the model's transformers for one generation and removes them afterwards. Yields the
     record of what ran (filled in further when the generation ends: `step_cache_skipped`)."""
     record: dict[str, str] = {}
@@ -361,7 +363,8 @@ def fast_modes(components: dict[str, Any], options: FastOptions, steps: int) -> 
 
             for module in transformers:
                 module.enable_cache(FirstBlockCacheConfig(threshold=options.step_cache_threshold))
-                coordinate_step_cache(module)  # in a rank group, one decision for all ranks
+                if in_group:  # one decision for all ranks (never from a process group this engine is not in)
+                    coordinate_step_cache(module)
             record["step_cache"] = f"firstblock (threshold {options.step_cache_threshold:g})"
         yield record
         if managers:

@@ -44,6 +44,11 @@ export class JobList {
   /** Shows `job` (new or changed); `index` places a new card (default: on top). */
   upsert(job, index = 0) {
     const known = this.jobs.get(job.id);
+    const stale = known && known.status === job.status && known.steps === job.steps && job.step < known.step;
+    if (stale) {
+      // A read that left the server before the last event arrived after it: progress never goes back.
+      job = { ...job, step: known.step, steps: known.steps, stage: known.stage, progress: known.progress };
+    }
     this.jobs.set(job.id, job);
     let card = this.cards.get(job.id);
     if (!card) {
