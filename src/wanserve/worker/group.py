@@ -353,17 +353,9 @@ def init_rank(spec: GroupSpec, rank: int):
 
 def follower_main(spec: GroupSpec, rank: int) -> None:
     """Entry point of a spawned follower process."""
-    import torch.distributed as dist
-
     os.environ.update(spec.env)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank{rank} %(levelname)s %(name)s: %(message)s")
-    channel = init_rank(spec, rank)
-    engine = spec.engine_factory(spec.devices[rank], spec.settings)
-    try:
-        follow(engine, channel)
-    finally:
-        with contextlib.suppress(Exception):
-            dist.destroy_process_group()
+    run_torchrun_follower(spec, rank)
 
 
 def torchrun_spec(settings: Any, engine_factory: Callable[[str, Any], Any]) -> tuple[GroupSpec, int] | None:
@@ -383,7 +375,8 @@ def torchrun_spec(settings: Any, engine_factory: Callable[[str, Any], Any]) -> t
 
 
 def run_torchrun_follower(spec: GroupSpec, rank: int) -> None:
-    """Ranks 1..N-1 under torchrun: follow rank 0 (which serves the API) until it shuts the group down."""
+    """Ranks 1..N-1 (spawned, or under torchrun): join the group and follow rank 0 (which serves the API) until it
+    shuts the group down."""
     import torch.distributed as dist
 
     channel = init_rank(spec, rank)
