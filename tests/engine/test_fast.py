@@ -159,3 +159,25 @@ def test_fp8_matmuls_add_one_compiled_graph_for_all_blocks():
     assert counters["stats"]["unique_graphs"] == exact_graphs + 1
     _run(engine)  # back to exact: the first graph is reused
     assert counters["stats"]["unique_graphs"] == exact_graphs + 1
+
+
+def test_fp8_attention_rounds_self_attention_only(monkeypatch):
+    """Cross-attention (fewer keys than queries: the text tokens) stays in the model's dtype; self-attention is
+    rounded as FP8 inputs are. Both through the engine's own attention backend, as a job in a fast mode runs it."""
+    from wanserve.engine import fast, speed
+
+    generator = torch.Generator().manual_seed(0)
+    query = torch.randn(1, 64, 2, 16, generator=generator)
+    own_keys = torch.randn(1, 64, 2, 16, generator=generator)
+    text_keys = torch.randn(1, 8, 2, 16, generator=generator)
+
+    def both():
+        return (speed.wanserve_attention(query, own_keys, own_keys), speed.wanserve_attention(query, text_keys, text_keys))
+
+    exact_self, exact_cross = both()
+    monkeypatch.setitem(fast._FP8_ATTENTION, "on", True)
+    fp8_self, fp8_cross = both()
+
+    assert torch.equal(fp8_cross, exact_cross)
+    assert not torch.allclose(fp8_self, exact_self, atol=1e-4)
+    assert torch.allclose(fp8_self, exact_self, atol=0.1)  # FP8 rounding, not another computation

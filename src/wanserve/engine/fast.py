@@ -104,10 +104,10 @@ def options_for(spec, request) -> FastOptions:
 # -- FP8 matmuls ------------------------------------------------------------------------------------------------
 
 
-def _quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """`x` (2-D) as float8_e4m3fn with one float32 scale per row: x ~= q * scale."""
-    amax = x.abs().amax(dim=1, keepdim=True).float().clamp(min=1e-12)
-    scale = amax / FP8_MAX
+def quantize_fp8(x: torch.Tensor, dims: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """`x` as float8_e4m3fn with one float32 scale per slice over `dims` (kept as size-1 dims): x ~= q * scale.
+    Plain tensor code, so inside a compiled block Inductor fuses it into the op that made `x`."""
+    scale = x.abs().amax(dim=dims, keepdim=True).float().clamp(min=1e-12) / FP8_MAX
     q = (x.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
     return q, scale
 
@@ -127,7 +127,7 @@ class Fp8Linear(torch.nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])
-        xq, xs = _quantize_rows(x2)
+        xq, xs = quantize_fp8(x2, (1,))  # a scale per row: [rows, 1]
         if self._wanserve_fp8_native:
             out = torch._scaled_mm(
                 xq, self._wanserve_w8.t(), scale_a=xs, scale_b=self._wanserve_w8_scale.t(),
@@ -152,7 +152,7 @@ def enable_fp8_gemm(transformer: torch.nn.Module) -> str:
     for layer in _block_linears(transformer):
         if not hasattr(layer, "_wanserve_w8"):
             with torch.no_grad():
-                w8, scale = _quantize_rows(layer.weight.detach())
+                w8, scale = quantize_fp8(layer.weight.detach(), (1,))
             # Buffers (not plain attributes): compiled code takes them as inputs, so all blocks share one graph.
             # Not persistent: they never reach a state dict.
             layer.register_buffer("_wanserve_w8", w8, persistent=False)
@@ -182,17 +182,23 @@ def fp8_attention_enabled() -> bool:
 
 
 def quantize_heads(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """`x` [batch, seq, heads, dim] as float8_e4m3fn with one float32 scale per (batch, head): x ~= q * scale."""
-    amax = x.abs().amax(dim=(1, 3)).float().clamp(min=1e-12)
-    scale = amax / FP8_MAX
-    q = (x.float() / scale[:, None, :, None]).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
-    return q, scale
+    """`x` [batch, seq, heads, dim] as float8_e4m3fn with one float32 scale per (batch, head), shaped [batch, heads]
+    as FlashAttention-3's descale arguments are."""
+    q, scale = quantize_fp8(x, (1, 3))
+    return q, scale[:, 0, :, 0]
 
 
 def emulate_fp8(x: torch.Tensor) -> torch.Tensor:
     """`x` [batch, seq, heads, dim] rounded as FP8 attention inputs are (quantised, dequantised)."""
-    q, scale = quantize_heads(x)
-    return (q.float() * scale[:, None, :, None]).to(x.dtype)
+    q, scale = quantize_fp8(x, (1, 3))
+    return (q.float() * scale).to(x.dtype)
+
+
+def fp8_attention_applies(query: torch.Tensor, key: torch.Tensor) -> bool:
+    """FP8 attention runs only where it pays: self-attention (as many keys as queries, [batch, seq, heads, dim]).
+    Cross-attention over the 512 text tokens (and the image tokens) costs little next to quantising its queries,
+    so it stays in the model's dtype."""
+    return fp8_attention_enabled() and query.shape[1] == key.shape[1]
 
 
 # -- Step caches --------------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from wanserve.engine.config import SpeedConfig
-from wanserve.engine.fast import emulate_fp8, fp8_attention_enabled
+from wanserve.engine.fast import emulate_fp8, fp8_attention_applies, quantize_heads
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +42,7 @@ def fa3_available() -> bool:
     return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
 
 
-@functools.cache
-def _fa3_ops():
+def _make_fa3_ops():
     """Torch custom ops around `flash_attn_interface.flash_attn_func` (bf16 and FP8), so `torch.compile(fullgraph=True)`
     traces through them. The module is looked up at each call (a test may stand one in)."""
 
@@ -62,23 +61,42 @@ def _fa3_ops():
 
     @torch.library.custom_op("wanserve::flash_attn_3_fp8_forward", mutates_args=())
     def fa3_fp8_forward(
-        query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float, out_dtype: torch.dtype
+        q8: torch.Tensor,
+        k8: torch.Tensor,
+        v8: torch.Tensor,
+        q_descale: torch.Tensor,
+        k_descale: torch.Tensor,
+        v_descale: torch.Tensor,
+        scale: float,
+        out_dtype: torch.dtype,
     ) -> torch.Tensor:
+        """FP8 inputs quantised by the caller (in the compiled block, where Inductor fuses the quantisation into the
+        ops that made them), descales per (batch, head)."""
         from flash_attn_interface import flash_attn_func
 
-        from wanserve.engine.fast import quantize_heads
-
-        (q8, q_scale), (k8, k_scale), (v8, v_scale) = (quantize_heads(x) for x in (query, key, value))
         out = flash_attn_func(
-            q8, k8, v8, softmax_scale=scale, causal=False, q_descale=q_scale, k_descale=k_scale, v_descale=v_scale
-        )
+            q8, k8, v8, softmax_scale=scale, causal=False, q_descale=q_descale, k_descale=k_descale,
+            v_descale=v_descale,
+        )  # fmt: skip
         return _first(out).to(out_dtype)
 
     @fa3_fp8_forward.register_fake
-    def _(query, key, value, scale, out_dtype):
-        return torch.empty_like(query, dtype=out_dtype)
+    def _(q8, k8, v8, q_descale, k_descale, v_descale, scale, out_dtype):
+        return torch.empty_like(q8, dtype=out_dtype)
 
     return fa3_forward, fa3_fp8_forward
+
+
+_FA3_OPS: list = [None]
+"""The FlashAttention-3 custom ops (bf16, FP8), made once (`fa3_ops`)."""
+
+
+def fa3_ops():
+    """The FlashAttention-3 custom ops, made at the first call. `register_wanserve_backend` makes them up front:
+    defining a custom op while Dynamo traces would be a graph break."""
+    if _FA3_OPS[0] is None:
+        _FA3_OPS[0] = _make_fa3_ops()
+    return _FA3_OPS[0]
 
 
 def wanserve_attention(
@@ -90,17 +108,17 @@ def wanserve_attention(
     is_causal: bool = False,
 ) -> torch.Tensor:
     """The engine's attention backend ([batch, seq, heads, dim] in and out): FlashAttention-3 where available, FP8
-    while a job asks for FP8 attention (`engine.fast`), emulated FP8 rounding around PyTorch's attention elsewhere."""
+    while a job asks for FP8 attention (`engine.fast`, self-attention only), emulated FP8 rounding around PyTorch's
+    attention elsewhere."""
     if attn_mask is not None or is_causal:
         raise ValueError("the wanserve attention backend takes neither `attn_mask` nor `is_causal`")
     scale = query.shape[-1] ** -0.5 if scale is None else scale
-    fp8 = fp8_attention_enabled()
+    fp8 = fp8_attention_applies(query, key)
     if fa3_available() and query.shape[-1] in FA3_HEAD_DIMS:
-        if _FA3_OPS[0] is None:  # registered before FA3 was found (eager only: the engine makes them up front)
-            _FA3_OPS[0] = _fa3_ops()
-        fa3_forward, fa3_fp8_forward = _FA3_OPS[0]
+        fa3_forward, fa3_fp8_forward = fa3_ops()
         if fp8:
-            return fa3_fp8_forward(query, key, value, scale, query.dtype)
+            (q8, q_descale), (k8, k_descale), (v8, v_descale) = (quantize_heads(x) for x in (query, key, value))
+            return fa3_fp8_forward(q8, k8, v8, q_descale, k_descale, v_descale, scale, query.dtype)
         return fa3_forward(query, key, value, scale)
     if fp8:
         query, key, value = (emulate_fp8(x) for x in (query, key, value))
@@ -109,9 +127,6 @@ def wanserve_attention(
     )
     return out.transpose(1, 2)
 
-
-_FA3_OPS: list = [None]
-"""The FlashAttention-3 custom ops (bf16, FP8), made once by `register_wanserve_backend`."""
 
 WANSERVE_BACKEND = "_flash_3"
 """The diffusers backend name the engine's own attention is registered under (diffusers routes processors by the
@@ -125,8 +140,7 @@ def register_wanserve_backend() -> None:
     from diffusers.models import attention_dispatch as dispatch
 
     if fa3_available():
-        # Made here, outside any compiled region: defining a custom op while Dynamo traces is a graph break.
-        _FA3_OPS[0] = _fa3_ops()
+        fa3_ops()  # made here, outside any compiled region
     dispatch._AttentionBackendRegistry.register(
         dispatch.AttentionBackendName(WANSERVE_BACKEND), constraints=[dispatch._check_shape]
     )(wanserve_attention)
