@@ -4,6 +4,7 @@ rank (64, as LightX2V's Wan2.1 distillation LoRA) on every block Linear, 4 steps
 base model was reloaded between them (it must not be: the adapters are swapped in place).
 
     PYTHONPATH=src python3 benchmarks/bench_distilled.py --out distilled.json
+    PYTHONPATH=src python3 benchmarks/bench_distilled.py --vae-dtype bfloat16 --out distilled-bf16-vae.json
 """
 
 from __future__ import annotations
@@ -48,10 +49,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--rank", type=int, default=64)
     parser.add_argument("--speed", default="fast", choices=("exact", "fast"))
+    parser.add_argument("--slot-rank", type=int, default=None, help="the hot-swap LoRA slot's rank (default: --rank)")
+    parser.add_argument(
+        "--vae-dtype",
+        default="float32",
+        choices=("float32", "bfloat16"),
+        help="the VAE's dtype (MemoryConfig.vae_dtype)",
+    )
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
-    from wanserve.engine.config import EngineConfig, LoraConfig, SpeedConfig
+    from wanserve.engine.config import EngineConfig, LoraConfig, MemoryConfig, SpeedConfig
     from wanserve.engine.engine import Engine
     from wanserve.engine.realsize import build_random_components
     from wanserve.engine.validation import resolve_request
@@ -60,6 +68,7 @@ def main() -> None:
     width, height = (int(v) for v in args.size.split("x"))
     report: dict = {"model": args.model, "weights": "random (real-size)", "size": f"{width}x{height}x{args.frames}",
                     "steps": args.steps, "guidance_scale": 1.0, "lora_rank": args.rank, "speed": args.speed,
+                    "lora_slot_rank": args.slot_rank or args.rank, "vae_dtype": args.vae_dtype,
                     "gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "python": platform.python_version()}  # fmt: skip
 
     def dump() -> None:
@@ -67,13 +76,19 @@ def main() -> None:
             Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
 
     tmp = Path(tempfile.mkdtemp())
-    components = build_random_components(args.model, "cuda")
+    memory = MemoryConfig(vae_dtype=args.vae_dtype)
+    components = build_random_components(args.model, "cuda", memory)
     transformer = components["transformer"]
     paths = [tmp / f"distill_{i}.safetensors" for i in range(2)]
     for i, path in enumerate(paths):
         write_random_lora(path, transformer, args.rank, seed=i)
     engine = Engine(
-        EngineConfig(device="cuda", speed=SpeedConfig(compile="blocks"), lora=LoraConfig(lora_dir=str(tmp)))
+        EngineConfig(
+            device="cuda",
+            speed=SpeedConfig(compile="blocks"),
+            memory=memory,
+            lora=LoraConfig(lora_dir=str(tmp), hotswap_rank=args.slot_rank or args.rank),
+        )  # fmt: skip
     )
     engine.adopt(args.model, components, random_weights=True)
 

@@ -172,7 +172,10 @@ def test_fp8_attention_rounds_self_attention_only(monkeypatch):
     text_keys = torch.randn(1, 8, 2, 16, generator=generator)
 
     def both():
-        return (speed.wanserve_attention(query, own_keys, own_keys), speed.wanserve_attention(query, text_keys, text_keys))
+        return (
+            speed.wanserve_attention(query, own_keys, own_keys),
+            speed.wanserve_attention(query, text_keys, text_keys),
+        )
 
     exact_self, exact_cross = both()
     monkeypatch.setitem(fast._FP8_ATTENTION, "on", True)

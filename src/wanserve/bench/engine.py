@@ -12,6 +12,7 @@ One run measures, in this order (stock first: the engine's speed options change 
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 import statistics
@@ -281,6 +282,23 @@ def run_engine_bench(config: EngineBenchConfig, components: dict | None = None, 
     return report
 
 
+def mode_params(mode: str) -> dict[str, Any]:
+    """A measured mode's request fields: a speed preset, optionally with fields over it joined by `+`
+    (`fast+step_cache=interval+step_cache_interval=3`); values are read as JSON where they parse, else as text.
+    The request validation checks them like any job's."""
+    preset, *fields = mode.split("+")
+    params: dict[str, Any] = {"speed": preset}
+    for field_ in fields:
+        name, sep, value = field_.partition("=")
+        if not sep or not name:
+            raise ValueError(f"a mode's extra fields are `name=value`, got {field_!r} in {mode!r}")
+        try:
+            params[name] = json.loads(value)
+        except json.JSONDecodeError:
+            params[name] = value
+    return params
+
+
 def _fast_mode(
     engine, config: EngineBenchConfig, components: dict, mode: str, report: dict, exact, stock: dict, stock_frames
 ) -> dict[str, Any]:
@@ -291,8 +309,9 @@ def _fast_mode(
 
     say = config.progress
     spec = get_spec(config.model)
-    probe = resolve_request(config.model, {"prompt": "x", "speed": mode, "width": config.width,
-                                           "height": config.height, "num_frames": config.frames})  # fmt: skip
+    params = mode_params(mode)
+    probe = resolve_request(config.model, {"prompt": "x", "width": config.width, "height": config.height,
+                                           "num_frames": config.frames, **params})  # fmt: skip
     options = options_for(spec, probe)
     entry: dict[str, Any] = {"options": {"fp8_gemm": options.fp8_gemm, "fp8_attention": options.fp8_attention,
                                          "step_cache": options.step_cache,
@@ -307,7 +326,7 @@ def _fast_mode(
     steps = config.job_steps if options.step_cache != "none" else config.steps
     say(f"{mode}: generation of {steps} steps")
     torch.cuda.reset_peak_memory_stats()
-    _, result, total = _engine_generate(engine, config, steps, speed=mode)
+    _, result, total = _engine_generate(engine, config, steps, **params)
     entry["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     entry["steps_run"] = steps
     entry["speed"] = dict(result.speed)

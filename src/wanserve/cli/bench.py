@@ -29,6 +29,19 @@ BENCH_MODELS = ("wan2.1-t2v-1.3b", "wan2.1-t2v-14b")
 """Single-expert text-to-video models, which stock `WanPipeline` runs from the same components."""
 
 
+def _check_fast_mode(model: str, spec: str, width: int, height: int, frames: int) -> None:
+    """`--fast-mode SPEC` resolves as a job's request would, or the command stops naming the bad part."""
+    from wanserve.bench.engine import mode_params
+    from wanserve.engine.validation import resolve_request
+    from wanserve.errors import InvalidRequestError
+
+    try:
+        params = mode_params(spec)
+        resolve_request(model, {"prompt": "x", "width": width, "height": height, "num_frames": frames, **params})
+    except (ValueError, InvalidRequestError) as error:
+        raise typer.BadParameter(f"`--fast-mode` {spec!r}: {error}") from None
+
+
 def _parse_shape(text: str, option: str) -> tuple[int, int, int]:
     try:
         size, frames = text.rsplit("x", 1) if text.count("x") == 2 else (text, "81")
@@ -51,7 +64,10 @@ def bench_engine(
     ),
     no_stock: bool = typer.Option(False, "--no-stock", help="Skip stock diffusers (no ratios)."),
     fast_mode: list[str] = typer.Option(
-        [], "--fast-mode", help="Also measure this speed preset (fast, fastest) against exact mode. Repeatable."
+        [],
+        "--fast-mode",
+        help="Also measure this speed preset (fast, fastest) against exact mode, optionally with request fields "
+        "over it (`fast+step_cache=interval+step_cache_interval=3`). Repeatable.",
     ),
     job_steps: int = typer.Option(40, "--job-steps", help="Steps of the whole job (a step-cache mode runs them all)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
@@ -65,6 +81,8 @@ def bench_engine(
     if not random_weights:
         raise typer.BadParameter("`--weights`: only real-size random weights are built by this command so far")
     width, height, _ = _parse_shape(f"{size}x{frames}", "--size")
+    for spec in fast_mode:  # checked before minutes of model building
+        _check_fast_mode(model, spec, width, height, frames)
     config = EngineBenchConfig(
         model=model, width=width, height=height, frames=frames, steps=steps, mode=mode,
         forward_sizes=tuple(_parse_shape(s, "--forward-size") for s in forward_size), run_stock=not no_stock,

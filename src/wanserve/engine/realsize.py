@@ -24,7 +24,7 @@ def build_random_components(model: str, device: str | torch.device, memory=None)
     `MemoryConfig`, default bf16 DiT and UMT5, float32 VAE) asks. Nothing is downloaded."""
     from diffusers import UniPCMultistepScheduler
 
-    from wanserve.engine.architectures import ARCHITECTURES, build_on_meta
+    from wanserve.engine.architectures import ARCHITECTURES
     from wanserve.engine.config import MemoryConfig
     from wanserve.engine.memory import component_dtypes
     from wanserve.engine.tiny import build_tiny_tokenizer
@@ -33,28 +33,42 @@ def build_random_components(model: str, device: str | torch.device, memory=None)
         raise ValueError(f"`model` must be one of {', '.join(TEXT_TO_VIDEO_MODELS)}, got {model!r}")
     dtypes = component_dtypes(memory or MemoryConfig())
     generator = torch.Generator(device).manual_seed(0)
-    components = {}
-    for name, key in ARCHITECTURES[model].components().items():
-        # Meta first, then storage on the device in the load dtype: no float32 copy of 14B parameters.
-        module = build_on_meta(key).to_empty(device=device).to(dtypes[name])
-        keep = getattr(module, "_keep_in_fp32_modules", None) or ()
-        if name.startswith("transformer"):  # as diffusers' loader does: norms and modulation tables in float32
-            for param_name, param in module.named_parameters():
-                if any(k in param_name.split(".") for k in keep):
-                    param.data = param.data.float()
-        with torch.no_grad():
-            for param in module.parameters():
-                param.normal_(0.0, 0.02, generator=generator)
-        if name.startswith("transformer"):
-            # The RoPE tables (the only buffers) are computed, not learned: build them again on the device.
-            rope = module.rope
-            module.rope = type(rope)(rope.attention_head_dim, rope.patch_size, rope.max_seq_len).to(device)
-        components[name] = module.eval()
+    components = {
+        name: build_random_component(model, name, device, dtypes[name], generator)
+        for name in ARCHITECTURES[model].components()
+    }
     components["tokenizer"] = build_tiny_tokenizer()
     components["scheduler"] = UniPCMultistepScheduler(
         prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0
     )
     return components
+
+
+def build_random_component(
+    model: str, name: str, device: str | torch.device, dtype: torch.dtype, generator: torch.Generator | None = None
+) -> torch.nn.Module:
+    """One real-size component of `model` (`transformer`, `vae`, `text_encoder`, ...) with random weights, created
+    on `device` in `dtype` (benchmarks of one component need not build the others)."""
+    from wanserve.engine.architectures import ARCHITECTURES, build_on_meta
+
+    if generator is None:
+        generator = torch.Generator(device).manual_seed(0)
+    key = ARCHITECTURES[model].components()[name]
+    # Meta first, then storage on the device in the load dtype: no float32 copy of 14B parameters.
+    module = build_on_meta(key).to_empty(device=device).to(dtype)
+    keep = getattr(module, "_keep_in_fp32_modules", None) or ()
+    if name.startswith("transformer"):  # as diffusers' loader does: norms and modulation tables in float32
+        for param_name, param in module.named_parameters():
+            if any(k in param_name.split(".") for k in keep):
+                param.data = param.data.float()
+    with torch.no_grad():
+        for param in module.parameters():
+            param.normal_(0.0, 0.02, generator=generator)
+    if name.startswith("transformer"):
+        # The RoPE tables (the only buffers) are computed, not learned: build them again on the device.
+        rope = module.rope
+        module.rope = type(rope)(rope.attention_head_dim, rope.patch_size, rope.max_seq_len).to(device)
+    return module.eval()
 
 
 def _dit(model: str):
