@@ -172,8 +172,9 @@ def build_worker_group(
     """One worker per device (or `concurrency` workers spread over the devices), each with its own engine,
     registered in `registry`."""
     factory = engine_factory or build_engine
+    warmup = warmup_plan(settings, models)
     if settings.world_size > 1:
-        return _build_rank_group(settings, service, dispatcher, models, devices, factory, registry)
+        return _build_rank_group(settings, service, dispatcher, models, devices, factory, registry, warmup)
     workers = []
     for slot in range(concurrency or len(devices)):
         device = devices[slot % len(devices)]
@@ -184,6 +185,7 @@ def build_worker_group(
             poll_interval_s=settings.poll_interval_s,
             hold_dir=settings.hold_dir,
             hold_step=settings.hold_step,
+            warmup=warmup,
         )
         workers.append((Worker(service, factory(device, settings), dispatcher, config, models), device))
     return WorkerPool(service, dispatcher, workers, registry, heartbeat_s=settings.lease_s / 3)
@@ -203,7 +205,15 @@ def group_devices(settings: Settings, devices: Sequence[str]) -> list[str]:
     return list(devices)
 
 
-def _build_rank_group(settings, service, dispatcher, models, devices, factory, registry) -> WorkerPool:
+def warmup_plan(settings: Settings, models: Sequence[str]):
+    """The warm-up requests `WANSERVE_WARMUP` asks of each served model; `ConfigError` naming the setting and the
+    entry a model cannot run (checked before any model loads)."""
+    from wanserve.engine.warmup import parse_warmup, warmup_requests
+
+    return warmup_requests(models, parse_warmup(settings.warmup))
+
+
+def _build_rank_group(settings, service, dispatcher, models, devices, factory, registry, warmup=()) -> WorkerPool:
     """One worker whose engine is a rank group over `devices`: this process is rank 0 (it claims, heartbeats and
     writes results); ranks 1..N-1 are spawned processes, restarted together when the group breaks."""
     from wanserve.worker.group import GroupSpec, RankGroup, torchrun_spec
@@ -224,6 +234,7 @@ def _build_rank_group(settings, service, dispatcher, models, devices, factory, r
         poll_interval_s=settings.poll_interval_s,
         hold_dir=settings.hold_dir,
         hold_step=settings.hold_step,
+        warmup=warmup,
     )
     worker = Worker(service, group, dispatcher, config, models)
     return WorkerPool(service, dispatcher, [(worker, ",".join(ranks))], registry, heartbeat_s=settings.lease_s / 3)

@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     # Models and devices
     models: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias=_env("MODELS"))
     """Models to load and warm at start-up (comma-separated). Empty: the tiny models when no weights are set."""
+    warmup: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias=_env("WARMUP"))
+    """Sizes every worker runs once after loading its models and before its first job, so compile and cuDNN pay
+    their first-call cost then (comma-separated `WxHxF` for every served model, `MODEL:WxHxF` for one;
+    engine/warmup.py). Empty: no warm-up."""
     models_dir: Path | None = Field(None, validation_alias=_env("MODELS_DIR", "WAN_MODELS_ROOT"))
     """Directory holding one sub-directory of weights per model (by catalog name or hub repository name);
     `wanserve download` writes there. Default `~/.cache/wanserve/models`."""
@@ -236,6 +240,14 @@ class Settings(BaseSettings):
             _gib(text)
         return text
 
+    @field_validator("warmup")
+    @classmethod
+    def _check_warmup(cls, value: list[str]) -> list[str]:
+        from wanserve.engine.warmup import parse_warmup
+
+        parse_warmup(value)  # the entries' form; whether each served model can run them is checked at start-up
+        return value
+
     @field_validator("storage_url")
     @classmethod
     def _check_storage_url(cls, value: str | None) -> str | None:
@@ -246,7 +258,7 @@ class Settings(BaseSettings):
             raise ValueError(f"`WANSERVE_STORAGE_URL` must be s3://bucket/prefix or a local directory, got {value!r}")
         return value
 
-    @field_validator("models", "cors_origins", "lora_allowed_dirs", mode="before")
+    @field_validator("models", "cors_origins", "lora_allowed_dirs", "warmup", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):

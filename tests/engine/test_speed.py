@@ -19,15 +19,11 @@ from wanserve.engine.speed import resolve_attention, set_attention_backend
 from wanserve.engine.validation import resolve_request
 
 
-def test_speed_config_refuses_unknown_choices_and_warmup_without_compile():
+def test_speed_config_refuses_unknown_choices():
     with pytest.raises(ConfigError, match="`attention` must be one of"):
         SpeedConfig(attention="sage")
     with pytest.raises(ConfigError, match="`compile` must be one of"):
         SpeedConfig(compile="max")
-    with pytest.raises(ConfigError, match="`warmup_sizes`=.*`compile`='none'"):
-        SpeedConfig(compile="none", warmup_sizes=((832, 480, 81),))
-    with pytest.raises(ConfigError, match="width, height, frames"):
-        SpeedConfig(warmup_sizes=((832, 480),))
 
 
 def test_speed_auto_resolves_to_native_and_no_compile_on_cpu():

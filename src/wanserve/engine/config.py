@@ -167,21 +167,10 @@ class SpeedConfig:
     """`torch.compile` backend for `blocks`; `eager` traces the whole graph without generating code (tests)."""
     compile_cache_dir: str | None = None
     """Where compiled kernels are cached across restarts (Inductor's cache directory); `None` keeps its default."""
-    warmup_sizes: tuple[tuple[int, int, int], ...] = ()
-    """(width, height, frames) shapes compiled when a model loads, so the first job of each size pays nothing."""
 
     def __post_init__(self) -> None:
         _check_choice("attention", self.attention, ATTENTION_CHOICES)
         _check_choice("compile", self.compile, COMPILE_CHOICES)
-        sizes = tuple(tuple(size) for size in self.warmup_sizes)
-        for size in sizes:
-            if len(size) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size):
-                raise ConfigError(
-                    "warmup_sizes", f"`warmup_sizes` entries must be (width, height, frames) > 0, got {size!r}"
-                )
-        if sizes and self.compile == "none":
-            raise ConfigError("warmup_sizes", f"`warmup_sizes`={sizes!r} warms compiled code, but `compile`='none'")
-        object.__setattr__(self, "warmup_sizes", sizes)
 
     def compile_mode(self, device_type: str) -> str:
         """`blocks` or `none` for a device of this type (`auto` resolved)."""

@@ -163,26 +163,6 @@ class Engine:
         self._models[model] = loaded
         return loaded
 
-    def warm_up(self, model: str) -> list[tuple[int, int, int]]:
-        """Runs one short generation per configured `speed.warmup_sizes` shape, so compiled code for each exists
-        before the first job. Shapes the model refuses are skipped with a warning. Returns the shapes warmed."""
-        from wanserve.engine.validation import resolve_request
-        from wanserve.errors import InvalidRequestError
-
-        warmed = []
-        for width, height, frames in self.config.speed.warmup_sizes:
-            params = {"prompt": "warm-up", "width": width, "height": height, "num_frames": frames}
-            try:
-                request = resolve_request(model, {**params, "num_inference_steps": 2})
-            except InvalidRequestError as exc:
-                logger.warning("%s: not warming up %dx%dx%d: %s", model, width, height, frames, exc)
-                continue
-            start = time.perf_counter()
-            self.generate(request)
-            logger.info("%s: warmed up %dx%dx%d in %.1f s", model, width, height, frames, time.perf_counter() - start)
-            warmed.append((width, height, frames))
-        return warmed
-
     def unload(self, model: str) -> None:
         """Forgets `model`; its memory is freed once nothing else holds its modules."""
         self._models.pop(model, None)

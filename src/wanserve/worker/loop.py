@@ -66,6 +66,9 @@ class WorkerConfig:
     hold_dir: Path | None = None
     """Test-only: while `<hold_dir>/hold` exists, block after step `hold_step` until `<hold_dir>/<job id>` exists."""
     hold_step: int = 1
+    warmup: tuple[tuple[str, GenerationRequest], ...] = ()
+    """(model, request) run once after the model loads and before the first job is claimed (engine/warmup.py);
+    no output is written."""
 
 
 class _ProgressRecorder:
@@ -150,13 +153,16 @@ class Worker:
         self.jobs_done = 0
         """Jobs this worker ran to an end (any outcome)."""
         self.ready = threading.Event()
-        """Set once the models are loaded and the worker takes jobs."""
+        """Set once the models are loaded (and warmed up) and the worker takes jobs."""
+        self.phase = "loading"
+        """`loading`, `warming_up` (running the configured warm-up sizes), then `ready` (`/health` shows it)."""
         self.load_errors: dict[str, str] = {}
         """Model -> why it could not be loaded; the worker serves the others and never claims its jobs."""
 
     def load_models(self) -> None:
-        """Loads and warms every model so the first job pays no loading time. A model that fails to load is left
-        out (and reported through `load_errors`); a worker that can load none raises."""
+        """Loads every model, then runs its configured warm-up sizes, so the first job pays no loading or first-call
+        (compile) time. A model that fails to load or to warm up is left out (and reported through
+        `load_errors`); a worker that can load none raises."""
         for model in self.models:
             started = time.monotonic()
             try:
@@ -165,13 +171,32 @@ class Worker:
                 self.load_errors[model] = f"{type(exc).__name__}: {exc}"
                 logger.error("%s: %s could not be loaded: %s", self.config.worker_id, model, self.load_errors[model])
                 continue
-            logger.info("%s: %s loaded and warm in %.1f s", self.config.worker_id, model, time.monotonic() - started)
+            logger.info("%s: %s loaded in %.1f s", self.config.worker_id, model, time.monotonic() - started)
+            self._warm_up(model)
         self.models = [m for m in self.models if m not in self.load_errors]
         if not self.models:
             raise RuntimeError(
                 "no model could be loaded: " + "; ".join(f"{m}: {e}" for m, e in self.load_errors.items())
             )
+        self.phase = "ready"
         self.ready.set()
+
+    def _warm_up(self, model: str) -> None:
+        """Runs `model`'s warm-up requests (frames discarded); a failure leaves the model out like a load error."""
+        for name, request in self.config.warmup:
+            if name != model:
+                continue
+            self.phase = "warming_up"
+            size = f"{request.width}x{request.height}x{request.num_frames}"
+            started = time.monotonic()
+            try:
+                self.engine.generate(request)
+            except Exception as exc:
+                self.load_errors[model] = f"warm-up at {size} failed: {type(exc).__name__}: {exc}"
+                logger.error("%s: %s: %s", self.config.worker_id, model, self.load_errors[model])
+                return
+            logger.info("%s: %s warmed up at %s in %.1f s", self.config.worker_id, model, size,
+                        time.monotonic() - started)  # fmt: skip
 
     def run(self, stop: threading.Event) -> None:
         """Loads the models, then runs the jobs the dispatcher hands over until `stop` is set."""

@@ -31,6 +31,8 @@ class WorkerStatus:
     """Models it serves (or is loading)."""
     model_errors: dict[str, str] = field(default_factory=dict)
     """Model -> why it could not be loaded."""
+    phase: str = "loading"
+    """`loading`, `warming_up` (the configured warm-up sizes, `WANSERVE_WARMUP`), `ready`, or `error`."""
 
 
 class WorkerPool:
@@ -137,6 +139,7 @@ class WorkerPool:
                 self._load_errors.get(worker.config.worker_id),
                 tuple(worker.models),
                 dict(worker.load_errors),
+                "error" if worker.config.worker_id in self._load_errors else worker.phase,
             )
             for worker, device in self.workers
         ]

@@ -26,7 +26,10 @@ def serving_state(models: Sequence[str], workers: Sequence[WorkerStatus]) -> Ser
     if len(unavailable) == len(models):
         return ServingState("unavailable", "no worker can serve any model", unavailable)
     if not any(worker.ready for worker in workers):
-        return ServingState("starting", "the workers are loading and warming their models", unavailable)
+        if any(worker.phase == "warming_up" for worker in workers):
+            detail = "the workers are warming up their models at the configured sizes (WANSERVE_WARMUP)"
+            return ServingState("starting", detail, unavailable)
+        return ServingState("starting", "the workers are loading their models", unavailable)
     if unavailable:
         return ServingState("degraded", f"cannot serve {', '.join(unavailable)}", unavailable)
     return ServingState("ready", "every served model has a ready worker")
