@@ -118,3 +118,12 @@ def test_settings_broker_url_must_be_redis(monkeypatch):
         ValidationError, match="`WANSERVE_BROKER_URL` must be a redis:// URL, got 'amqp://guest@localhost//'"
     ):
         Settings()
+
+
+def test_vae_dtype_reaches_the_engine_and_a_bad_one_is_named(monkeypatch):
+    monkeypatch.setenv("WANSERVE_VAE_DTYPE", "bfloat16")
+    assert Settings().engine_config("cpu").memory.vae_dtype == "bfloat16"
+    monkeypatch.setenv("WANSERVE_VAE_DTYPE", "float8")
+    with pytest.raises(ValidationError) as error:
+        Settings()
+    assert "WANSERVE_VAE_DTYPE" in str(error.value) and "float8" in str(error.value)
