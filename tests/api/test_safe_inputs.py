@@ -8,6 +8,7 @@ import errno
 import io
 import json
 import sqlite3
+import subprocess
 from collections import namedtuple
 
 import pytest
@@ -176,6 +177,68 @@ def test_full_output_storage_fails_only_that_job_as_storage_full(tmp_path, monke
     assert failed["status"] == "failed" and failed["error"]["type"] == "storage_full", failed
     assert str(tmp_path) not in failed["error"]["message"] and "No space left" in failed["error"]["message"]
     assert succeeded["status"] == "succeeded"
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A real 512 KiB tmpfs mounted at `tmp_path/outputs` (unmounted afterwards). Skips where mounting is refused."""
+    mount_point = tmp_path / "outputs"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount_point)],
+                             capture_output=True, text=True)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=True)
+
+
+def test_job_writing_to_a_full_tmpfs_fails_as_storage_full_and_only_that_job(tmp_path, small_tmpfs):
+    """The output directory is a real, small tmpfs filled to the last byte. The job that writes its video there fails
+    as `storage_full` (no server path in its message); the job running after it, once space is freed, succeeds, and
+    the service answers reads and new jobs meanwhile."""
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    (hold / "hold").touch()  # each job stops after step 1 until the test releases it
+    settings = Settings(data_dir=tmp_path / "data", output_dir=small_tmpfs, models=["tiny-t2v"], concurrency=1,
+                        poll_interval_s=0.2, hold_dir=hold)  # fmt: skip
+    filler = small_tmpfs / "filler"
+    with open(filler, "wb", buffering=0) as f, pytest.raises(OSError) as full:
+        while True:  # up to ENOSPC: the tmpfs has no byte left
+            f.write(b"\0" * 4096)
+    assert full.value.errno == errno.ENOSPC
+    small = {**JOB, "num_frames": 5, "num_inference_steps": 2, "width": 64, "height": 64}
+    with TestClient(create_app(settings)) as client:
+        first, second = (client.post("/v1/jobs", json={**small, "seed": s}).json()["id"] for s in (1, 2))
+        _events(client, first, until_step=1)
+        (hold / first).touch()  # the first job finishes denoising and writes its video into the full tmpfs
+        failed = _events(client, first)
+        assert failed["status"] == "failed" and failed["error"]["type"] == "storage_full", failed
+        assert str(tmp_path) not in failed["error"]["message"] and "No space left" in failed["error"]["message"]
+        # The service keeps serving while the disk is full: reads, and new jobs (the second one is running).
+        assert client.get(f"/v1/jobs/{second}").json()["status"] == "running"
+        assert client.post("/v1/jobs", json={**small, "seed": 3}).status_code == 201
+        filler.unlink()
+        (hold / "hold").unlink()
+        (hold / second).touch()
+        succeeded = _events(client, second)
+        assert succeeded["status"] == "succeeded", succeeded
+        assert client.get(f"/v1/jobs/{second}/content").status_code == 200
+        assert client.get("/v1/jobs", params={"status": "failed"}).json()["count"] == 1
+
+
+def _events(client, job_id: str, until_step: int | None = None) -> dict:
+    """Reads the job's event stream to its end (or to its `step` event for `until_step`); returns the job then."""
+    event = None
+    with client.stream("GET", f"/v1/jobs/{job_id}/events") as response:
+        for line in response.iter_lines():
+            if line.startswith("event:"):
+                event = line.partition(":")[2].strip()
+            elif line.startswith("data:") and event == "step" and until_step is not None:
+                if json.loads(line.partition(":")[2])["step"] == until_step:
+                    break
+    return client.get(f"/v1/jobs/{job_id}").json()
 
 
 def _run(client, body) -> dict:

@@ -12,10 +12,12 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
 import pytest
+from tests.conftest import ServerProcess, read_events
 
 pytestmark = pytest.mark.integration
 
@@ -125,3 +127,70 @@ def test_postgres_restarted_mid_job_loses_no_job(start_server, sse, own_postgres
     assert httpx.get(f"{server.url}/health").status_code == 200
     after = httpx.post(f"{server.url}/v1/jobs", json={**JOB, "seed": 3})
     assert after.status_code == 201
+
+
+def _wait_status(url: str, job_id: str, done, what: str, timeout_s: float = 60.0) -> dict:
+    """Polls the job until `done(job)`; fails after `timeout_s` (a deadline, not a synchronisation by sleeping)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = httpx.get(f"{url}/v1/jobs/{job_id}").json()
+        if done(job):
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s:g} s waiting for job {job_id} to be {what}: {job}")
+
+
+def test_worker_process_killed_three_times_loses_no_job(tmp_path):
+    """`wanserve serve --no-workers` and a `wanserve worker` sharing one data directory (SQLite, local files): the
+    worker is SIGKILLed three times in a row while it runs a job and others wait, and restarted each time. The API
+    keeps answering throughout; the job killed on each of its 3 runs fails `worker_lost`, every other job succeeds
+    once."""
+    data, held, free = tmp_path / "data", tmp_path / "held", tmp_path / "free"
+    held.mkdir()
+    free.mkdir()
+    (held / "hold").touch()  # a job this worker claims stops after step 1 until the test kills the worker
+    env = {
+        "WANSERVE_MODELS": "tiny-t2v",
+        "WANSERVE_MAX_ATTEMPTS": "3",
+        "WANSERVE_LEASE_S": "4",
+        "WANSERVE_POLL_INTERVAL_S": "0.2",
+        "WANSERVE_SWEEP_INTERVAL_S": "0.5",
+        "OMP_NUM_THREADS": "1",
+    }
+    api = ServerProcess(data, env, "api", args=("serve", "--no-workers"), ready="listening on").start()
+    workers: list[ServerProcess] = []
+    try:
+        first_job, submitted = None, []
+        for attempt in (1, 2, 3):
+            worker = ServerProcess(data, {**env, "WANSERVE_TEST_HOLD_DIR": str(held)}, f"worker-{attempt}",
+                                   args=("worker", "--device", "cpu"))  # fmt: skip
+            workers.append(worker.start())
+            response = httpx.post(f"{api.url}/v1/jobs", json={**JOB, "seed": attempt})
+            assert response.status_code == 201
+            submitted.append(response.json()["id"])
+            first_job = first_job or submitted[0]
+            _wait_running_attempt(read_events, api.url, first_job, attempt)  # the oldest job runs; others wait
+            worker.kill()
+
+            # The API serves on: health, reads, and new jobs; the lost job leaves `running` once its lease expires
+            # (back to the queue, or failed after its third attempt), before the next worker may claim anything.
+            assert httpx.get(f"{api.url}/health").status_code == 200
+            assert httpx.get(f"{api.url}/v1/jobs/{first_job}").json()["status"] == "running"
+            job = _wait_status(api.url, first_job, lambda j: j["status"] != "running", "released by the sweeper")
+            assert job["status"] == ("failed" if attempt == 3 else "queued"), job
+
+        last = ServerProcess(data, {**env, "WANSERVE_TEST_HOLD_DIR": str(free)}, "worker-last",
+                             args=("worker", "--device", "cpu"))  # fmt: skip
+        workers.append(last.start())
+        jobs = {}
+        for job_id in submitted:
+            read_events(api.url, job_id)
+            jobs[job_id] = httpx.get(f"{api.url}/v1/jobs/{job_id}").json()
+        assert jobs[first_job]["status"] == "failed" and jobs[first_job]["error"]["type"] == "worker_lost"
+        assert "gave up after 3 attempts" in jobs[first_job]["error"]["message"] and jobs[first_job]["attempts"] == 3
+        assert all(jobs[j]["status"] == "succeeded" and jobs[j]["attempts"] == 1 for j in submitted[1:]), jobs
+        assert httpx.get(f"{api.url}/v1/jobs").json()["count"] == len(submitted)
+        assert httpx.get(f"{api.url}/v1/jobs/{submitted[1]}/content").status_code == 200
+    finally:
+        for process in [*workers, api]:
+            process.stop()
