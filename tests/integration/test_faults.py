@@ -1,6 +1,7 @@
 """Faults with nothing lost: the server (API and workers in one process) SIGKILLed three times in a row with jobs
-queued and running, and PostgreSQL restarted while a job runs. Every job ends in one final status with a reason and
-the service keeps serving.
+queued and running; a separate `wanserve worker` process SIGKILLed three times in a row (and restarted) while the
+API process (`wanserve serve --no-workers`) keeps serving; PostgreSQL restarted while a job runs. Every job ends in
+one final status with a reason and the service keeps serving.
 
 Deterministic without sleeps: the test hold hook (a job blocks after step 1 while `<hold dir>/hold` exists) holds
 the running job at a known step; the test reads its event stream until that step, then strikes.
