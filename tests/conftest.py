@@ -87,7 +87,7 @@ class FakeEngine:
     def loaded_models(self) -> list[str]:
         return list(self.loaded)
 
-    def generate(self, request, on_progress=None, should_stop=None) -> GenerationResult:
+    def generate(self, request, on_progress=None, should_stop=None, write_video=None) -> GenerationResult:
         on_progress = on_progress or (lambda e: None)
         should_stop = should_stop or (lambda: False)
         with self.lock:
@@ -106,8 +106,12 @@ class FakeEngine:
                 if should_stop():
                     raise GenerationCancelled("generation stopped by request")
             on_progress(ProgressEvent(Stage.DECODING, steps, steps))
+            frames = np.zeros((request.num_frames, request.height, request.width, 3), dtype=np.uint8)
+            if write_video is not None:  # as the real engine: the frames go to the writer, the result holds none
+                write_video(iter(frames), len(frames))
+                frames = frames[:0]
             return GenerationResult(
-                frames=np.zeros((request.num_frames, request.height, request.width, 3), dtype=np.uint8),
+                frames=frames,
                 width=request.width,
                 height=request.height,
                 num_frames=request.num_frames,

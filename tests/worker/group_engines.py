@@ -22,7 +22,7 @@ class ScriptedEngine(FakeEngine):
         self.after_step = None
         """Set by a test on rank 0's engine: called with each step number (to cancel a job at a known step)."""
 
-    def generate(self, request, on_progress=None, should_stop=None):
+    def generate(self, request, on_progress=None, should_stop=None, write_video=None):
         kind, _, rest = request.prompt.partition(":")
         fault = None
         if kind in ("fail", "hang") and int(rest.split(":")[0]) == self.rank:
@@ -35,7 +35,7 @@ class ScriptedEngine(FakeEngine):
                 self._fault(fault[0], step, fault[1])
 
         self.on_step = on_step
-        return super().generate(request, on_progress, should_stop)
+        return super().generate(request, on_progress, should_stop, write_video)
 
     def _fault(self, kind: str, step: int, at: int) -> None:
         if step != at:

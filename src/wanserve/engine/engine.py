@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 
 from wanserve.engine import inputs as engine_inputs
+from wanserve.engine.decode_stream import StreamedDecode, WriteVideo, stream_unavailable, to_uint8
 from wanserve.engine.fast import fast_modes
 from wanserve.engine.fast import options_for as fast_options_for
 from wanserve.engine.lora import LoraAdapters, LoraSlot, resolve_loras
@@ -211,18 +213,24 @@ class Engine:
         should_stop: StopCallback | None = None,
         sink=None,
         frames=None,
+        write_video: WriteVideo | None = None,
     ) -> GenerationResult:
         """Runs one generation and returns its frames; writing them (MP4, thumbnail, storage) is the caller's.
 
         `should_stop` is checked after every denoising step; when it returns True the run stops with
         `GenerationCancelled`. Upscale requests (FlashVSR) only: `sink(frames)` takes the output chunk by chunk (the
         result then holds no frames) and `frames` (uint8 [H, W, 3] each) replaces the request's `video`.
+
+        Other requests: `write_video(frames, num_frames)` consumes the output as an iterator of uint8 [H, W, 3]
+        frames (the result then holds no frames). Where the decode can stream (engine/decode_stream.py) it runs on a
+        writer thread while the VAE decodes, chunk by chunk (and `should_stop` is also checked between chunks);
+        elsewhere it is called with the whole video after the decode. Its errors are raised here.
         """
         with self._lock:
             try:
                 if request.task == TaskKind.UPSCALE:
                     return self._upscale(request, on_progress, should_stop, sink, frames)
-                return _Run(self, request, on_progress, should_stop).run()
+                return _Run(self, request, on_progress, should_stop, write_video).run()
             except torch.OutOfMemoryError as exc:
                 message = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             # Outside the except block: the traceback (and the tensors its frames hold) is gone, so the memory
@@ -270,9 +278,10 @@ class Engine:
 class _Run:
     """One generation: the stages in order, with timings."""
 
-    def __init__(self, engine: Engine, request: GenerationRequest, on_progress, should_stop):
+    def __init__(self, engine: Engine, request: GenerationRequest, on_progress, should_stop, write_video=None):
         self.engine = engine
         self.request = request
+        self.write_video = write_video
         self.on_progress = on_progress or (lambda event: None)
         self.should_stop = should_stop or (lambda: False)
         self.stage_times: dict[str, float] = {}
@@ -310,6 +319,9 @@ class _Run:
     def _check_stop(self) -> None:
         if self.should_stop():
             raise GenerationCancelled("generation stopped by request")
+
+    def _stop_requested(self) -> bool:
+        return bool(self.should_stop())
 
     def run(self) -> GenerationResult:
         request = self.request
@@ -408,23 +420,45 @@ class _Run:
         options = fast_options_for(loaded.spec, request)
         parallel = self.engine.config.parallel
         in_group = parallel is not None and parallel.world_size > 1
+        stream = None
+        if self.write_video is not None:
+            why_not = stream_unavailable(pipe, request)
+            if why_not is None:
+                # In a rank group every stop check is a step of the group's protocol, which the other ranks (which
+                # decode without streaming) would not take: there the decode is not stopped between chunks.
+                stop = (lambda: False) if in_group else self._stop_requested
+                stream = StreamedDecode(pipe, self.write_video, request.num_frames, stop)
+                common["output_type"] = "pt"  # the frames go to the writer; the returned video is not used
+            else:
+                logger.debug("%s: the decode is not streamed to the writer: %s", request.model, why_not)
         with (
             fast_modes(loaded.components, options, steps=self.steps, in_group=in_group) as fast_record,
             torch.inference_mode(),
+            stream if stream is not None else contextlib.nullcontext(),
         ):
             frames = pipe(**common, **kwargs).frames[0]
         if self._stage != Stage.DECODING:
             self._enter(Stage.DECODING)
 
-        video = _to_uint8(frames)
+        if stream is not None:
+            del frames
+            (height, width), count = stream.frame_shape, stream.frames_written
+            video = np.zeros((0, height, width, 3), dtype=np.uint8)
+        else:
+            video = to_uint8(frames)
+            del frames
+            count, height, width = video.shape[:3]
+            if self.write_video is not None:
+                self.write_video(iter(video), count)
+                video = video[:0]
         self._close_stage()
         return GenerationResult(
             frames=video,
             loras=tuple(loras),
             speed={**(loaded.speed or {}), "mode": request.speed, **fast_record},
-            width=int(video.shape[2]),
-            height=int(video.shape[1]),
-            num_frames=int(video.shape[0]),
+            width=int(width),
+            height=int(height),
+            num_frames=int(count),
             fps=request.fps,
             seed=request.seed,
             random_weights=loaded.random_weights,
@@ -486,10 +520,3 @@ def _synchronize(device: torch.device) -> None:
         accelerator.synchronize(device)
     elif device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _to_uint8(frames) -> np.ndarray:
-    array = np.asarray(frames)
-    if array.dtype != np.uint8:
-        array = (np.clip(array, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    return array

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,17 +31,37 @@ def thumbnail_path_for(video_path: str | os.PathLike) -> str:
 def write_video_files(frames: np.ndarray, video_path: str | os.PathLike, fps: int, crf: int) -> VideoFiles:
     """Encodes `frames` (uint8 [F, H, W, 3]) to an MP4 at `video_path` and a JPEG of the middle frame beside it.
 
-    Both are written atomically; if the encode fails, the thumbnail is removed again, so a failure leaves neither.
-    """
+    Both are written atomically; a failure of either leaves neither."""
+    return write_video_stream(iter(frames), video_path, fps, crf, len(frames))
+
+
+def write_video_stream(
+    frames: Iterable[np.ndarray], video_path: str | os.PathLike, fps: int, crf: int, num_frames: int
+) -> VideoFiles:
+    """Encodes `frames` (uint8 [H, W, 3] each, `num_frames` of them) to an MP4 at `video_path` as they come, keeping
+    only the middle one (index `num_frames // 2`) for the JPEG thumbnail beside it, written after the video.
+
+    An exception from `frames` (a failed or cancelled decode) or from the encoder leaves no file at `video_path`
+    (`encode_mp4` writes under a temporary name); a failed thumbnail removes the video again."""
     video_path = os.fspath(video_path)
     thumb_path = thumbnail_path_for(video_path)
     os.makedirs(os.path.dirname(os.path.abspath(video_path)), exist_ok=True)
-    write_thumbnail(frames[len(frames) // 2], thumb_path)
+    middle: list[np.ndarray] = []
+
+    def keep_middle(frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        for index, frame in enumerate(frames):
+            if index == num_frames // 2:
+                middle.append(np.array(frame, copy=True))
+            yield frame
+
+    encode_mp4(keep_middle(frames), video_path, fps=fps, crf=crf)
     try:
-        encode_mp4(frames, video_path, fps=fps, crf=crf)
+        if not middle:
+            raise RuntimeError(f"the video has fewer frames than the {num_frames} expected; no thumbnail")
+        write_thumbnail(middle[0], thumb_path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            os.remove(thumb_path)
+            os.remove(video_path)
         raise
     return VideoFiles(video_path=video_path, thumbnail_path=thumb_path)
 
@@ -83,4 +104,12 @@ def write_output_files(frames: np.ndarray, path: str | os.PathLike, fps: int, cr
     if suffix != ".mp4":
         raise InvalidRequestError("out", f"the output must be an .mp4 or a .png, got {os.fspath(path)!r}")
     files = write_video_files(frames, path, fps=fps, crf=crf)
+    return OutputFiles(files.video_path, files.thumbnail_path, OUTPUT_MEDIA_TYPES[".mp4"])
+
+
+def write_mp4_stream(
+    frames: Iterable[np.ndarray], path: str | os.PathLike, fps: int, crf: int, num_frames: int
+) -> OutputFiles:
+    """`write_video_stream` as an `OutputFiles` (the MP4 of a generation whose frames are still being decoded)."""
+    files = write_video_stream(frames, path, fps, crf, num_frames)
     return OutputFiles(files.video_path, files.thumbnail_path, OUTPUT_MEDIA_TYPES[".mp4"])

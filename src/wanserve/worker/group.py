@@ -150,8 +150,9 @@ class GroupEngine:
         return self.engine.is_random(model)
 
     def generate(
-        self, request: GenerationRequest, on_progress=None, should_stop=None, sink=None, frames=None
-    ) -> GenerationResult:
+        self, request: GenerationRequest, on_progress=None, should_stop=None, sink=None, frames=None,
+        write_video=None,
+    ) -> GenerationResult:  # fmt: skip
         if request.task == TaskKind.UPSCALE:
             # FlashVSR has no parallel plan: rank 0 runs it alone (nothing is posted, so the other ranks keep
             # waiting for the next job). `sink` and `frames` are the upscale's (engine.Engine.generate).
@@ -182,7 +183,10 @@ class GroupEngine:
 
         try:
             try:
-                result = self.engine.generate(request, on_progress=progress, should_stop=group_should_stop)
+                # Rank 0 writes the video (followers decode too, and drop what they decode).
+                result = self.engine.generate(
+                    request, on_progress=progress, should_stop=group_should_stop, write_video=write_video
+                )
             except Exception as exc:
                 if _is_collective_failure(exc):
                     raise GroupBroken(
@@ -421,11 +425,12 @@ class RankGroup:
         return get_spec(model).random_weights
 
     def generate(
-        self, request: GenerationRequest, on_progress=None, should_stop=None, sink=None, frames=None
-    ) -> GenerationResult:
+        self, request: GenerationRequest, on_progress=None, should_stop=None, sink=None, frames=None,
+        write_video=None,
+    ) -> GenerationResult:  # fmt: skip
         if request.task == TaskKind.UPSCALE:
             return self._started().generate(request, on_progress, should_stop, sink=sink, frames=frames)
-        return self._started().generate(request, on_progress, should_stop)
+        return self._started().generate(request, on_progress, should_stop, write_video=write_video)
 
     @property
     def last_steps(self) -> dict[int, int]:

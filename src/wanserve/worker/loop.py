@@ -30,7 +30,7 @@ from wanserve.engine.upscale import chained_request
 from wanserve.errors import GenerationCancelled, GroupBroken, WanserveError, is_storage_full
 from wanserve.jobs.model import Job
 from wanserve.jobs.service import JobService
-from wanserve.media.outputs import write_output_files
+from wanserve.media.outputs import write_mp4_stream, write_output_files
 from wanserve.worker.upscale import run_upscale_part
 
 logger = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ class EngineLike(Protocol):
         request: GenerationRequest,
         on_progress: ProgressCallback | None = None,
         should_stop: StopCallback | None = None,
+        write_video=None,
     ) -> GenerationResult: ...
 
 
@@ -258,21 +259,34 @@ class Worker:
                 result, encoded = run_upscale_part(
                     self.engine, request, scratch.name, on_progress, should_stop, partial
                 )
-            else:
+            elif request.upscale:
+                # A chained job: its generated frames go through FlashVSR as stage `upscaling`.
                 result = self.engine.generate(request, on_progress=on_progress, should_stop=should_stop)
-                if request.upscale:
-                    # A chained job: its generated frames go through FlashVSR as stage `upscaling`.
-                    result, encoded = run_upscale_part(
-                        self.engine, chained_request(request), scratch.name, on_progress, should_stop, partial,
-                        frames=result.frames,
-                    )  # fmt: skip
-                else:
-                    steps = len(result.step_times_s)
-                    on_progress(ProgressEvent(Stage.WRITING, step=steps, steps=steps))
-                    name = "output.png" if request.task == TaskKind.T2I else "output.mp4"
-                    encoded = write_output_files(
-                        result.frames, os.path.join(scratch.name, name), request.fps, request.crf
-                    )
+                result, encoded = run_upscale_part(
+                    self.engine, chained_request(request), scratch.name, on_progress, should_stop, partial,
+                    frames=result.frames,
+                )  # fmt: skip
+            elif request.task == TaskKind.T2I:
+                result = self.engine.generate(request, on_progress=on_progress, should_stop=should_stop)
+                steps = len(result.step_times_s)
+                on_progress(ProgressEvent(Stage.WRITING, step=steps, steps=steps))
+                encoded = write_output_files(result.frames, os.path.join(scratch.name, "output.png"), request.fps,
+                                             request.crf)  # fmt: skip
+            else:
+                # The MP4 is encoded as the VAE decodes (engine/decode_stream.py): by the time `generate` returns,
+                # the file is written; the `writing` stage that follows is only its closing.
+                written: list = []
+                path = os.path.join(scratch.name, "output.mp4")
+
+                def write_video(frames, num_frames: int) -> None:
+                    written.append(write_mp4_stream(frames, path, request.fps, request.crf, num_frames))
+
+                result = self.engine.generate(
+                    request, on_progress=on_progress, should_stop=should_stop, write_video=write_video
+                )
+                steps = len(result.step_times_s)
+                on_progress(ProgressEvent(Stage.WRITING, step=steps, steps=steps))
+                encoded = written[0]
             files = self.service.files.store_outputs(job.id, encoded.path, encoded.thumbnail_path)
             recorder.flush()
         except GenerationCancelled:
