@@ -113,3 +113,14 @@ def test_compiled_blocks_trace_whole_and_give_the_plain_frames():
     assert np.abs(result.frames.astype(int) - plain.astype(int)).max() <= 1
     other_seed = _frames(Engine(EngineConfig(device="cpu")), seed=4)
     assert np.abs(result.frames.astype(int) - other_seed.astype(int)).max() > 1
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_cudnn_benchmark_is_set_for_cuda_engines_only_when_configured(monkeypatch, enabled):
+    from wanserve.engine.speed import apply_speed_options
+
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    apply_speed_options({}, SpeedConfig(cudnn_benchmark=enabled), torch.device("cpu"))
+    assert torch.backends.cudnn.benchmark is False
+    apply_speed_options({}, SpeedConfig(cudnn_benchmark=enabled), torch.device("cuda"))  # no transformer: no CUDA call
+    assert torch.backends.cudnn.benchmark is enabled

@@ -167,6 +167,9 @@ class SpeedConfig:
     """`torch.compile` backend for `blocks`; `eager` traces the whole graph without generating code (tests)."""
     compile_cache_dir: str | None = None
     """Where compiled kernels are cached across restarts (Inductor's cache directory); `None` keeps its default."""
+    cudnn_benchmark: bool = True
+    """On CUDA, let cuDNN time its convolution algorithms at the first call of each shape and keep the fastest
+    (`torch.backends.cudnn.benchmark`): the VAE's 3-D convolutions; the start-up warm-up pays the search."""
 
     def __post_init__(self) -> None:
         _check_choice("attention", self.attention, ATTENTION_CHOICES)

@@ -238,6 +238,8 @@ def apply_speed_options(components: dict[str, Any], speed: SpeedConfig, device: 
     """Sets the attention kernel and compiles the transformers' repeated blocks. Returns what was applied."""
     applied: dict[str, str] = {"attention": "native"}
     compile_mode = speed.compile_mode(device.type)
+    if device.type == "cuda" and speed.cudnn_benchmark:
+        torch.backends.cudnn.benchmark = True  # process-wide, as the setting is: one engine per worker process
     for name in TRANSFORMERS:
         module = components.get(name)
         if not isinstance(module, torch.nn.Module):
