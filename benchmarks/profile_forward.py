@@ -12,7 +12,6 @@ import argparse
 import contextlib
 import json
 import re
-import statistics
 import time
 
 import torch
@@ -40,6 +39,7 @@ def main() -> None:
 
     from torch.profiler import ProfilerActivity, profile
 
+    from wanserve.bench.engine import timed_cuda
     from wanserve.engine.config import SpeedConfig
     from wanserve.engine.fast import FastOptions, fast_modes
     from wanserve.engine.realsize import build_random_component, forward_inputs
@@ -66,14 +66,7 @@ def main() -> None:
             forward()
             torch.cuda.synchronize()
             warm_up_s = time.perf_counter() - start
-            times = []
-            for _ in range(args.repeats):
-                begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                begin.record()
-                forward()
-                end.record()
-                torch.cuda.synchronize()
-                times.append(begin.elapsed_time(end) / 1000)
+            forward_s = timed_cuda(forward, reps=args.repeats, warmup=0)
             with profile(activities=[ProfilerActivity.CUDA]) as prof:
                 forward()
                 torch.cuda.synchronize()
@@ -87,7 +80,7 @@ def main() -> None:
         for name, ms, _ in kernels:
             by_category[category(name)] = by_category.get(category(name), 0.0) + ms
         entry = {
-            "forward_s_median": round(statistics.median(times), 4), "warm_up_s": round(warm_up_s, 1),
+            "forward_s_median": round(forward_s, 4), "warm_up_s": round(warm_up_s, 1),
             "profiled_kernel_ms_total": round(sum(k[1] for k in kernels), 1),
             "ms_by_category": {k: round(v, 1) for k, v in sorted(by_category.items(), key=lambda kv: -kv[1])},
             "top_kernels": [{"name": n[:160], "ms": round(ms, 2), "calls": c} for n, ms, c in kernels[: args.top]],

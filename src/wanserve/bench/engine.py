@@ -57,7 +57,7 @@ class EngineBenchConfig:
     """Called with the report so far after each phase (a run cut short still leaves its measurements)."""
 
 
-def _timed_cuda(fn: Callable[[], Any], reps: int, warmup: int = 1) -> float:
+def timed_cuda(fn: Callable[[], Any], reps: int, warmup: int = 1) -> float:
     """Median seconds of `fn` over `reps` runs, timed with CUDA events after `warmup` runs."""
     for _ in range(warmup):
         fn()
@@ -81,19 +81,19 @@ def measure_kernels(heads: int, tokens: int, head_dim: int = 128) -> dict[str, f
 
     out: dict[str, float] = {}
     mats = [torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16) for _ in range(2)]
-    out["matmul_bf16_tflops"] = 2 * 8192**3 / _timed_cuda(lambda: mats[0] @ mats[1], reps=20, warmup=5) / 1e12
+    out["matmul_bf16_tflops"] = 2 * 8192**3 / timed_cuda(lambda: mats[0] @ mats[1], reps=20, warmup=5) / 1e12
     mats.clear()
     flops = 4 * tokens * tokens * head_dim * heads
     q = torch.randn(1, heads, tokens, head_dim, device="cuda", dtype=torch.bfloat16)
     k, v = torch.randn_like(q), torch.randn_like(q)
     with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
         fn = lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v)  # noqa: E731
-        out["attention_cudnn_tflops"] = flops / _timed_cuda(fn, reps=5) / 1e12
+        out["attention_cudnn_tflops"] = flops / timed_cuda(fn, reps=5) / 1e12
     if fa3_available():
         from flash_attn_interface import flash_attn_func
 
         qt, kt, vt = (x.transpose(1, 2).contiguous() for x in (q, k, v))
-        out["attention_fa3_tflops"] = flops / _timed_cuda(lambda: flash_attn_func(qt, kt, vt), reps=5) / 1e12
+        out["attention_fa3_tflops"] = flops / timed_cuda(lambda: flash_attn_func(qt, kt, vt), reps=5) / 1e12
     return {key: round(value, 1) for key, value in out.items()}
 
 
@@ -102,7 +102,7 @@ def _forward_seconds(transformer, config: EngineBenchConfig, size: tuple[int, in
 
     inputs = forward_inputs(config.model, *size, device="cuda")
     with torch.inference_mode():
-        return _timed_cuda(lambda: transformer(**inputs), reps=config.forward_reps, warmup=1)
+        return timed_cuda(lambda: transformer(**inputs), reps=config.forward_reps, warmup=1)
 
 
 def _stock_pipeline(components: dict, config: EngineBenchConfig, steps: int) -> tuple[np.ndarray, float, list[float]]:
