@@ -128,5 +128,5 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(code=2) from None
         bound_host, bound_port = sock.getsockname()[:2]
         logger.info("wanserve listening on http://%s:%d (API docs at /docs)", bound_host, bound_port)
-        config = uvicorn.Config(app_, log_config=None, timeout_graceful_shutdown=30)
+        config = uvicorn.Config(app_, log_config=None, timeout_graceful_shutdown=30, access_log=settings.access_log)
         uvicorn.Server(config).run(sockets=[sock])

@@ -19,7 +19,9 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
 import os
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -158,6 +160,7 @@ class JobService:
         self._notify_waiting = notify_waiting or (lambda job_id, model: None)
         self._stats_cache: tuple[float, Mapping[str, ModelStats]] | None = None
         self._eta_cache: tuple[float, int, Mapping[int, float | None]] | None = None
+        self._eta_refresh = threading.Lock()
         self._final_listeners: list[FinalListener] = []
         self._created_listeners: list[CreatedListener] = []
         self._step_listeners: list[StepListener] = []
@@ -355,17 +358,34 @@ class JobService:
     def _queued_etas(self, up_to_seq: int, stats: Mapping[str, ModelStats]) -> Mapping[int, float | None]:
         """ETAs of the whole queue, computed at most every `ETA_TTL_S` seconds (and again after any change this
         process makes): polls of queued jobs share one read of the queue instead of reading it each."""
-        now = time.monotonic()
         cached = self._eta_cache
-        if cached is None or now - cached[0] > ETA_TTL_S or up_to_seq > cached[1]:
-            queue = self.store.queued_up_to(None)
-            etas = queued_etas(queue, self.store.running(), stats, self.config.concurrency)
-            cached = self._eta_cache = (now, max((seq for seq, _, _ in queue), default=0), etas)
+        if self._eta_fresh(cached, up_to_seq):
+            return cached[2]
+        # One thread reads the queue at a time (under 200 pollers, several did at once after every submission). The
+        # others answer from the previous read when it holds their job, or wait for the new one when it does not.
+        known = cached is not None and up_to_seq <= cached[1]
+        if not self._eta_refresh.acquire(blocking=not known):
+            return cached[2]
+        try:
+            cached = self._eta_cache
+            if not self._eta_fresh(cached, up_to_seq):
+                now = time.monotonic()
+                queue = self.store.queued_up_to(None)
+                etas = queued_etas(queue, self.store.running(), stats, self.config.concurrency)
+                cached = self._eta_cache = (now, max((seq for seq, _, _ in queue), default=0), etas)
+        finally:
+            self._eta_refresh.release()
         return cached[2]
 
+    @staticmethod
+    def _eta_fresh(cached: tuple[float, int, Mapping[int, float | None]] | None, up_to_seq: int) -> bool:
+        return cached is not None and time.monotonic() - cached[0] <= ETA_TTL_S and up_to_seq <= cached[1]
+
     def _changed(self, job_id: str) -> None:
-        """After this process changed job `job_id`: ETAs are recomputed, event readers woken."""
-        self._eta_cache = None
+        """After this process changed job `job_id`: ETAs are recomputed (by the next poll), event readers woken."""
+        cached = self._eta_cache
+        if cached is not None:
+            self._eta_cache = (-math.inf, cached[1], cached[2])
         self.hub.notify(job_id)
 
     def _model_stats(self) -> Mapping[str, ModelStats]:

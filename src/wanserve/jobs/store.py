@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, delete, func, or_, select, update
+from sqlalchemy import Engine, bindparam, case, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from wanserve.errors import JobNotFoundError, JobStateError, QueueFullError
 from wanserve.jobs.db import make_read_session_factory, make_session_factory
@@ -73,10 +73,24 @@ def _select_jobs():
     return select(Job, ranked.c.pos).outerjoin(ranked, ranked.c.seq == Job.seq)
 
 
-_JOB_BY_ID = select(Job).where(Job.id == bindparam("job_id"))
-"""Built once: a status poll is the hottest read, and building a statement costs more than running it."""
-_POSITION_OF = select(func.count()).select_from(Job).where(Job.status == Q, Job.seq <= bindparam("seq"))
-"""1-based position of a queued job: an index range scan of `ix_jobs_status_seq`."""
+_AHEAD = aliased(Job)
+_JOB_BY_ID = select(
+    Job,
+    case(
+        (
+            Job.status == Q,
+            select(func.count())
+            .select_from(_AHEAD)
+            .where(_AHEAD.status == Q, _AHEAD.seq <= Job.seq)
+            .correlate(Job)
+            .scalar_subquery(),
+        ),
+        else_=None,
+    ),
+).where(Job.id == bindparam("job_id"))
+"""A job and, while queued, its 1-based queue position (an index range scan of `ix_jobs_status_seq`), in one
+statement: one round trip to the database per status poll, and one snapshot. Built once: a status poll is the
+hottest read, and building a statement costs more than running it."""
 
 
 def _with_positions(rows) -> list[Job]:
@@ -160,13 +174,13 @@ class JobStore:
             return session.scalar(select(Job).where(*conditions).order_by(Job.seq.desc()).limit(1))
 
     def get(self, job_id: str) -> Job:
-        """The job (with its queue position while queued, read in the same transaction); raises
-        `JobNotFoundError`."""
+        """The job (with its queue position while queued, read in the same statement); raises `JobNotFoundError`."""
         with self._reads() as session:
-            job = session.scalars(_JOB_BY_ID, {"job_id": job_id}).first()
-            if job is None:
-                raise JobNotFoundError(f"job {job_id!r} not found")
-            job.queue_position = session.scalar(_POSITION_OF, {"seq": job.seq}) if job.status == Q else None
+            row = session.execute(_JOB_BY_ID, {"job_id": job_id}).first()
+        if row is None:
+            raise JobNotFoundError(f"job {job_id!r} not found")
+        job = row[0]
+        job.queue_position = row[1]
         return job
 
     def list(

@@ -11,6 +11,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from wanserve.api.content import content_response
 from wanserve.api.deps import JobServiceDep, OwnerDep, SettingsDep, SubmissionDep
+from wanserve.api.reads import run_read
 from wanserve.api.schemas.jobs import JobCreate, JobDeleted, JobPublic, JobsPublic, multipart_schema
 from wanserve.errors import InvalidRequestError
 
@@ -52,7 +53,7 @@ async def list_jobs(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> JobsPublic:
     """Jobs newest first, optionally filtered by status and model."""
-    page = await run_in_threadpool(service.list_jobs, status, model, limit, offset, owner)
+    page = await run_read(service.list_jobs, status, model, limit, offset, owner)
     return JobsPublic(data=[JobPublic.from_view(v) for v in page.data], count=page.count)
 
 
@@ -60,7 +61,7 @@ async def list_jobs(
 async def get_job(job_id: str, service: JobServiceDep, owner: OwnerDep) -> JobPublic:
     """A job: status, stage, step, progress, queue position, ETA, parameters, error."""
     # A coroutine with one hop to the thread pool: a plain function would cost FastAPI two (call and serialize).
-    return JobPublic.from_view(await run_in_threadpool(service.get_job, job_id, owner))
+    return JobPublic.from_view(await run_read(service.get_job, job_id, owner))
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)
@@ -101,7 +102,7 @@ def get_content(
 
 
 async def _existing_job(job_id: str, service: JobServiceDep, owner: OwnerDep) -> str:
-    await run_in_threadpool(service.get_job, job_id, owner)  # 404 before the stream starts
+    await run_read(service.get_job, job_id, owner)  # 404 before the stream starts
     return job_id
 
 

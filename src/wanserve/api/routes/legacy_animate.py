@@ -24,6 +24,7 @@ from fastapi.concurrency import run_in_threadpool
 from wanserve.api.content import content_response
 from wanserve.api.deps import JobServiceDep, OwnerDep, SubmitterDep, get_settings
 from wanserve.api.openapi import json_body
+from wanserve.api.reads import run_read
 from wanserve.api.routes.legacy_common import (
     LegacyRoute,
     choose_model,
@@ -160,7 +161,7 @@ async def create_animate_job(request: Request, service: JobServiceDep, owner: Su
 @router.get("/jobs/{job_id}", response_model=AnimateJobStatus)
 async def get_animate_job(request: Request, service: JobServiceDep, owner: OwnerDep, job_id: str) -> AnimateJobStatus:
     """Status of an Animate job."""
-    view = await run_in_threadpool(find_job, service, job_id, owner)
+    view = await run_read(find_job, service, job_id, owner)
     return animate_status(view)
 
 
@@ -168,7 +169,7 @@ async def get_animate_job(request: Request, service: JobServiceDep, owner: Owner
 async def get_animate_media(request: Request, service: JobServiceDep, owner: OwnerDep, job_id: str) -> Response:
     """The MP4 of a succeeded Animate job; 404 until there is one (as before). Range requests work."""
     try:
-        view = await run_in_threadpool(find_job, service, job_id, owner)
+        view = await run_read(find_job, service, job_id, owner)
         content = await run_in_threadpool(service.content, view.id, "video", owner)
     except JobStateError:
         raise JobNotFoundError("Output not available yet") from None

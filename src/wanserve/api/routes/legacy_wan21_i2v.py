@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from wanserve.api.content import content_response
 from wanserve.api.deps import AdminDep, JobServiceDep, OwnerDep, SubmitterDep, get_settings
 from wanserve.api.openapi import json_body
+from wanserve.api.reads import run_read
 from wanserve.api.routes.legacy_common import (
     LegacyRoute,
     capabilities,
@@ -150,7 +151,7 @@ def wan21_status(view: Any) -> Wan21StatusResponse:
 async def video_status(request: Request, service: JobServiceDep, owner: OwnerDep) -> Wan21StatusResponse:
     """Status of a job by `requestId`."""
     body = parse_body(RequestIdBody, await read_json(request))
-    view = await run_in_threadpool(service.get_job, job_id_of(body.requestId), owner)
+    view = await run_read(service.get_job, job_id_of(body.requestId), owner)
     return wan21_status(view)
 
 

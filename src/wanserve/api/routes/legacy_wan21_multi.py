@@ -18,6 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from wanserve.api.deps import JobServiceDep, OwnerDep, SubmitterDep, get_settings
 from wanserve.api.openapi import json_body
+from wanserve.api.reads import run_read
 from wanserve.api.routes.legacy_common import (
     LegacyRoute,
     capabilities,
@@ -161,7 +162,7 @@ def multi_device_status(view: Any) -> MultiDeviceStatusResponse:
 @router.get("/status/{task_id}", response_model=MultiDeviceStatusResponse)
 async def status(request: Request, service: JobServiceDep, owner: OwnerDep, task_id: str) -> MultiDeviceStatusResponse:
     """Status of a job."""
-    view = await run_in_threadpool(service.get_job, job_id_of(task_id), owner)
+    view = await run_read(service.get_job, job_id_of(task_id), owner)
     return multi_device_status(view)
 
 

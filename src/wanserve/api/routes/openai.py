@@ -21,6 +21,7 @@ from wanserve.api.content import content_response
 from wanserve.api.deps import JobServiceDep, OwnerDep, SettingsDep, SubmitterDep
 from wanserve.api.errors import ShapedErrorRoute, retry_after_headers
 from wanserve.api.openapi import json_body
+from wanserve.api.reads import run_read
 from wanserve.api.schemas.openai import (
     DEFAULT_LIST_LIMIT,
     MAX_LIST_LIMIT,
@@ -266,7 +267,7 @@ async def list_videos(
     order: str = Query("desc", pattern="^(asc|desc)$"),
 ) -> VideoList:
     """List video jobs (OpenAI `client.videos.list`), cursor-paged by `after`."""
-    views, has_more = await run_in_threadpool(service.list_jobs_after, after, limit, order == "asc", owner)
+    views, has_more = await run_read(service.list_jobs_after, after, limit, order == "asc", owner)
     data = [video_object(view) for view in views]
     return VideoList(
         data=data, has_more=has_more, first_id=data[0].id if data else None, last_id=data[-1].id if data else None
@@ -276,7 +277,7 @@ async def list_videos(
 @router.get("/videos/{video_id}", response_model=VideoObject)
 async def retrieve_video(video_id: str, service: JobServiceDep, owner: OwnerDep) -> VideoObject:
     """One video job (OpenAI `client.videos.retrieve`)."""
-    view = await run_in_threadpool(service.get_job, video_id, owner)
+    view = await run_read(service.get_job, video_id, owner)
     return video_object(view)
 
 

@@ -17,6 +17,7 @@ from pydantic import ConfigDict, create_model
 
 from wanserve.api.deps import JobServiceDep, SettingsDep, SubmitterDep
 from wanserve.api.openapi import json_body
+from wanserve.api.reads import run_read
 from wanserve.api.routes.openai import OpenAIRoute, read_fields
 from wanserve.api.schemas.openai_images import (
     PASS_THROUGH_FIELDS,
@@ -85,7 +86,7 @@ async def create_image(
     # 2. Follow the job's event log until it ends (no polling: the log wakes this stream)
     async for _event in service.stream_events(view.id, 0, owner):
         pass
-    view = await run_in_threadpool(service.get_job, view.id, owner)
+    view = await run_read(service.get_job, view.id, owner)
     if view.status == "cancelled":
         raise GenerationCancelled(f"image job {view.id} was cancelled")
     if view.status != "succeeded":
