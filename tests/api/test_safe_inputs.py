@@ -216,8 +216,9 @@ def test_job_writing_to_a_full_tmpfs_fails_as_storage_full_and_only_that_job(tmp
         failed = _events(client, first)
         assert failed["status"] == "failed" and failed["error"]["type"] == "storage_full", failed
         assert str(tmp_path) not in failed["error"]["message"] and "No space left" in failed["error"]["message"]
-        # The service keeps serving while the disk is full: reads, and new jobs (the second one is running).
-        assert client.get(f"/v1/jobs/{second}").json()["status"] == "running"
+        # The service keeps serving while the disk is full: the second job runs (held after step 1), reads are
+        # answered, new jobs are queued.
+        assert _events(client, second, until_step=1)["status"] == "running"
         assert client.post("/v1/jobs", json={**small, "seed": 3}).status_code == 201
         filler.unlink()
         (hold / "hold").unlink()

