@@ -71,15 +71,23 @@ def test_streamed_frames_equal_the_whole_decode_and_overlap_it(engine, model):
 
 
 def test_streamed_mp4_decodes_to_the_frames_of_the_mp4_written_after_the_decode(engine, tmp_path):
+    """The same video, encoded as it decodes. Not compared byte for byte: x264 with frame threads does not always
+    give the same bytes for the same frames (seen with the whole-video write too, about one run in five here), so the
+    check is that both files hold every frame, equally close to the generated frames."""
     request = _request("tiny-t2v", frames=9)
-    before = write_video_files(engine.generate(request).frames, tmp_path / "whole.mp4", fps=16, crf=18)
+    source = engine.generate(request).frames
+    before = write_video_files(source, tmp_path / "whole.mp4", fps=16, crf=18)
     written = []
     engine.generate(request, write_video=lambda frames, count: written.append(
         write_mp4_stream(frames, tmp_path / "streamed.mp4", 16, 18, count)))  # fmt: skip
     streamed = written[0]
-    a = np.stack([np.asarray(f) for f in load_video(before.video_path, "video", max_frames=100)])
-    b = np.stack([np.asarray(f) for f in load_video(streamed.path, "video", max_frames=100)])
-    assert a.shape == (9, 64, 64, 3) and np.array_equal(a, b)
+    a = np.stack([np.asarray(f) for f in load_video(before.video_path, "video", max_frames=100)]).astype(float)
+    b = np.stack([np.asarray(f) for f in load_video(streamed.path, "video", max_frames=100)]).astype(float)
+    assert a.shape == b.shape == (9, 64, 64, 3)
+    error_whole, error_streamed = np.abs(a - source).mean(), np.abs(b - source).mean()
+    assert error_streamed < 12 and abs(error_streamed - error_whole) < 0.5 and np.abs(a - b).mean() < 1.0
+    # A frame out of place (or another frame) would be far off: the next frame of this video differs by more.
+    assert np.abs(b[1:] - source[:-1]).mean() > 2 * error_streamed
     assert (tmp_path / "streamed.jpg").read_bytes() == (tmp_path / "whole.jpg").read_bytes()
 
 
