@@ -50,9 +50,7 @@ JOB = {"model": "tiny-t2v", "prompt": "a cat", "width": 64, "height": 64, "num_f
 FINAL = {"succeeded", "failed", "cancelled", "expired"}
 
 
-def start_process(
-    args: list[str], env: dict[str, str], ready: str, nice: int = 0
-) -> tuple[subprocess.Popen, str]:
+def start_process(args: list[str], env: dict[str, str], ready: str, nice: int = 0) -> tuple[subprocess.Popen, str]:
     """`python -m wanserve <args>`; waits for `ready` in its log. Returns the process and its URL (if it listens)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "wanserve", *args],
@@ -254,7 +252,7 @@ async def load(urls: list[str], duration_s: float, pollers: int, rate: float, pi
                 await asyncio.sleep(0.5)
     lost = [j for j in accepted if j not in finals]
     window_s, windows = 5.0, {}
-    for (code, seconds), ended in zip(polls, poll_ends):
+    for (code, seconds), ended in zip(polls, poll_ends, strict=True):
         if code == 200:
             windows.setdefault(int((ended - began) // window_s), []).append(seconds)
     without_reason = [j for j, job in finals.items() if job["status"] != "succeeded" and not job.get("error")]

@@ -19,6 +19,33 @@ import time
 import torch
 
 
+def live_tensors(components: dict, top: int = 12) -> list[dict]:
+    """The largest CUDA tensors still alive that are no parameter or buffer of the model's components, with the
+    types of what refers to them: what a failed run left behind, if anything."""
+    import gc
+
+    owned = {
+        id(t)
+        for module in components.values()
+        if isinstance(module, torch.nn.Module)
+        for t in (*module.parameters(), *module.buffers())
+    }
+    found = []
+    for obj in gc.get_objects():
+        try:
+            if torch.is_tensor(obj) and obj.is_cuda and id(obj) not in owned:
+                found.append(obj)
+        except Exception:  # some objects raise on attribute access; they are not tensors
+            continue
+    found.sort(key=lambda t: -t.untyped_storage().nbytes())
+    rows = []
+    for tensor in found[:top]:
+        referrers = [type(r).__name__ for r in gc.get_referrers(tensor) if r is not found][:5]
+        rows.append({"shape": list(tensor.shape), "dtype": str(tensor.dtype),
+                     "storage_mib": round(tensor.untyped_storage().nbytes() / 2**20, 1), "referrers": referrers})  # fmt: skip
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="wan2.1-t2v-14b")
@@ -84,6 +111,7 @@ def main() -> None:
     report["too_large"]["allocated_after_gib"] = allocated()
     if cuda:
         report["too_large"]["reserved_after_gib"] = round(torch.cuda.memory_reserved() / 2**30, 2)
+        report["too_large"]["live_tensors_outside_the_model"] = live_tensors(engine.load(model).components)
 
     # 2. The next request, on the same engine
     start = time.perf_counter()

@@ -249,6 +249,8 @@ def main() -> None:
         "--stock-script", default=None, help="path of diffusers_context_parallel.py (default: looked for)"
     )
     args = parser.parse_args()
+    if args.stock_script and not Path(args.stock_script).is_file():
+        parser.error(f"`--stock-script` {args.stock_script!r} is not a file")
 
     import torch
 
@@ -278,7 +280,11 @@ def main() -> None:
     stock = (
         []
         if args.no_stock
-        else run_stock(counts, next((p for p in STOCK_SCRIPT_PLACES if Path(p).exists()), None), args.quick)
+        else run_stock(
+            counts,
+            args.stock_script or next((p for p in STOCK_SCRIPT_PLACES if Path(p).exists()), None),
+            args.quick,
+        )
     )
     report = dict(
         machine=torch.cuda.get_device_name(0), gpus_available=available, job=job, wanserve=rows,

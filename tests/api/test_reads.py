@@ -56,6 +56,7 @@ def test_access_log_setting_reaches_uvicorn(tmp_path, monkeypatch, value, expect
     import uvicorn
 
     seen = {}
+
     def run(server, sockets=None) -> None:  # instead of serving: what the server was configured with
         seen["access_log"] = server.config.access_log
 

@@ -236,9 +236,13 @@ def _events(client, job_id: str, until_step: int | None = None) -> dict:
         for line in response.iter_lines():
             if line.startswith("event:"):
                 event = line.partition(":")[2].strip()
-            elif line.startswith("data:") and event == "step" and until_step is not None:
-                if json.loads(line.partition(":")[2])["step"] == until_step:
-                    break
+            elif (
+                line.startswith("data:")
+                and event == "step"
+                and until_step is not None
+                and json.loads(line.partition(":")[2])["step"] == until_step
+            ):
+                break
     return client.get(f"/v1/jobs/{job_id}").json()
 
 
