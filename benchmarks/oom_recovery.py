@@ -21,8 +21,11 @@ import torch
 
 def live_tensors(components: dict, top: int = 12) -> list[dict]:
     """The largest CUDA tensors still alive that are no parameter or buffer of the model's components, with the
-    types of what refers to them: what a failed run left behind, if anything."""
+    types of what refers to them: what a failed run left behind, if anything. The compiler's fake tensors (shapes
+    only, no memory) are left out; tensors sharing one storage are listed once."""
     import gc
+
+    from torch._subclasses.fake_tensor import FakeTensor
 
     owned = {
         id(t)
@@ -33,11 +36,14 @@ def live_tensors(components: dict, top: int = 12) -> list[dict]:
     found = []
     for obj in gc.get_objects():
         try:
-            if torch.is_tensor(obj) and obj.is_cuda and id(obj) not in owned:
+            if torch.is_tensor(obj) and obj.is_cuda and id(obj) not in owned and not isinstance(obj, FakeTensor):
                 found.append(obj)
         except Exception:  # some objects raise on attribute access; they are not tensors
             continue
-    found.sort(key=lambda t: -t.untyped_storage().nbytes())
+    unique = {}
+    for tensor in found:
+        unique.setdefault(tensor.untyped_storage().data_ptr(), tensor)
+    found = sorted(unique.values(), key=lambda t: -t.untyped_storage().nbytes())
     rows = []
     for tensor in found[:top]:
         referrers = [type(r).__name__ for r in gc.get_referrers(tensor) if r is not found][:5]
