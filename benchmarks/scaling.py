@@ -33,6 +33,7 @@ from pathlib import Path
 SIZES = {"480p": (832, 480, 81), "720p": (1280, 720, 81)}
 MODELS = ("wan2.1-t2v-14b", "wan2.2-t2v-a14b")
 STOCK_SCRIPT_PLACES = (
+    "benchmarks/stock/diffusers_context_parallel.py",
     "shared/bench/diffusers_context_parallel.py",
     "../shared/bench/diffusers_context_parallel.py",
     "/work/shared/bench/diffusers_context_parallel.py",
