@@ -171,3 +171,24 @@ def test_generate_two_pipelines_of_one_model_share_modules(engine, png_bytes):
     pipes = list(loaded.pipelines.values())
     assert len(pipes) == 2 and pipes[0].transformer is pipes[1].transformer
     assert loaded.memory_applied
+
+
+def test_the_negative_prompt_is_encoded_once_per_model_and_gives_the_same_frames(engine):
+    """Classifier-free guidance needs the negative prompt's embeddings every job; most jobs share the model's default
+    negative prompt, so the text encoder runs it once (stored slices pin the frames of the first, uncached job)."""
+    encoder = engine.load("tiny-t2v").components["text_encoder"]
+    calls = []
+    handle = encoder.register_forward_hook(lambda module, args, output: calls.append(1))
+    try:
+        first = _generate(engine, "tiny-t2v", negative_prompt="blurry", guidance_scale=5.0).frames
+        assert len(calls) == 2  # the prompt and the negative prompt
+        again = _generate(engine, "tiny-t2v", negative_prompt="blurry", guidance_scale=5.0).frames
+        assert len(calls) == 3  # the prompt only
+        other = _generate(engine, "tiny-t2v", negative_prompt="dark", guidance_scale=5.0).frames
+        assert len(calls) == 5
+        _generate(engine, "tiny-t2v", guidance_scale=1.0)  # no guidance: no negative prompt to encode
+        assert len(calls) == 6
+    finally:
+        handle.remove()
+    assert np.array_equal(first, again)
+    assert not np.array_equal(first, other)  # the negative prompt still matters

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,10 @@ from wanserve.engine.tiny import build_tiny_components
 from wanserve.errors import GenerationCancelled, OutOfMemoryError
 
 logger = logging.getLogger(__name__)
+
+
+NEGATIVE_EMBEDS_KEPT = 8
+"""Negative prompts whose embeddings a loaded model keeps (each 512 x 4096 values: 4 MiB in bf16)."""
 
 
 @dataclass
@@ -68,6 +73,26 @@ class LoadedModel:
 
     relighting_lora: str | None = None
     """Animate: the relighting LoRA file loaded into the transformer ("" when there is none), once per model."""
+    negative_embeds: OrderedDict = field(default_factory=OrderedDict)
+    """(negative prompt, max_sequence_length) -> its text embeddings on the device, the most recent last: most jobs
+    share the model's default negative prompt, so classifier-free guidance encodes it once (`NEGATIVE_EMBEDS_KEPT`)."""
+
+    def negative_prompt_embeds(self, pipe, text: str, max_sequence_length: int, device: torch.device, on: torch.device):
+        """`text`'s embeddings as `pipe.encode_prompt` makes a negative prompt's (the same T5 call as a prompt's),
+        encoded on `on` at the first use and kept on `device`."""
+        key = (text, max_sequence_length)
+        embeds = self.negative_embeds.get(key)
+        if embeds is None:
+            embeds, _ = pipe.encode_prompt(
+                prompt=text, do_classifier_free_guidance=False, num_videos_per_prompt=1,
+                max_sequence_length=max_sequence_length, device=on,
+            )  # fmt: skip
+            embeds = embeds.to(device)
+            self.negative_embeds[key] = embeds
+            while len(self.negative_embeds) > NEGATIVE_EMBEDS_KEPT:
+                self.negative_embeds.popitem(last=False)
+        self.negative_embeds.move_to_end(key)
+        return embeds
 
 
 class Engine:
@@ -346,18 +371,23 @@ class _Run:
         # With `text_encoder_on_cpu` (the seed services' T5_CPU) the prompt is encoded on the CPU and only the
         # embeddings move to the accelerator.
         on_cpu = self.engine.config.memory.text_encoder_on_cpu
+        encode_on = torch.device("cpu") if on_cpu else pipe._execution_device
         with torch.inference_mode():
-            prompt_embeds, negative_embeds = pipe.encode_prompt(
+            prompt_embeds, _ = pipe.encode_prompt(
                 prompt=request.prompt,
-                negative_prompt=request.negative_prompt if do_cfg else None,
-                do_classifier_free_guidance=do_cfg,
+                do_classifier_free_guidance=False,
                 num_videos_per_prompt=1,
                 max_sequence_length=request.max_sequence_length,
-                device=torch.device("cpu") if on_cpu else pipe._execution_device,
+                device=encode_on,
             )
-        if on_cpu:
-            prompt_embeds = prompt_embeds.to(device)
-            negative_embeds = negative_embeds.to(device) if negative_embeds is not None else None
+            negative_embeds = (
+                loaded.negative_prompt_embeds(
+                    pipe, request.negative_prompt or "", request.max_sequence_length, device, encode_on
+                )
+                if do_cfg
+                else None
+            )
+        prompt_embeds = prompt_embeds.to(device)
         self._check_stop()
 
         # 3. Decode and encode the image/video inputs (a stage only for requests that have some)
