@@ -85,7 +85,7 @@ PARAMETERS: tuple[Parameter, ...] = (
               cli="--prompt"),
     Parameter("negative_prompt", "text",
               "What to avoid (default: the model's official negative prompt). Needs `guidance_scale` > 1.",
-              "`pipe.encode_prompt(negative_prompt=...)`, used by classifier-free guidance",
+              "`pipe.encode_prompt` (encoded once per model and kept), used by classifier-free guidance",
               tasks=_G, cli="--negative-prompt"),
     Parameter("width", "int",
               "Output width in pixels; for i2v, flf2v and ti2v with an image, width x height is an area and the "
