@@ -63,7 +63,7 @@ def main() -> None:
     from wanserve.engine.engine import Engine
     from wanserve.engine.realsize import build_random_components
     from wanserve.engine.validation import resolve_request
-    from wanserve.media.outputs import write_mp4_stream
+    from wanserve.media.outputs import Mp4Writer
 
     width, height = (int(v) for v in args.size.split("x"))
     report: dict = {"model": args.model, "weights": "random (real-size)", "size": f"{width}x{height}x{args.frames}",
@@ -101,11 +101,8 @@ def main() -> None:
         torch.cuda.synchronize()
         with tempfile.TemporaryDirectory() as out:
             # As a job writes it: the MP4 encoded on a writer thread while the VAE decodes (engine/decode_stream.py).
-            def write_video(frames, num_frames: int) -> None:
-                write_mp4_stream(frames, Path(out) / "job.mp4", 16, 18, num_frames)
-
             start = time.perf_counter()
-            result = engine.generate(request, write_video=write_video)
+            result = engine.generate(request, write_video=Mp4Writer(Path(out) / "job.mp4", 16, 18))
             total = time.perf_counter() - start
         entry = {"lora": lora, "job_s": round(total, 3),
                  "stage_times_s": {k: round(v, 3) for k, v in result.stage_times_s.items()},

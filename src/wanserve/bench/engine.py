@@ -136,7 +136,7 @@ def _engine_generate(engine, config: EngineBenchConfig, steps: int, **extra):
     stage holds the encode too). Returns the request, the result, its frames (kept as they were written) and the
     seconds from the call to the closed MP4."""
     from wanserve.engine.validation import resolve_request
-    from wanserve.media.outputs import write_mp4_stream
+    from wanserve.media.outputs import Mp4Writer
 
     request = resolve_request(
         config.model,
@@ -153,7 +153,7 @@ def _engine_generate(engine, config: EngineBenchConfig, steps: int, **extra):
                 yield frame
 
         with tempfile.TemporaryDirectory() as tmp:
-            write_mp4_stream(keep(), Path(tmp) / "bench.mp4", 16, 18, num_frames)
+            Mp4Writer(Path(tmp) / "bench.mp4", 16, 18)(keep(), num_frames)
 
     torch.cuda.synchronize()
     start = time.perf_counter()

@@ -283,7 +283,7 @@ def _run_with_progress(engine, request, out: Path):
 
     from wanserve.engine.requests import TaskKind
     from wanserve.engine.upscale import chained_request
-    from wanserve.media.outputs import thumbnail_path_for, write_mp4_stream, write_output_files
+    from wanserve.media.outputs import Mp4Writer, thumbnail_path_for, write_output_files
     from wanserve.worker.upscale import run_upscale_part
 
     columns = (
@@ -333,13 +333,9 @@ def _run_with_progress(engine, request, out: Path):
                 files = type(files)(str(out), thumbnail_path_for(out), files.media_type)
         elif out.suffix.lower() == ".mp4" and request.task != TaskKind.T2I:
             # Encoded as the VAE decodes (engine/decode_stream.py), as a job's MP4 is.
-            written = []
-
-            def write_video(frames, num_frames: int) -> None:
-                written.append(write_mp4_stream(frames, out, request.fps, request.crf, num_frames))
-
-            result = engine.generate(request, on_progress=on_progress, write_video=write_video)
-            files = written[0]
+            writer = Mp4Writer(out, request.fps, request.crf)
+            result = engine.generate(request, on_progress=on_progress, write_video=writer)
+            files = writer.files
         else:
             result = engine.generate(request, on_progress=on_progress)
             progress.update(bar, description=_STAGE_LABELS["writing"], rate="")

@@ -190,6 +190,11 @@ class Engine:
         self._models[model] = loaded
         return loaded
 
+    @property
+    def in_group(self) -> bool:
+        """Whether this engine is one rank of a group (a parallel plan over more than one process)."""
+        return self.config.parallel is not None and self.config.parallel.world_size > 1
+
     def unload(self, model: str) -> None:
         """Forgets `model`; its memory is freed once nothing else holds its modules."""
         self._models.pop(model, None)
@@ -211,7 +216,7 @@ class Engine:
                 # (engine/lora.py). A model with Animate's relighting adapter keeps plain adapters.
                 loaded.loras = LoraSlot(loaded.transformers, lora.hotswap_rank, lora.max_loaded)
             parallel = self.config.parallel
-            if parallel is not None and parallel.world_size > 1 and not loaded.parallel_applied:
+            if self.in_group and not loaded.parallel_applied:
                 from wanserve.engine.parallel import apply_parallel_plans, build_rank_mesh
 
                 apply_parallel_plans(loaded.components, parallel, build_rank_mesh(parallel, loaded.device))
@@ -345,9 +350,6 @@ class _Run:
         if self.should_stop():
             raise GenerationCancelled("generation stopped by request")
 
-    def _stop_requested(self) -> bool:
-        return bool(self.should_stop())
-
     def run(self) -> GenerationResult:
         request = self.request
         # 1. Load the model (once per engine)
@@ -448,15 +450,14 @@ class _Run:
             common["num_frames"] = request.num_frames
         self._set_cfg_branches(loaded, do_cfg, negative_embeds)
         options = fast_options_for(loaded.spec, request)
-        parallel = self.engine.config.parallel
-        in_group = parallel is not None and parallel.world_size > 1
+        in_group = self.engine.in_group
         stream = None
         if self.write_video is not None:
             why_not = stream_unavailable(pipe, request)
             if why_not is None:
                 # In a rank group every stop check is a step of the group's protocol, which the other ranks (which
                 # decode without streaming) would not take: there the decode is not stopped between chunks.
-                stop = (lambda: False) if in_group else self._stop_requested
+                stop = (lambda: False) if in_group else self.should_stop
                 stream = StreamedDecode(pipe, self.write_video, request.num_frames, stop)
                 common["output_type"] = "pt"  # the frames go to the writer; the returned video is not used
             else:

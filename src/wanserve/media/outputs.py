@@ -113,3 +113,15 @@ def write_mp4_stream(
     """`write_video_stream` as an `OutputFiles` (the MP4 of a generation whose frames are still being decoded)."""
     files = write_video_stream(frames, path, fps, crf, num_frames)
     return OutputFiles(files.video_path, files.thumbnail_path, OUTPUT_MEDIA_TYPES[".mp4"])
+
+
+class Mp4Writer:
+    """A `write_video` for `Engine.generate`: encodes the frames it is handed to an MP4 at `path` as they come
+    (`write_mp4_stream`, on the decode's writer thread); `files` once the MP4 and its thumbnail are written."""
+
+    def __init__(self, path: str | os.PathLike, fps: int, crf: int):
+        self.path, self.fps, self.crf = path, fps, crf
+        self.files: OutputFiles | None = None
+
+    def __call__(self, frames: Iterable[np.ndarray], num_frames: int) -> None:
+        self.files = write_mp4_stream(frames, self.path, self.fps, self.crf, num_frames)

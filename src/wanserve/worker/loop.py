@@ -30,7 +30,7 @@ from wanserve.engine.upscale import chained_request
 from wanserve.errors import GenerationCancelled, GroupBroken, WanserveError, is_storage_full
 from wanserve.jobs.model import Job
 from wanserve.jobs.service import JobService
-from wanserve.media.outputs import write_mp4_stream, write_output_files
+from wanserve.media.outputs import Mp4Writer, write_output_files
 from wanserve.worker.upscale import run_upscale_part
 
 logger = logging.getLogger(__name__)
@@ -275,18 +275,13 @@ class Worker:
             else:
                 # The MP4 is encoded as the VAE decodes (engine/decode_stream.py): by the time `generate` returns,
                 # the file is written; the `writing` stage that follows is only its closing.
-                written: list = []
-                path = os.path.join(scratch.name, "output.mp4")
-
-                def write_video(frames, num_frames: int) -> None:
-                    written.append(write_mp4_stream(frames, path, request.fps, request.crf, num_frames))
-
+                writer = Mp4Writer(os.path.join(scratch.name, "output.mp4"), request.fps, request.crf)
                 result = self.engine.generate(
-                    request, on_progress=on_progress, should_stop=should_stop, write_video=write_video
+                    request, on_progress=on_progress, should_stop=should_stop, write_video=writer
                 )
                 steps = len(result.step_times_s)
                 on_progress(ProgressEvent(Stage.WRITING, step=steps, steps=steps))
-                encoded = written[0]
+                encoded = writer.files
             files = self.service.files.store_outputs(job.id, encoded.path, encoded.thumbnail_path)
             recorder.flush()
         except GenerationCancelled:
