@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--offload", default="none", choices=("none", "model", "group"))
     parser.add_argument("--text-encoder-on-cpu", action="store_true")
     parser.add_argument("--vae-tiling", action="store_true")
+    parser.add_argument("--group-use-stream", action="store_true", help="group offload copies on a CUDA stream")
     parser.add_argument("--tiny", action="store_true", help="tiny-t2v on the CPU: checks the script runs end to end")
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args()
@@ -45,7 +46,10 @@ def main() -> None:
     from wanserve.engine.validation import resolve_request
 
     memory = MemoryConfig(
-        offload=args.offload, text_encoder_on_cpu=args.text_encoder_on_cpu, vae_tiling=args.vae_tiling
+        offload=args.offload,
+        text_encoder_on_cpu=args.text_encoder_on_cpu,
+        vae_tiling=args.vae_tiling,
+        group_offload_use_stream=args.group_use_stream,
     )
     if args.tiny:
         model, device = "tiny-t2v", "cpu"
@@ -76,7 +80,10 @@ def main() -> None:
     # 2. Generate, reading the peak at the end of denoising and resetting it for the decode
     stage_peaks: dict[str, int] = {}
 
+    started = time.perf_counter()
+
     def on_progress(event) -> None:
+        print(f"{time.perf_counter() - started:7.1f} s  {event.stage.value} {event.step}/{event.steps}", flush=True)
         if measure and event.stage == Stage.DECODING and "denoise" not in stage_peaks:
             torch.cuda.synchronize()
             stage_peaks["denoise"] = torch.cuda.max_memory_allocated()
@@ -84,7 +91,8 @@ def main() -> None:
 
     # A one-step warm-up first: the memory options (placement, offload hooks) and compilation happen at the first
     # generation, and the build put every component on the device; neither belongs to a job's peak.
-    engine.generate(request.replace(num_inference_steps=1))
+    engine.generate(request.replace(num_inference_steps=1), on_progress=on_progress)
+    stage_peaks.clear()
     if measure:
         torch.cuda.synchronize()
         torch.cuda.empty_cache()

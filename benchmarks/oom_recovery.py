@@ -52,12 +52,44 @@ def live_tensors(components: dict, top: int = 12) -> list[dict]:
     return rows
 
 
+def live_allocations(top: int = 10) -> list[dict]:
+    """Where the memory still allocated was allocated (`--record-history`): the allocator's live blocks grouped by the
+    Python stack that allocated them, largest first. The model's own weights (allocated by the build) are left out."""
+    snapshot = torch.cuda.memory._snapshot()
+    groups: dict[tuple, dict] = {}
+    for segment in snapshot["segments"]:
+        for block in segment["blocks"]:
+            if block["state"] != "active_allocated":
+                continue
+            frames = [
+                f"{f['filename'].rsplit('/', 3)[-1]}:{f['line']}:{f['name']}"
+                for f in block.get("frames", [])
+                if f["filename"].endswith(".py")  # Python frames; the allocator's own C++ frames say nothing
+            ]
+            if any("realsize.py" in f for f in frames):
+                continue  # the build's weights
+            ours = [f for f in frames if "/torch/" not in f and not f.startswith("torch/")][:6]
+            key = (tuple(frames[:6]), tuple(ours))
+            entry = groups.setdefault(key, {"mib": 0.0, "blocks": 0, "innermost": frames[:8], "ours": ours})
+            entry["mib"] += block["size"] / 2**20
+            entry["blocks"] += 1
+    rows = sorted(groups.values(), key=lambda g: -g["mib"])[:top]
+    for row in rows:
+        row["mib"] = round(row["mib"], 1)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="wan2.1-t2v-14b")
     parser.add_argument("--cap-gib", type=float, default=46.0, help="the engine's memory cap (max_memory_gib)")
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--tiny", action="store_true", help="tiny-t2v on the CPU, the OOM raised by a hook")
+    parser.add_argument(
+        "--record-history",
+        action="store_true",
+        help="record the allocator's history and report where the memory left allocated came from",
+    )
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
@@ -102,6 +134,9 @@ def main() -> None:
     def allocated() -> float | None:
         return round(torch.cuda.memory_allocated() / 2**30, 2) if cuda else None
 
+    if cuda and args.record_history:
+        torch.cuda.memory._record_memory_history(max_entries=100_000)
+
     # 1. The request that does not fit
     spec = get_spec(model)
     estimate = estimate_memory(spec, engine.config.memory, big["width"], big["height"], big["num_frames"])
@@ -118,6 +153,12 @@ def main() -> None:
     if cuda:
         report["too_large"]["reserved_after_gib"] = round(torch.cuda.memory_reserved() / 2**30, 2)
         report["too_large"]["live_tensors_outside_the_model"] = live_tensors(engine.load(model).components)
+        if args.record_history:
+            report["too_large"]["live_allocations_by_stack"] = live_allocations()
+            torch.cuda.memory._record_memory_history(enabled=None)
+        report["allocator"] = {k: v for k, v in torch.cuda.memory_stats().items()
+                               if k.startswith(("num_alloc_retries", "num_ooms", "num_device_alloc"))}  # fmt: skip
+        report["alloc_conf"] = __import__("os").environ.get("PYTORCH_CUDA_ALLOC_CONF")
 
     # 2. The next request, on the same engine
     start = time.perf_counter()

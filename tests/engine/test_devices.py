@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -172,3 +173,27 @@ def test_load_npu_backend_without_torch_npu_is_false():
 
     assert devices._load_npu_backend() is False
     assert devices.device_count("npu") == 0
+
+
+def test_cuda_allocator_gets_expandable_segments_unless_the_environment_configures_it():
+    from wanserve.engine.devices import EXPANDABLE_SEGMENTS, prefer_expandable_segments
+
+    environ: dict[str, str] = {}
+    assert prefer_expandable_segments(environ) is True
+    assert environ == {"PYTORCH_CUDA_ALLOC_CONF": EXPANDABLE_SEGMENTS}
+    for name in ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF"):
+        mine = {name: "max_split_size_mb:512"}
+        assert prefer_expandable_segments(mine) is False
+        assert mine == {name: "max_split_size_mb:512"}
+
+
+def test_an_engine_for_the_cpu_leaves_the_allocator_settings_alone(monkeypatch):
+    from wanserve.engine.config import EngineConfig
+    from wanserve.engine.engine import Engine
+
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
+    monkeypatch.delenv("PYTORCH_ALLOC_CONF", raising=False)
+    Engine(EngineConfig(device="cpu"))
+    assert "PYTORCH_CUDA_ALLOC_CONF" not in os.environ
+    Engine(EngineConfig(device="auto"))  # may be CUDA: set before the device is asked for
+    assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"

@@ -116,18 +116,15 @@ def test_apply_memory_options_group_offload_calls_diffusers():
 
     apply_memory_options(pipe, memory, "cuda:0")
 
-    assert pipe.calls == [
-        (
-            "enable_group_offload",
-            {
-                "onload_device": torch.device("cuda:0"),
-                "offload_device": torch.device("cpu"),
-                "offload_type": "leaf_level",
-                "num_blocks_per_group": None,
-                "use_stream": True,
-            },
-        )
-    ]
+    expected = {
+        "onload_device": torch.device("cuda:0"),
+        "offload_device": torch.device("cpu"),
+        "offload_type": "leaf_level",
+        "num_blocks_per_group": None,
+        "use_stream": True,
+    }
+    for module in (pipe.transformer, pipe.text_encoder, pipe.vae):
+        assert module.calls[-1] == ("enable_group_offload", expected)
 
 
 def test_apply_memory_options_group_offload_skips_pinned_text_encoder():
@@ -182,4 +179,20 @@ def test_apply_memory_options_group_offload_tiny_pipeline_matches(baseline):
 
     assert hasattr(pipe.transformer, "_diffusers_hook")
     assert not hasattr(pipe.text_encoder, "_diffusers_hook")
+    assert np.array_equal(generate(pipe), baseline)
+
+
+def test_group_offload_streams_the_text_encoders_blocks_one_group_each(baseline):
+    # diffusers' block-level offload streams only the ModuleLists directly under a module: UMT5's blocks lie under
+    # `encoder`, and would otherwise move as one group (the whole 10.6 GiB encoder on the H200).
+    pipe = tiny_pipe()
+
+    apply_memory_options(pipe, MemoryConfig(offload="group"), "cpu")
+
+    blocks = pipe.text_encoder.encoder.block
+    assert len(blocks) > 1
+    assert all(hasattr(block, "_diffusers_hook") for block in blocks)
+    groups = [block._diffusers_hook.get_hook("group_offloading").group for block in blocks]
+    assert [group.modules for group in groups] == [[block] for block in blocks]
+    assert hasattr(pipe.transformer.blocks[0], "_diffusers_hook")
     assert np.array_equal(generate(pipe), baseline)

@@ -207,3 +207,29 @@ def detect_devices() -> list[DeviceInfo]:
         devices.append(_describe("mps", None))
     devices.append(_describe("cpu", None))
     return devices
+
+
+ALLOCATOR_ENV = ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF")
+"""The variables that configure CUDA's caching allocator (the second is its newer name)."""
+
+EXPANDABLE_SEGMENTS = "expandable_segments:True"
+
+
+def prefer_expandable_segments(environ) -> bool:
+    """Makes CUDA's caching allocator grow its segments in place (`expandable_segments:True`) unless `environ` (the
+    process's environment) already configures the allocator. After an out-of-memory error the memory freed is then
+    usable by any later size: with fixed segments, a real OOM on the H200 left 6 GiB reserved in pieces that a small
+    request could not use (benchmarks/oom_recovery.py). Where CUDA's allocator has not started, the variable is set
+    for it to read; where it has, the setting is applied to it directly. Returns whether the setting was made."""
+    if any(name in environ for name in ALLOCATOR_ENV):
+        return False
+    if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+        environ["PYTORCH_CUDA_ALLOC_CONF"] = EXPANDABLE_SEGMENTS
+        return True
+    try:
+        torch.cuda.memory._set_allocator_settings(EXPANDABLE_SEGMENTS)
+    except (AttributeError, RuntimeError) as exc:  # a build without it (ROCm before 6, say)
+        logger.warning("CUDA's allocator keeps fixed segments: %s", exc)
+        return False
+    environ["PYTORCH_CUDA_ALLOC_CONF"] = EXPANDABLE_SEGMENTS  # the same setting for the processes this one starts
+    return True

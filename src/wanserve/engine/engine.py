@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -104,6 +105,11 @@ class Engine:
         self.config = config or EngineConfig()
         self._models: dict[str, LoadedModel] = {}
         self._lock = threading.Lock()
+        if not str(self.config.device or "auto").startswith(("cpu", "mps", "npu", "xpu")):
+            # Before `self.device` is resolved: asking CUDA for its current device starts its allocator.
+            from wanserve.engine.devices import prefer_expandable_segments
+
+            prefer_expandable_segments(os.environ)
 
     # -- models -------------------------------------------------------------------------------------------------
     @property
@@ -263,10 +269,24 @@ class Engine:
                 return _Run(self, request, on_progress, should_stop, write_video).run()
             except torch.OutOfMemoryError as exc:
                 message = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            except BaseException:
+                self._drop_partial_state()
+                raise
             # Outside the except block: the traceback (and the tensors its frames hold) is gone, so the memory
             # can be given back before the next job.
+            self._drop_partial_state()
             release_memory(self.device)
             raise OutOfMemoryError(f"out of accelerator memory: {self.oom_hint(request)} ({message[:300]})")
+
+    def _drop_partial_state(self) -> None:
+        """What a failed or stopped generation leaves inside the models: the Wan VAE keeps the features of its causal
+        convolutions on the module (`_feat_map`) until its next decode clears them, 2.6 GiB after an out-of-memory
+        error in a 480p decode on the H200 (benchmarks/oom_recovery.py), enough to fail the next, small job."""
+        for loaded in self._models.values():
+            for component in loaded.components.values():
+                clear_cache = getattr(component, "clear_cache", None)
+                if isinstance(component, torch.nn.Module) and callable(clear_cache):
+                    clear_cache()
 
     def device_budget_gib(self) -> float | None:
         """Accelerator memory this engine may use (the device's, or `max_memory_gib` when smaller); None on the CPU."""
