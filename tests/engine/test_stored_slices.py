@@ -68,6 +68,7 @@ CASES: dict[str, tuple[str, dict]] = {
     "t2v-fast": ("tiny-t2v", {"speed": "fast"}),
     "t2v-teacache": ("tiny-t2v", {"num_inference_steps": 8, "step_cache": "teacache"}),
     "t2v-firstblock": ("tiny-t2v", {"num_inference_steps": 8, "step_cache": "firstblock", "step_cache_threshold": 0.5}),
+    "t2v-interval": ("tiny-t2v", {"num_inference_steps": 8, "step_cache": "interval", "step_cache_interval": 3}),
 }
 
 # Frames 0 and -1 (the same frame for t2i), rows 30-31, columns 30-31, RGB: 24 values per case.
@@ -88,6 +89,7 @@ EXPECTED: dict[str, list[int]] = {
     "animate-replace": [120, 119, 131, 115, 127, 140, 120, 125, 128, 117, 125, 132, 133, 62, 96, 129, 63, 85, 85, 65, 131, 96, 87, 69],
     "t2v-fast": [138, 117, 128, 137, 119, 127, 139, 116, 131, 139, 116, 130, 80, 120, 104, 82, 85, 54, 60, 115, 100, 33, 104, 111],
     "t2v-teacache": [138, 114, 131, 142, 113, 129, 139, 114, 132, 142, 112, 132, 107, 85, 94, 136, 121, 80, 66, 49, 101, 66, 161, 68],
+    "t2v-interval": [138, 114, 131, 142, 113, 129, 139, 114, 132, 142, 112, 132, 105, 83, 100, 139, 119, 83, 70, 45, 99, 69, 162, 72],
     "t2v-firstblock": [138, 114, 131, 141, 113, 129, 139, 114, 132, 142, 112, 132, 114, 81, 98, 137, 120, 78, 60, 57, 101, 71, 156, 65],
 }
 # fmt: on
