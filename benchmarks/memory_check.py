@@ -38,9 +38,9 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args()
 
-    from wanserve.engine.config import EngineConfig, MemoryConfig
-    from wanserve.engine.engine import Engine
+    from wanserve.engine.config import MemoryConfig
     from wanserve.engine.memory_estimate import estimate_memory
+    from wanserve.engine.realsize import engine_for
     from wanserve.engine.registry import get_spec
     from wanserve.engine.requests import Stage
     from wanserve.engine.validation import resolve_request
@@ -65,11 +65,7 @@ def main() -> None:
 
     # 1. Build the model (random weights) and the engine that serves it
     start = time.perf_counter()
-    engine = Engine(EngineConfig(device=device, memory=memory))
-    if not args.tiny:
-        from wanserve.engine.realsize import build_random_components
-
-        engine.adopt(model, build_random_components(model, device, memory), random_weights=True)
+    engine = engine_for(model, device, memory)
     build_s = time.perf_counter() - start
     request = resolve_request(
         model,

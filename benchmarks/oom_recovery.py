@@ -93,9 +93,9 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
-    from wanserve.engine.config import EngineConfig, MemoryConfig
-    from wanserve.engine.engine import Engine
+    from wanserve.engine.config import MemoryConfig
     from wanserve.engine.memory_estimate import estimate_memory
+    from wanserve.engine.realsize import engine_for
     from wanserve.engine.registry import get_spec
     from wanserve.engine.validation import resolve_request
     from wanserve.errors import OutOfMemoryError
@@ -104,12 +104,9 @@ def main() -> None:
     if cuda and not torch.cuda.is_available():
         parser.error("needs CUDA; use --tiny for a CPU smoke check")
     model = args.model if cuda else "tiny-t2v"
-    engine = Engine(EngineConfig(device="cuda" if cuda else "cpu", memory=MemoryConfig(max_memory_gib=args.cap_gib)))
     start = time.perf_counter()
+    engine = engine_for(model, "cuda" if cuda else "cpu", MemoryConfig(max_memory_gib=args.cap_gib))
     if cuda:
-        from wanserve.engine.realsize import build_random_components
-
-        engine.adopt(model, build_random_components(model, "cuda"), random_weights=True)
         big = dict(width=832, height=480, num_frames=81)
         small = dict(width=480, height=272, num_frames=17, allow_untrained_size=True)
     else:

@@ -117,8 +117,7 @@ def main() -> None:
 
     from torch.profiler import ProfilerActivity, profile
 
-    from wanserve.engine.config import EngineConfig
-    from wanserve.engine.engine import Engine
+    from wanserve.engine.realsize import engine_for
     from wanserve.engine.validation import resolve_request
 
     cuda = not args.tiny
@@ -126,11 +125,7 @@ def main() -> None:
         parser.error("needs CUDA; use --tiny for a CPU smoke check")
     model = args.model if cuda else "tiny-t2v"
     width, height, frames = (int(v) for v in args.size.split("x")) if cuda else (64, 64, 9)
-    engine = Engine(EngineConfig(device="cuda" if cuda else "cpu"))
-    if cuda:
-        from wanserve.engine.realsize import build_random_components
-
-        engine.adopt(model, build_random_components(model, "cuda"), random_weights=True)
+    engine = engine_for(model, "cuda" if cuda else "cpu")
     loaded = engine.load(model)
 
     def request(steps: int):

@@ -110,3 +110,17 @@ def forward_inputs(model: str, width: int, height: int, frames: int, device: Any
         encoder_hidden_states=text.to(device, dtype),
         return_dict=False,
     )
+
+
+def engine_for(model: str, device: str, memory=None):
+    """An `Engine` on `device` (with `memory`, a `MemoryConfig`) serving `model`: real-size models with random
+    weights built on the device (`build_random_components`), tiny models as the engine builds them. For
+    benchmarks and checks that run either a real-size model on a GPU or a tiny one on the CPU."""
+    from wanserve.engine.config import EngineConfig, MemoryConfig
+    from wanserve.engine.engine import Engine
+
+    memory = memory or MemoryConfig()
+    engine = Engine(EngineConfig(device=device, memory=memory))
+    if model in TEXT_TO_VIDEO_MODELS:
+        engine.adopt(model, build_random_components(model, device, memory), random_weights=True)
+    return engine
