@@ -189,10 +189,12 @@ def test_group_offload_streams_the_text_encoders_blocks_one_group_each(baseline)
 
     apply_memory_options(pipe, MemoryConfig(offload="group"), "cpu")
 
-    blocks = pipe.text_encoder.encoder.block
+    encoder = pipe.text_encoder.encoder
+    blocks = encoder.block
     assert len(blocks) > 1
-    assert all(hasattr(block, "_diffusers_hook") for block in blocks)
     groups = [block._diffusers_hook.get_hook("group_offloading").group for block in blocks]
     assert [group.modules for group in groups] == [[block] for block in blocks]
+    assert hasattr(encoder, "_diffusers_hook")  # the embedding and final norm: one group, on while the encoder runs
+    assert {p for p in pipe.text_encoder.parameters()} == {p for p in encoder.parameters()}  # `shared` is tied
     assert hasattr(pipe.transformer.blocks[0], "_diffusers_hook")
     assert np.array_equal(generate(pipe), baseline)

@@ -72,10 +72,13 @@ def _enable_model_offload_keeping_cpu(pipe: Any, device: str, keep_on_cpu: tuple
     pipe.enable_model_cpu_offload = enable_and_repin
 
 
-NESTED_BLOCKS = {"text_encoder": ["encoder"]}
-"""Components whose repeated blocks are not a direct child: diffusers' block-level group offload streams only the
-`ModuleList`s directly under the module it is given, so UMT5's `encoder.block` would move as one 10.6 GiB group
-(measured on the H200: a 12.85 GiB peak at 480p, benchmarks/memory_check.py). Naming `encoder` streams its blocks."""
+NESTED_BLOCKS = {"text_encoder": "encoder"}
+"""Components whose repeated blocks are not a direct child, and the submodule that holds them. diffusers' block-level
+group offload streams only the `ModuleList`s directly under the module it is given, so offloading UMT5 itself moves
+its `encoder.block` as one 10.6 GiB group (measured on the H200: a 12.85 GiB peak at 480p, benchmarks/memory_check.py);
+offloading `encoder` streams its blocks (the embedding, tied to `shared`, moves with the encoder's other layers).
+diffusers' own nested form (`block_modules=["encoder"]`) fails with streams: both levels register a prefetch hook
+(`ValueError: Hook with name layer_execution_tracker already exists`, seen on the H200)."""
 
 
 def _enable_group_offload(pipe: Any, memory: MemoryConfig, device: str, keep_on_cpu: tuple[str, ...]) -> None:
@@ -97,9 +100,10 @@ def _enable_group_offload(pipe: Any, memory: MemoryConfig, device: str, keep_on_
         elif hasattr(module, "enable_group_offload"):
             module.enable_group_offload(**kwargs)
         else:
-            nested = [child for child in NESTED_BLOCKS.get(name, ()) if hasattr(module, child)]
-            if nested and memory.group_offload_type == "block_level":
-                apply_group_offloading(module=module, block_modules=nested, **kwargs)
+            nested = getattr(module, NESTED_BLOCKS.get(name, ""), None)
+            if isinstance(nested, torch.nn.Module) and memory.group_offload_type == "block_level":
+                module.to("cpu")  # nothing outside `nested` holds parameters (UMT5's `shared` is its embedding)
+                apply_group_offloading(module=nested, **kwargs)
             else:
                 apply_group_offloading(module=module, **kwargs)
 
