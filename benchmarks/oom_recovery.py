@@ -95,17 +95,15 @@ def main() -> None:
 
     from wanserve.engine.config import MemoryConfig
     from wanserve.engine.memory_estimate import estimate_memory
-    from wanserve.engine.realsize import engine_for
+    from wanserve.engine.realsize import engine_for, model_and_device
     from wanserve.engine.registry import get_spec
     from wanserve.engine.validation import resolve_request
     from wanserve.errors import OutOfMemoryError
 
-    cuda = not args.tiny
-    if cuda and not torch.cuda.is_available():
-        parser.error("needs CUDA; use --tiny for a CPU smoke check")
-    model = args.model if cuda else "tiny-t2v"
+    model, device = model_and_device(parser, args)
+    cuda = device == "cuda"
     start = time.perf_counter()
-    engine = engine_for(model, "cuda" if cuda else "cpu", MemoryConfig(max_memory_gib=args.cap_gib))
+    engine = engine_for(model, device, MemoryConfig(max_memory_gib=args.cap_gib))
     if cuda:
         big = dict(width=832, height=480, num_frames=81)
         small = dict(width=480, height=272, num_frames=17, allow_untrained_size=True)

@@ -117,15 +117,13 @@ def main() -> None:
 
     from torch.profiler import ProfilerActivity, profile
 
-    from wanserve.engine.realsize import engine_for
+    from wanserve.engine.realsize import engine_for, model_and_device
     from wanserve.engine.validation import resolve_request
 
-    cuda = not args.tiny
-    if cuda and not torch.cuda.is_available():
-        parser.error("needs CUDA; use --tiny for a CPU smoke check")
-    model = args.model if cuda else "tiny-t2v"
+    model, device = model_and_device(parser, args)
+    cuda = device == "cuda"
     width, height, frames = (int(v) for v in args.size.split("x")) if cuda else (64, 64, 9)
-    engine = engine_for(model, "cuda" if cuda else "cpu")
+    engine = engine_for(model, device)
     loaded = engine.load(model)
 
     def request(steps: int):

@@ -124,3 +124,13 @@ def engine_for(model: str, device: str, memory=None):
     if model in TEXT_TO_VIDEO_MODELS:
         engine.adopt(model, build_random_components(model, device, memory), random_weights=True)
     return engine
+
+
+def model_and_device(parser, args) -> tuple[str, str]:
+    """A GPU benchmark's model and device from its arguments: `args.model` on CUDA, or with `args.tiny` the tiny
+    text-to-video model on the CPU (a smoke check of the script). Without CUDA and `--tiny`, `parser` exits."""
+    if args.tiny:
+        return "tiny-t2v", "cpu"
+    if not torch.cuda.is_available():
+        parser.error("needs CUDA; use --tiny for a CPU smoke check")
+    return args.model, "cuda"
