@@ -191,8 +191,9 @@ def test_an_engine_for_the_cpu_leaves_the_allocator_settings_alone(monkeypatch):
     from wanserve.engine.config import EngineConfig
     from wanserve.engine.engine import Engine
 
-    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
-    monkeypatch.delenv("PYTORCH_ALLOC_CONF", raising=False)
+    for name in ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF"):
+        monkeypatch.setenv(name, "")  # so that the test's end restores what was there (or nothing)
+        monkeypatch.delenv(name)
     Engine(EngineConfig(device="cpu"))
     assert "PYTORCH_CUDA_ALLOC_CONF" not in os.environ
     Engine(EngineConfig(device="auto"))  # may be CUDA: set before the device is asked for
