@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import torch
@@ -153,7 +154,7 @@ def main() -> None:
             torch.cuda.memory._record_memory_history(enabled=None)
         report["allocator"] = {k: v for k, v in torch.cuda.memory_stats().items()
                                if k.startswith(("num_alloc_retries", "num_ooms", "num_device_alloc"))}  # fmt: skip
-        report["alloc_conf"] = __import__("os").environ.get("PYTORCH_CUDA_ALLOC_CONF")
+        report["alloc_conf"] = os.environ.get("PYTORCH_CUDA_ALLOC_CONF")
 
     # 2. The next request, on the same engine
     start = time.perf_counter()

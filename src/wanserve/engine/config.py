@@ -335,6 +335,13 @@ class EngineConfig:
     """How one job spreads over the ranks of a worker group (None: one rank). The process group must exist before
     the first generation (`wanserve.worker.group`)."""
 
+    @property
+    def device_type(self) -> str | None:
+        """The requested device's type (`cuda`, `cpu`, ...); None for the automatic choice (`None` or `auto`)."""
+        if self.device is None or self.device.strip().lower() == "auto":
+            return None
+        return parse_device_string(self.device)[0]
+
     def __post_init__(self) -> None:
         if not isinstance(self.memory, MemoryConfig):
             raise ConfigError("memory", f"`memory` must be a MemoryConfig, got {type(self.memory).__name__}")
@@ -344,11 +351,9 @@ class EngineConfig:
             raise ConfigError("lora", f"`lora` must be a LoraConfig, got {type(self.lora).__name__}")
         if not isinstance(self.weights, WeightsConfig):
             raise ConfigError("weights", f"`weights` must be a WeightsConfig, got {type(self.weights).__name__}")
-        if self.device is not None and self.device.strip().lower() != "auto":
-            device_type, _ = parse_device_string(self.device)
-            if device_type == "cpu" and self.memory.offload != "none":
-                raise ConfigError(
-                    "memory.offload",
-                    f"`memory.offload`={self.memory.offload!r} moves weights between the CPU and an accelerator, "
-                    f"but `device`={self.device!r}; use `offload`='none' on the CPU",
-                )
+        if self.device_type == "cpu" and self.memory.offload != "none":
+            raise ConfigError(
+                "memory.offload",
+                f"`memory.offload`={self.memory.offload!r} moves weights between the CPU and an accelerator, "
+                f"but `device`={self.device!r}; use `offload`='none' on the CPU",
+            )

@@ -118,8 +118,7 @@ class StreamedDecode:
         self._queue.put(_END if exc_type is None else _ABORT)
         self._thread.join()
         if exc_type is not None:
-            self.vae.clear_cache()  # `_decode` stopped before clearing its feature cache: free it now
-            return
+            return  # `_decode` stopped before clearing its feature cache: the engine clears it after any failure
         if self._error is not None:
             raise self._error
 

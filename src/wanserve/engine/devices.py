@@ -223,7 +223,7 @@ def prefer_expandable_segments(environ) -> bool:
     for it to read; where it has, the setting is applied to it directly. Returns whether the setting was made."""
     if any(name in environ for name in ALLOCATOR_ENV):
         return False
-    if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+    if not torch.cuda.is_initialized():
         environ["PYTORCH_CUDA_ALLOC_CONF"] = EXPANDABLE_SEGMENTS
         return True
     try:

@@ -105,7 +105,7 @@ class Engine:
         self.config = config or EngineConfig()
         self._models: dict[str, LoadedModel] = {}
         self._lock = threading.Lock()
-        if not str(self.config.device or "auto").startswith(("cpu", "mps", "npu", "xpu")):
+        if self.config.device_type in (None, "cuda"):
             # Before `self.device` is resolved: asking CUDA for its current device starts its allocator.
             from wanserve.engine.devices import prefer_expandable_segments
 
